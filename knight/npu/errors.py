@@ -1,0 +1,95 @@
+"""Typed errors raised while tracing or running a kernel on the simulated NPU.
+
+Every error carries a category from the failure taxonomy (DESIGN.md) and the kernel's own
+file:line, so that a proposer (or a person) can go straight to the offending statement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CATEGORIES = (
+    "shape_error",
+    "resource_overflow",
+    "illegal_access",
+    "dtype_error",
+    "uninitialized_read",
+    "host_sync",
+    "kernel_exception",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceLoc:
+    """A place in kernel source: the file and line of the statement that issued an instruction."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+class NpuError(Exception):
+    """A kernel broke a rule the hardware enforces (or the simulator cannot model)."""
+
+    category = "kernel_exception"
+
+    def __init__(
+        self,
+        message: str,
+        loc: SourceLoc | None = None,
+        *,
+        instr_index: int | None = None,
+        engine: str | None = None,
+        core: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.loc = loc
+        self.instr_index = instr_index
+        self.engine = engine
+        self.core = core
+
+    def __str__(self) -> str:
+        where = f"{self.loc}: " if self.loc else ""
+        return f"{where}{self.category}: {self.message}"
+
+    def to_dict(self) -> dict:
+        return {
+            "category": self.category,
+            "message": self.message,
+            "file": self.loc.file if self.loc else None,
+            "line": self.loc.line if self.loc else None,
+            "instr_index": self.instr_index,
+            "engine": self.engine,
+            "core": self.core,
+        }
+
+
+class ShapeError(NpuError):
+    category = "shape_error"
+
+
+class ResourceOverflow(NpuError):
+    category = "resource_overflow"
+
+
+class IllegalAccess(NpuError):
+    category = "illegal_access"
+
+
+class DtypeError(NpuError):
+    category = "dtype_error"
+
+
+class UninitializedRead(NpuError):
+    category = "uninitialized_read"
+
+
+class HostSync(NpuError):
+    category = "host_sync"
+
+
+class KernelException(NpuError):
+    category = "kernel_exception"

@@ -1,0 +1,118 @@
+"""Machine presets: every modelling constant of a chip, loaded from a data file with its source.
+
+A preset is a TOML file in `knight/npu/presets/`. Each constant is a table
+`name = { value = ..., basis = "published" | "model", note = "source or calibration note" }`,
+so the provenance of every number travels with it. `MachineSpec.hash` is stable across
+processes and platforms and is part of every evaluation's harness fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field, fields
+from importlib import resources
+
+PRESET_NAMES = ("trn2", "trn3")
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    """All constants the simulator uses for one chip (times in ns or engine cycles, sizes in bytes)."""
+
+    name: str
+    description: str
+    # --- capacities and shapes
+    partitions: int
+    sbuf_partition_bytes: int
+    psum_banks: int
+    psum_bank_bytes: int
+    matmul_max_contract: int
+    matmul_max_stationary: int
+    matmul_max_moving: int
+    vector_transpose_max: int
+    # --- clocks (GHz = cycles per ns)
+    tensor_ghz: float
+    vector_ghz: float
+    scalar_ghz: float
+    gpsimd_ghz: float
+    sync_ghz: float
+    # --- compute instruction costs (engine cycles)
+    t_fixed_cycles: int
+    min_ii_cycles: int
+    t_wb_cycles: int
+    t_fill_cycles: int
+    load_stationary_cycles: int
+    matmul_min_moving_cycles: int
+    matmul_fp32_factor: int
+    dynamic_copy_min_cycles: int
+    vector_perf_copy_factor: int
+    vector_perf_strided_factor: int
+    vector_perf_tt_factor: int
+    stride_penalty_bytes: int
+    # --- DMA
+    dma_engines: int
+    dma_queues: int
+    dma_partitions_per_engine: int
+    dma_bw_engine_bytes_per_ns: float
+    dma_s0_bytes: int
+    dma_t_fix_ns: float
+    dma_t_issue_hwdge_ns: float
+    dma_t_swdge_ns: float
+    dma_t_swdge_per_desc_ns: float
+    hbm_bw_pair_bytes_per_ns: float
+    hbm_efficiency: float
+    # --- cross-core
+    sendrecv_max_partition_bytes: int
+    tensor_throttle: bool
+    notes: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def hash(self) -> str:
+        """A stable digest of every constant's value (notes excluded)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "notes"}
+        blob = json.dumps(values, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def cycles_to_ps(self, engine: str, cycles: float) -> int:
+        """Convert engine cycles to integer picoseconds at that engine's clock."""
+        ghz = getattr(self, f"{engine}_ghz")
+        return int(round(cycles * 1000.0 / ghz))
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class UnknownMachine(ValueError):
+    """The named preset does not exist."""
+
+
+def load_machine(name: str = "trn2") -> MachineSpec:
+    """Load a machine preset by name (`trn2`, `trn3`) or from a path to a TOML file."""
+    if name.endswith(".toml"):
+        with open(name, "rb") as fh:
+            raw = tomllib.load(fh)
+    else:
+        if name not in PRESET_NAMES:
+            raise UnknownMachine(f"unknown machine preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
+        text = resources.files("knight.npu").joinpath(f"presets/{name}.toml").read_text()
+        raw = tomllib.loads(text)
+    return _spec_from_toml(raw)
+
+
+def _spec_from_toml(raw: dict) -> MachineSpec:
+    values: dict = {"name": raw["name"], "description": raw.get("description", "")}
+    notes: dict[str, str] = {}
+    for section, table in raw.items():
+        if not isinstance(table, dict):
+            continue
+        for key, entry in table.items():
+            values[key] = entry["value"]
+            notes[key] = f"[{entry.get('basis', 'model')}] {entry.get('note', '')}".strip()
+    known = {f.name for f in fields(MachineSpec)} - {"notes"}
+    missing = known - values.keys()
+    extra = values.keys() - known
+    if missing or extra:
+        raise ValueError(f"preset {raw.get('name')}: missing {sorted(missing)}, unknown {sorted(extra)}")
+    return MachineSpec(**values, notes=notes)
