@@ -1,0 +1,121 @@
+"""`nl`: the kernel language's declarations — dtypes, buffers, allocation, grid, op names.
+
+NKI-flavoured: `nl.ndarray((128, 512), dtype=nl.bfloat16, buffer=nl.sbuf)` allocates a tile,
+`nl.program_id(0)` says which of the two physical cores is running, and the op names below
+(`nl.exp`, `nl.add`, ...) are what `nisa` instructions take as their `op` arguments.
+Instructions themselves live in `nisa`.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from knight.npu import numerics
+from knight.npu.errors import ShapeError
+from knight.npu.tensor import HBM, PSUM, SBUF, RegExpr, View, ds
+from knight.npu.tracer import active, caller_loc
+
+# --- dtypes
+bfloat16 = np.dtype(numerics.BF16)
+float16 = np.dtype(np.float16)
+float32 = np.dtype(np.float32)
+int32 = np.dtype(np.int32)
+DTYPES = {"bfloat16": bfloat16, "float16": float16, "float32": float32, "int32": int32}
+
+# --- buffers
+sbuf = SBUF
+psum = PSUM
+hbm = HBM
+shared_hbm = HBM
+
+# --- hardware tile-size limits (NKI names); the machine preset is authoritative
+tile_size = SimpleNamespace(pmax=128, psum_fmax=512, gemm_stationary_fmax=128, gemm_moving_fmax=512)
+
+
+class Op(str):
+    """The name of an elementwise function or ALU operation, passed to instructions."""
+
+
+# activation functions (ScalarE)
+identity = Op("identity")
+copy = Op("copy")
+exp = Op("exp")
+log = Op("log")
+sigmoid = Op("sigmoid")
+silu = Op("silu")
+tanh = Op("tanh")
+gelu = Op("gelu")
+relu = Op("relu")
+square = Op("square")
+sqrt = Op("sqrt")
+rsqrt = Op("rsqrt")
+reciprocal = Op("reciprocal")
+# ALU operations (tensor_tensor, tensor_scalar, tensor_reduce)
+add = Op("add")
+subtract = Op("subtract")
+multiply = Op("multiply")
+divide = Op("divide")
+maximum = Op("maximum")
+minimum = Op("minimum")
+
+__all__ = [
+    "bfloat16", "float16", "float32", "int32", "sbuf", "psum", "hbm", "shared_hbm", "tile_size",
+    "ndarray", "zeros", "program_id", "num_programs", "affine_range", "sequential_range",
+    "static_range", "ds", "View", "RegExpr",
+]
+
+
+def ndarray(shape, dtype=float32, buffer: str = SBUF, name: str | None = None) -> View:
+    """Allocate a tensor (fresh memory is NaN-filled; reading it before writing is an error)."""
+    dt = _dtype(dtype)
+    t = active().allocate(shape, dt, buffer, name)
+    return View(t)
+
+
+def zeros(shape, dtype=float32, buffer: str = SBUF, name: str | None = None, engine: str = "vector") -> View:
+    """Allocate a tensor and issue a memset of zeros on `engine`."""
+    from knight.npu import nisa
+
+    v = ndarray(shape, dtype, buffer, name)
+    nisa.memset(v, 0.0, engine=engine)
+    return v
+
+
+def program_id(axis: int = 0) -> int:
+    """Which physical core of the logical core runs this trace (0 or 1 at LNC=2)."""
+    if axis != 0:
+        raise ShapeError("the launch grid has one axis", caller_loc())
+    return active().core
+
+
+def num_programs(axis: int = 0) -> int:
+    """Number of physical cores running the kernel (the grid size)."""
+    if axis != 0:
+        raise ShapeError("the launch grid has one axis", caller_loc())
+    return active().grid
+
+
+def affine_range(*args) -> range:
+    """A loop whose iterations are independent (same as `range` here; the scheduler finds overlap)."""
+    return range(*args)
+
+
+sequential_range = affine_range
+static_range = affine_range
+
+
+def _dtype(dtype) -> np.dtype:
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ShapeError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}", caller_loc())
+        return DTYPES[dtype]
+    dt = np.dtype(dtype)
+    if dt not in DTYPES.values():
+        raise ShapeError(f"unsupported dtype {dt}; use one of {', '.join(DTYPES)}", caller_loc())
+    return dt
+
+
+__all__ += ["ds"]
+_ = ds

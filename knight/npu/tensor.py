@@ -1,0 +1,365 @@
+"""Tensors and views: where kernel data lives (shared HBM, SBUF, PSUM) and how it is addressed.
+
+A `Tensor` is one allocation with its backing NumPy storage. A `View` is what a kernel holds:
+a tensor plus the indexing steps that select part of it. Views are opaque to Python: a kernel
+can pass them to instructions and slice them, but never read their numbers at trace time, so
+control flow cannot depend on device values (`host_sync`).
+
+On-chip tensors (SBUF, PSUM) have the partition axis first; indexing it with an integer keeps a
+one-partition axis instead of dropping it, because every on-chip operand has a partition axis.
+Indexing is bounds-checked (NumPy would silently clip a slice): out-of-range is `illegal_access`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from knight.npu.errors import HostSync, IllegalAccess, ShapeError, SourceLoc
+from knight.npu.program import Region
+
+HBM, SBUF, PSUM = "hbm", "sbuf", "psum"
+
+
+@dataclass(eq=False)
+class Tensor:
+    """One allocation: its buffer, shape, dtype, storage, and which elements were ever written."""
+
+    id: int
+    name: str
+    buffer: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    data: np.ndarray
+    written: np.ndarray | None  # None: fully initialised (kernel inputs)
+    core: int | None = None  # None for shared HBM
+    base: int = 0  # byte address of the allocation within each partition (on-chip)
+    loc: SourceLoc | None = None
+    matmul_written: np.ndarray | None = field(default=None, repr=False)  # PSUM only
+
+    @property
+    def on_chip(self) -> bool:
+        return self.buffer != HBM
+
+
+@dataclass(frozen=True, slots=True)
+class RegExpr:
+    """An integer held in an engine register, scaled and offset: `scale * reg + offset`.
+
+    Registers carry values known only on the device (an expert id read from a tile), so Python
+    cannot see them; they can only index HBM in a DMA.
+    """
+
+    reg: int  # register id (also its pseudo-tensor id for dependency tracking)
+    scale: int = 1
+    offset: int = 0
+
+    def __add__(self, other: int) -> RegExpr:
+        return RegExpr(self.reg, self.scale, self.offset + _host_int(other))
+
+    __radd__ = __add__
+
+    def __sub__(self, other: int) -> RegExpr:
+        return RegExpr(self.reg, self.scale, self.offset - _host_int(other))
+
+    def __mul__(self, other: int) -> RegExpr:
+        k = _host_int(other)
+        return RegExpr(self.reg, self.scale * k, self.offset * k)
+
+    __rmul__ = __mul__
+
+    def value(self, regs: dict[int, int]) -> int:
+        return self.scale * regs[self.reg] + self.offset
+
+    def __bool__(self) -> bool:
+        raise HostSync("a register value is only known on the device; Python cannot branch on it")
+
+    def __int__(self) -> int:
+        raise HostSync("a register value is only known on the device; Python cannot read it")
+
+    __index__ = __int__
+
+    def __eq__(self, other: object) -> bool:  # type: ignore[override]
+        raise HostSync("a register value is only known on the device; Python cannot compare it")
+
+    __hash__ = object.__hash__
+
+
+def _host_int(x: object) -> int:
+    if isinstance(x, RegExpr):
+        raise ShapeError("registers combine only with Python integers (scale and offset)")
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+        raise ShapeError(f"register arithmetic takes integers, not {type(x).__name__}")
+    return int(x)
+
+
+def ds(start: int | RegExpr, size: int) -> slice:
+    """A dynamic-slice helper as in NKI: `ds(i, n)` is `i:i+n` (`start` may not be a register)."""
+    if isinstance(start, RegExpr):
+        raise ShapeError("ds() with a register start is not supported; index the dimension with the register")
+    return slice(start, start + size)
+
+
+class View:
+    """A window onto a tensor: the tensor plus the indexing steps that select it."""
+
+    __slots__ = ("tensor", "steps", "arr", "dynamic", "_mask")
+
+    def __init__(self, tensor: Tensor, steps: tuple = (), arr: np.ndarray | None = None, dynamic: bool = False):
+        self.tensor = tensor
+        self.steps = steps  # tuple of ("index", key) / ("reshape", shape); keys may hold RegExpr
+        self.arr = tensor.data if arr is None else arr  # the data (static) or a template (dynamic)
+        self.dynamic = dynamic
+        self._mask = None
+
+    # --- shape information is static and free to read
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.arr.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.tensor.dtype
+
+    @property
+    def buffer(self) -> str:
+        return self.tensor.buffer
+
+    @property
+    def ndim(self) -> int:
+        return self.arr.ndim
+
+    def __len__(self) -> int:
+        return self.arr.shape[0]
+
+    def __repr__(self) -> str:
+        return f"<{self.tensor.buffer} view {self.tensor.name}{list(self.shape)} {self.dtype}>"
+
+    # --- indexing
+    def __getitem__(self, key) -> View:
+        key = key if isinstance(key, tuple) else (key,)
+        norm, dynamic = _normalise_key(key, self.arr.shape, self.tensor.on_chip)
+        template_key = tuple(0 if isinstance(k, RegExpr) else k for k in norm)
+        arr = self.arr[template_key]
+        return View(self.tensor, self.steps + (("index", norm),), arr, self.dynamic or dynamic)
+
+    def reshape(self, *shape) -> View:
+        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
+        if self.tensor.on_chip and (not shape or shape[0] != self.arr.shape[0]):
+            raise ShapeError(f"reshape must keep the partition axis ({self.arr.shape[0]}); got {shape}")
+        arr = _reshape_no_copy(self.arr, shape)
+        return View(self.tensor, self.steps + (("reshape", shape),), arr, self.dynamic)
+
+    # --- runtime resolution (numerics only)
+    def data(self, regs: dict[int, int]) -> np.ndarray:
+        if not self.dynamic:
+            return self.arr
+        return self._apply(self.tensor.data, regs)
+
+    def mask(self, regs: dict[int, int]) -> np.ndarray | None:
+        written = self.tensor.written
+        if written is None:
+            return None
+        if not self.dynamic:
+            if self._mask is None:
+                self._mask = self._apply(written, regs)
+            return self._mask
+        return self._apply(written, regs)
+
+    def mm_mask(self) -> np.ndarray:
+        return self._apply(self.tensor.matmul_written, {})
+
+    def _apply(self, base: np.ndarray, regs: dict[int, int]) -> np.ndarray:
+        out = base
+        for kind, arg in self.steps:
+            if kind == "index":
+                out = out[tuple(_resolve(k, regs, out.shape, i) for i, k in enumerate(_expand(arg)))]
+            else:
+                out = out.reshape(arg)
+        return out
+
+    def registers(self) -> list[int]:
+        regs = []
+        for kind, arg in self.steps:
+            if kind == "index":
+                regs.extend(k.reg for k in arg if isinstance(k, RegExpr))
+        return regs
+
+    # --- opacity: device values never reach Python
+    def __bool__(self) -> bool:
+        raise HostSync("a tile's values are only known on the device; Python cannot branch on them")
+
+    def __int__(self) -> int:
+        raise HostSync("a tile's values are only known on the device; Python cannot read them")
+
+    __float__ = __int__
+    __index__ = __int__
+
+    def __array__(self, *args, **kwargs):
+        raise HostSync("a tile's values are only known on the device; NumPy cannot read them")
+
+    def __iter__(self):
+        raise HostSync("iterating a tile would read device values; slice it instead")
+
+    def __eq__(self, other: object) -> bool:  # type: ignore[override]
+        raise HostSync("comparing tiles would read device values; use an instruction")
+
+    __hash__ = object.__hash__
+
+    def _no_arith(self, *_):
+        raise HostSync(
+            "arithmetic on tiles does not run on the host; issue an instruction "
+            "(nisa.tensor_tensor, nisa.tensor_scalar, nisa.activation)"
+        )
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _no_arith
+    __truediv__ = __rtruediv__ = __neg__ = __lt__ = __le__ = __gt__ = __ge__ = _no_arith
+
+
+def _expand(key: tuple) -> tuple:
+    return key
+
+
+def _normalise_key(key: tuple, shape: tuple[int, ...], on_chip: bool) -> tuple[tuple, bool]:
+    """Bounds-check an index and make it explicit (no Ellipsis, one entry per consumed axis)."""
+    if any(k is None for k in key):
+        raise ShapeError("newaxis is not supported in tile indexing")
+    n_ell = sum(1 for k in key if k is Ellipsis)
+    if n_ell > 1:
+        raise ShapeError("at most one ... in an index")
+    if n_ell:
+        i = next(j for j, k in enumerate(key) if k is Ellipsis)
+        key = key[:i] + (slice(None),) * (len(shape) - len(key) + 1) + key[i + 1 :]
+    if len(key) > len(shape):
+        raise IllegalAccess(f"too many indices ({len(key)}) for a view of rank {len(shape)}")
+    out: list = []
+    dynamic = False
+    for axis, (k, size) in enumerate(zip(key, shape, strict=False)):
+        if isinstance(k, RegExpr):
+            if on_chip:
+                raise IllegalAccess("register (dynamic) indexing is only allowed on HBM tensors")
+            out.append(k)
+            dynamic = True
+        elif isinstance(k, slice):
+            out.append(_check_slice(k, size, axis))
+        elif isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)):
+            i = int(k)
+            if i < -size or i >= size:
+                raise IllegalAccess(f"index {i} is out of bounds for axis {axis} of size {size}")
+            i %= size
+            out.append(slice(i, i + 1) if (on_chip and axis == 0) else i)
+        elif isinstance(k, View):
+            raise HostSync("a tile cannot index another tile on the host; load it into a register")
+        else:
+            raise ShapeError(f"unsupported index {k!r} on axis {axis}")
+    return tuple(out), dynamic
+
+
+def _check_slice(s: slice, size: int, axis: int) -> slice:
+    for part in (s.start, s.stop, s.step):
+        if isinstance(part, RegExpr):
+            raise ShapeError("a register cannot be a slice bound; index the axis with the register")
+        if isinstance(part, View):
+            raise HostSync("a tile cannot be a slice bound on the host")
+    step = 1 if s.step is None else int(s.step)
+    if step <= 0:
+        raise ShapeError(f"slice step must be positive (axis {axis})")
+    start = 0 if s.start is None else int(s.start)
+    stop = size if s.stop is None else int(s.stop)
+    if start < 0:
+        start += size
+    if stop < 0:
+        stop += size
+    if not (0 <= start <= size) or not (0 <= stop <= size):
+        raise IllegalAccess(f"slice {s.start}:{s.stop} is out of bounds for axis {axis} of size {size}")
+    if stop <= start:
+        raise ShapeError(f"empty slice {s.start}:{s.stop} on axis {axis}")
+    return slice(start, stop, step)
+
+
+def _resolve(k, regs: dict[int, int], shape: tuple[int, ...], axis: int):
+    if not isinstance(k, RegExpr):
+        return k
+    v = k.value(regs)
+    if not 0 <= v < shape[axis]:
+        raise IllegalAccess(f"register index {v} is out of bounds for axis {axis} of size {shape[axis]}")
+    return v
+
+
+def _reshape_no_copy(arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if int(np.prod(shape, dtype=np.int64)) != arr.size:
+        raise ShapeError(f"cannot reshape {tuple(arr.shape)} into {shape}")
+    out = arr.view()
+    try:
+        out.shape = shape
+    except AttributeError:
+        raise ShapeError(f"cannot reshape a non-contiguous view {tuple(arr.shape)} into {shape} without a copy") from None
+    return out
+
+
+# --- geometry for the timing model
+
+
+def region_of(view: View) -> Region:
+    """The bounding rectangle of memory a view touches (conservative for strided views)."""
+    t = view.tensor
+    if view.dynamic:
+        pstride = t.data.strides[0] if t.on_chip else 0
+        per = pstride if t.on_chip else t.data.nbytes
+        return Region(t.id, 0, t.shape[0] if t.on_chip else 1, t.base, t.base + per)
+    arr = view.arr
+    off = arr.__array_interface__["data"][0] - t.data.__array_interface__["data"][0]
+    lo = hi = 0
+    dims = range(1, arr.ndim) if t.on_chip else range(arr.ndim)
+    for d in dims:
+        span = (arr.shape[d] - 1) * arr.strides[d]
+        lo += min(0, span)
+        hi += max(0, span)
+    hi += arr.itemsize
+    if not t.on_chip:
+        return Region(t.id, 0, 1, off + lo, off + hi)
+    pstride = t.data.strides[0]
+    p0, inpart = divmod(off, pstride)
+    pstep = arr.strides[0] // pstride if arr.shape[0] > 1 else 1
+    p1 = p0 + (arr.shape[0] - 1) * pstep + 1
+    return Region(t.id, p0, p1, t.base + inpart + lo, t.base + inpart + hi)
+
+
+def partition_range(view: View) -> tuple[int, int, int]:
+    """(first partition, partition count, partition step) of an on-chip view."""
+    t = view.tensor
+    arr = view.arr
+    pstride = t.data.strides[0]
+    off = arr.__array_interface__["data"][0] - t.data.__array_interface__["data"][0]
+    step = arr.strides[0] // pstride if arr.shape[0] > 1 else 1
+    return off // pstride, arr.shape[0], step
+
+
+def contiguous_run(arr: np.ndarray, first_axis: int) -> int:
+    """Elements in the longest contiguous run at the end of `arr`'s axes from `first_axis` on."""
+    run = 1
+    expected = arr.itemsize
+    for d in range(arr.ndim - 1, first_axis - 1, -1):
+        if arr.shape[d] == 1:
+            continue
+        if arr.strides[d] != expected:
+            break
+        run *= arr.shape[d]
+        expected *= arr.shape[d]
+    return run
+
+
+def inner_stride_bytes(view: View) -> int:
+    """Byte stride of the innermost non-unit free axis (the access-pattern stride that costs bandwidth)."""
+    arr = view.arr
+    first = 1 if view.tensor.on_chip else 0
+    for d in range(arr.ndim - 1, first - 1, -1):
+        if arr.shape[d] > 1:
+            return abs(arr.strides[d])
+    return arr.itemsize
+
+
+def free_size(view: View) -> int:
+    """Elements per partition (on-chip) of a view."""
+    return int(np.prod(view.arr.shape[1:], dtype=np.int64)) if view.arr.ndim > 1 else 1

@@ -1,0 +1,154 @@
+"""The tracer: records the instructions a kernel issues on one core, with their source lines.
+
+`simulate` runs the kernel's Python once per core with a `Tracer` active. Every `nl`/`nisa` call
+asks `active()` for it, allocates through it, and appends an `Instr`. The tracer also enforces
+capacity limits at allocation time, so an overflow points at the allocating line.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from knight.npu import numerics
+from knight.npu.errors import KernelException, NpuError, ResourceOverflow, ShapeError, SourceLoc
+from knight.npu.machine import MachineSpec
+from knight.npu.program import Instr
+from knight.npu.tensor import HBM, PSUM, SBUF, Tensor
+
+_NPU_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def caller_loc() -> SourceLoc:
+    """The first stack frame outside `knight/npu`: the kernel statement being traced."""
+    f = sys._getframe(1)
+    while f is not None and os.path.dirname(os.path.abspath(f.f_code.co_filename)) == _NPU_DIR:
+        f = f.f_back
+    if f is None:
+        return SourceLoc("<unknown>", 0)
+    return SourceLoc(f.f_code.co_filename, f.f_lineno)
+
+
+@dataclass
+class SharedState:
+    """State shared by the per-core tracers of one simulation: tensor ids and shared HBM."""
+
+    next_id: int = 0
+    names: dict[int, str] = field(default_factory=dict)
+    hbm_scratch: list[Tensor] = field(default_factory=list)
+
+    def new_id(self, name: str) -> int:
+        self.next_id += 1
+        self.names[self.next_id] = name
+        return self.next_id
+
+
+class Tracer:
+    """Records one core's instruction stream and owns its on-chip allocations."""
+
+    def __init__(self, machine: MachineSpec, core: int, grid: int, shared: SharedState) -> None:
+        self.machine = machine
+        self.core = core
+        self.grid = grid
+        self.shared = shared
+        self.instrs: list[Instr] = []
+        self.sbuf_used = 0
+        self.psum_banks_used = 0
+        self.hbm_allocs = 0
+        self.regs: dict[int, int] = {}  # register values, filled while numerics run
+
+    def emit(self, instr: Instr) -> Instr:
+        instr.index = len(self.instrs)
+        self.instrs.append(instr)
+        return instr
+
+    def allocate(self, shape: tuple[int, ...], dtype: np.dtype, buffer: str, name: str | None) -> Tensor:
+        """Allocate a tensor, checking capacity; fresh memory is NaN-filled and marked unwritten."""
+        loc = caller_loc()
+        shape = _check_shape(shape, loc)
+        m = self.machine
+        nbytes = math.prod(shape[1:]) * dtype.itemsize if len(shape) > 1 else dtype.itemsize
+        base = 0
+        label = name or f"{buffer}@{os.path.basename(loc.file)}:{loc.line}"
+        if buffer == HBM:
+            return self._allocate_hbm(shape, dtype, label, loc)
+        if shape[0] > m.partitions:
+            raise ResourceOverflow(f"{shape[0]} partitions requested; the {buffer.upper()} has {m.partitions}", loc)
+        if buffer == SBUF:
+            if self.sbuf_used + nbytes > m.sbuf_partition_bytes:
+                raise ResourceOverflow(
+                    f"SBUF capacity exceeded: {self.sbuf_used} B per partition already allocated, "
+                    f"{nbytes} B more requested, {m.sbuf_partition_bytes} B available "
+                    "(allocate buffers once, outside loops, and reuse them)",
+                    loc,
+                )
+            base = self.sbuf_used
+            self.sbuf_used += nbytes
+        elif buffer == PSUM:
+            banks = -(-nbytes // m.psum_bank_bytes)
+            if self.psum_banks_used + banks > m.psum_banks:
+                raise ResourceOverflow(
+                    f"PSUM capacity exceeded: {self.psum_banks_used} of {m.psum_banks} banks in use, "
+                    f"{banks} more requested ({nbytes} B per partition)",
+                    loc,
+                )
+            base = self.psum_banks_used * m.psum_bank_bytes
+            self.psum_banks_used += banks
+        else:
+            raise ShapeError(f"unknown buffer {buffer!r}", loc)
+        tid = self.shared.new_id(label)
+        t = Tensor(
+            tid, label, buffer, shape, dtype, numerics.nan_fill(shape, dtype),
+            np.zeros(shape, dtype=bool), core=self.core, base=base, loc=loc,
+        )
+        if buffer == PSUM:
+            t.matmul_written = np.zeros(shape, dtype=bool)
+        return t
+
+    def _allocate_hbm(self, shape, dtype, label, loc) -> Tensor:
+        # Shared HBM scratch: the k-th allocation on every core is the same tensor.
+        k = self.hbm_allocs
+        self.hbm_allocs += 1
+        if k < len(self.shared.hbm_scratch):
+            t = self.shared.hbm_scratch[k]
+            if t.shape != shape or t.dtype != dtype:
+                raise KernelException("cores allocated different shared HBM tensors (divergent control flow)", loc)
+            return t
+        tid = self.shared.new_id(label)
+        t = Tensor(tid, label, HBM, shape, dtype, numerics.nan_fill(shape, dtype), np.zeros(shape, dtype=bool), loc=loc)
+        self.shared.hbm_scratch.append(t)
+        return t
+
+    def new_register(self) -> int:
+        return self.shared.new_id(f"register{self.core}")
+
+
+def _check_shape(shape, loc: SourceLoc) -> tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    try:
+        shape = tuple(int(s) for s in shape)
+    except (TypeError, NpuError):
+        raise ShapeError(f"shape must be a tuple of Python integers, got {shape!r}", loc) from None
+    if not shape or any(s <= 0 for s in shape):
+        raise ShapeError(f"shape must have positive sizes, got {shape}", loc)
+    return shape
+
+
+_active: Tracer | None = None
+
+
+def active() -> Tracer:
+    """The tracer of the core being traced; kernel-language calls outside `simulate` are errors."""
+    if _active is None:
+        raise KernelException("kernel-language calls are only valid inside a kernel run by knight.npu.simulate")
+    return _active
+
+
+def set_active(tracer: Tracer | None) -> None:
+    global _active
+    _active = tracer
