@@ -203,6 +203,8 @@ def dma_copy(dst: View, src: View, engine: str = "sync", queue: int | None = Non
     q = default_queue if queue is None else queue
     if not isinstance(q, int) or not 0 <= q < tr.machine.dma_queues:
         raise IllegalAccess(f"DMA queue must be an integer in 0..{tr.machine.dma_queues - 1}, got {queue!r}", loc)
+    if dst.is_broadcast:
+        raise IllegalAccess("dma_copy dst cannot be a broadcast view", loc)
     for v, what in ((dst, "dma_copy dst"), (src, "dma_copy src")):
         if v.buffer == PSUM:
             raise IllegalAccess(f"{what}: DMA cannot access PSUM; copy to SBUF first", loc)

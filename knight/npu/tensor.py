@@ -151,6 +151,30 @@ class View:
         arr = _reshape_no_copy(self.arr, shape)
         return View(self.tensor, self.steps + (("reshape", shape),), arr, self.dynamic)
 
+    def permute(self, *axes) -> View:
+        """Reorder axes (NumPy `transpose`); on-chip views keep the partition axis first."""
+        axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else tuple(axes)
+        if sorted(axes) != list(range(self.ndim)):
+            raise ShapeError(f"permute needs a permutation of 0..{self.ndim - 1}, got {axes}")
+        if self.tensor.on_chip and axes[0] != 0:
+            raise ShapeError("permute must keep the partition axis of an on-chip view first")
+        return View(self.tensor, self.steps + (("permute", axes),), self.arr.transpose(axes), self.dynamic)
+
+    def broadcast_to(self, *shape) -> View:
+        """Repeat an HBM view along new or unit axes (a DMA source only: it cannot be written)."""
+        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
+        if self.tensor.on_chip:
+            raise ShapeError("broadcast_to is for HBM views used as a DMA source")
+        try:
+            arr = np.broadcast_to(self.arr, shape)
+        except ValueError:
+            raise ShapeError(f"cannot broadcast {list(self.shape)} to {list(shape)}") from None
+        return View(self.tensor, self.steps + (("broadcast", shape),), arr, self.dynamic)
+
+    @property
+    def is_broadcast(self) -> bool:
+        return any(st == 0 and n > 1 for st, n in zip(self.arr.strides, self.arr.shape, strict=True))
+
     # --- runtime resolution (numerics only)
     def data(self, regs: dict[int, int]) -> np.ndarray:
         if not self.dynamic:
@@ -174,9 +198,13 @@ class View:
         out = base
         for kind, arg in self.steps:
             if kind == "index":
-                out = out[tuple(_resolve(k, regs, out.shape, i) for i, k in enumerate(_expand(arg)))]
-            else:
+                out = out[tuple(_resolve(k, regs, out.shape, i) for i, k in enumerate(arg))]
+            elif kind == "reshape":
                 out = out.reshape(arg)
+            elif kind == "permute":
+                out = out.transpose(arg)
+            else:
+                out = np.broadcast_to(out, arg)
         return out
 
     def registers(self) -> list[int]:
@@ -215,10 +243,6 @@ class View:
 
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _no_arith
     __truediv__ = __rtruediv__ = __neg__ = __lt__ = __le__ = __gt__ = __ge__ = _no_arith
-
-
-def _expand(key: tuple) -> tuple:
-    return key
 
 
 def _normalise_key(key: tuple, shape: tuple[int, ...], on_chip: bool) -> tuple[tuple, bool]:

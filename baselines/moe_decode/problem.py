@@ -1,0 +1,69 @@
+"""Inputs and float64 reference for `moe_decode` (trusted problem code, never shown to kernels)."""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+
+H, I, E, K = 2048, 192, 128, 8
+BF16 = ml_dtypes.bfloat16
+
+
+def _bf16_weights(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Random bf16 values of magnitude 2^-7..2^-3 with random signs, built from bits (fast)."""
+    r = rng.integers(0, 1 << 16, size=int(np.prod(shape)), dtype=np.uint16)
+    exponent = ((r >> np.uint16(7)) & np.uint16(3)) + np.uint16(120)
+    bits = (r & np.uint16(0x807F)) | (exponent << np.uint16(7))
+    return bits.view(BF16).reshape(shape)
+
+
+def _route(rng: np.random.Generator, T: int, regime: str) -> tuple[np.ndarray, np.ndarray]:
+    """Top-8 expert ids (descending weight) and renormalised fp32 weights for T tokens."""
+    scale = 4.0 if regime == "skewed" else 1.0
+    logits = rng.standard_normal((T, E)) * scale
+    if regime == "same":
+        logits[:] = logits[0]
+    elif regime == "edge":
+        logits[:, 0] += 50.0
+        logits[:, E - 1] += 49.0
+    elif regime == "repeated":
+        logits[1::2] = logits[0::2][: T // 2]
+    ids = np.argsort(-logits, axis=1, kind="stable")[:, :K]
+    top = np.take_along_axis(logits, ids, axis=1)
+    p = np.exp(top - top.max(axis=1, keepdims=True))
+    weights = (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+    return ids.astype(np.int32), weights
+
+
+def make_inputs(params: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    T = int(params["T"])
+    ids, weights = _route(rng, T, params.get("routing", "random"))
+    hidden = rng.standard_normal((T, H), dtype=np.float32).astype(BF16)
+    return {
+        "hidden": hidden,
+        "expert_ids": ids,
+        "expert_weights": weights,
+        "w_gate_up": _bf16_weights(rng, (E, H, 2, I)),
+        "w_down": _bf16_weights(rng, (E, I, H)),
+    }
+
+
+def reference(inputs: dict[str, np.ndarray], params: dict) -> dict[str, np.ndarray]:
+    x = inputs["hidden"].astype(np.float64)
+    out = np.zeros_like(x)
+    for t in range(x.shape[0]):
+        for k in range(K):
+            e = int(inputs["expert_ids"][t, k])
+            w = inputs["w_gate_up"][e].astype(np.float64)
+            gate, up = x[t] @ w[:, 0, :], x[t] @ w[:, 1, :]
+            h = gate / (1.0 + np.exp(-gate)) * up
+            out[t] += float(inputs["expert_weights"][t, k]) * (h @ inputs["w_down"][e].astype(np.float64))
+    return {"out": out}
+
+
+def floor_bytes(inputs: dict[str, np.ndarray], params: dict) -> int:
+    """Weights of every distinct routed expert, plus activations in and out: what must move."""
+    distinct = len(np.unique(inputs["expert_ids"]))
+    per_expert = (H * 2 * I + I * H) * 2
+    T = inputs["hidden"].shape[0]
+    return distinct * per_expert + 2 * T * H * 2 + T * K * 8
