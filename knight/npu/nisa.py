@@ -63,7 +63,7 @@ def _on_chip(v: View, what: str, loc: SourceLoc, allowed: tuple[str, ...] = (SBU
     if v.buffer not in allowed:
         names = " or ".join(b.upper() for b in allowed)
         raise IllegalAccess(f"{what} must be in {names}, not {v.buffer.upper()}", loc)
-    if v.dynamic:
+    if v._dynamic:
         raise IllegalAccess(f"{what} cannot use a register offset on an on-chip buffer", loc)
     p0, n, step = partition_range(v)
     if step != 1:
@@ -94,7 +94,7 @@ def _read(v: View, regs: dict[int, int], what: str) -> np.ndarray:
     if mask is not None and not mask.all():
         n = int(mask.size - np.count_nonzero(mask))
         raise UninitializedRead(
-            f"{what} reads {n} of {mask.size} elements of {v.tensor.name} that were never written"
+            f"{what} reads {n} of {mask.size} elements of {v._tensor.name} that were never written"
         )
     return v.data(regs)
 
@@ -106,7 +106,7 @@ def _store(v: View, regs: dict[int, int], values: np.ndarray) -> None:
     mask = v.mask(regs)
     if mask is not None:
         mask[...] = True
-    if v.tensor.matmul_written is not None:
+    if v._tensor.matmul_written is not None:
         v.mm_mask()[...] = False
 
 
@@ -230,7 +230,7 @@ def dma_copy(dst: View, src: View, engine: str = "sync", queue: int | None = Non
         Instr(
             op="dma_copy", engine=engine, core=tr.core, index=0, loc=loc,
             reads=tuple(reads), writes=(region_of(dst),), dma=shape,
-            dynamic=src.dynamic or dst.dynamic, run=run,
+            dynamic=src._dynamic or dst._dynamic, run=run,
         )
     )
 
@@ -242,13 +242,13 @@ def _dma_shape(dst: View, src: View, mode: str, queue: int) -> DmaShape:
         p0, parts, _ = partition_range(chip)
     else:
         p0, parts = 0, dst.shape[0] if dst.ndim > 1 else 1
-    per_partition = dst.arr.size // parts
+    per_partition = dst._arr.size // parts
     first = 1 if dst.ndim > 1 else 0
-    run = min(contiguous_run(dst.arr, first), contiguous_run(src.arr, first), per_partition)
+    run = min(contiguous_run(dst._arr, first), contiguous_run(src._arr, first), per_partition)
     run = math.gcd(run, per_partition) or 1
     itemsize = max(dst.dtype.itemsize, src.dtype.itemsize)
-    hbm = (src.arr.size * src.dtype.itemsize if src.buffer == HBM else 0) + (
-        dst.arr.size * dst.dtype.itemsize if dst.buffer == HBM else 0
+    hbm = (src._arr.size * src.dtype.itemsize if src.buffer == HBM else 0) + (
+        dst._arr.size * dst.dtype.itemsize if dst.buffer == HBM else 0
     )
     return DmaShape(
         mode=mode, queue=queue, p0=p0, partitions=parts, chunks_per_partition=per_partition // run,
@@ -355,7 +355,7 @@ def nc_transpose(dst: View, src: View, engine: str = "tensor") -> None:
         out = dst.data(regs)
         out[...] = data if same else numerics.to_fp32(data)
         dst.mask(regs)[...] = True
-        if dst.tensor.matmul_written is not None:
+        if dst._tensor.matmul_written is not None:
             dst.mm_mask()[...] = engine == "tensor"
 
     tr.emit(
@@ -468,7 +468,7 @@ def tensor_copy(dst: View, src: View, engine: str = "vector") -> None:
         if same:
             dst.data(regs)[...] = data
             dst.mask(regs)[...] = True
-            if dst.tensor.matmul_written is not None:
+            if dst._tensor.matmul_written is not None:
                 dst.mm_mask()[...] = False
         else:
             _store(dst, regs, numerics.to_fp32(data))
@@ -564,9 +564,9 @@ def register_load(src: View, engine: str = "sync") -> RegExpr:
     tr, loc = active(), caller_loc()
     _engine(engine, ("sync", "scalar", "gpsimd", "vector"), loc)
     src = _tile(src, "src", loc)
-    if src.buffer != SBUF or src.dynamic:
+    if src.buffer != SBUF or src._dynamic:
         raise IllegalAccess("register_load reads an SBUF tile", loc)
-    if src.arr.size != 1:
+    if src._arr.size != 1:
         raise ShapeError(f"register_load reads exactly one element, got a tile of {list(src.shape)}", loc)
     if src.dtype != np.int32:
         raise DtypeError(f"register_load reads an int32 element, not {src.dtype}", loc)
@@ -610,7 +610,7 @@ def sendrecv(dst: View, src: View, engine: str = "gpsimd") -> None:
         )
     instr = Instr(
         op="sendrecv", engine=engine, core=tr.core, index=0, loc=loc, reads=(region_of(src),),
-        writes=(region_of(dst),), xfer_bytes=src.arr.size * src.dtype.itemsize, elems=free_size(src),
+        writes=(region_of(dst),), xfer_bytes=src._arr.size * src.dtype.itemsize, elems=free_size(src),
     )
     instr.run = _Exchange(src, dst, tr.regs)  # joined with the other core's half by the runtime
     tr.emit(instr)

@@ -104,99 +104,99 @@ def ds(start: int | RegExpr, size: int) -> slice:
 class View:
     """A window onto a tensor: the tensor plus the indexing steps that select it."""
 
-    __slots__ = ("tensor", "steps", "arr", "dynamic", "_mask")
+    __slots__ = ("_tensor", "_steps", "_arr", "_dynamic", "_mask")
 
     def __init__(self, tensor: Tensor, steps: tuple = (), arr: np.ndarray | None = None, dynamic: bool = False):
-        self.tensor = tensor
-        self.steps = steps  # tuple of ("index", key) / ("reshape", shape); keys may hold RegExpr
-        self.arr = tensor.data if arr is None else arr  # the data (static) or a template (dynamic)
-        self.dynamic = dynamic
+        self._tensor = tensor
+        self._steps = steps  # tuple of ("index", key) / ("reshape", shape); keys may hold RegExpr
+        self._arr = tensor.data if arr is None else arr  # the data (static) or a template (dynamic)
+        self._dynamic = dynamic
         self._mask = None
 
     # --- shape information is static and free to read
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self.arr.shape)
+        return tuple(self._arr.shape)
 
     @property
     def dtype(self) -> np.dtype:
-        return self.tensor.dtype
+        return self._tensor.dtype
 
     @property
     def buffer(self) -> str:
-        return self.tensor.buffer
+        return self._tensor.buffer
 
     @property
     def ndim(self) -> int:
-        return self.arr.ndim
+        return self._arr.ndim
 
     def __len__(self) -> int:
-        return self.arr.shape[0]
+        return self._arr.shape[0]
 
     def __repr__(self) -> str:
-        return f"<{self.tensor.buffer} view {self.tensor.name}{list(self.shape)} {self.dtype}>"
+        return f"<{self._tensor.buffer} view {self._tensor.name}{list(self.shape)} {self.dtype}>"
 
     # --- indexing
     def __getitem__(self, key) -> View:
         key = key if isinstance(key, tuple) else (key,)
-        norm, dynamic = _normalise_key(key, self.arr.shape, self.tensor.on_chip)
+        norm, dynamic = _normalise_key(key, self._arr.shape, self._tensor.on_chip)
         template_key = tuple(0 if isinstance(k, RegExpr) else k for k in norm)
-        arr = self.arr[template_key]
-        return View(self.tensor, self.steps + (("index", norm),), arr, self.dynamic or dynamic)
+        arr = self._arr[template_key]
+        return View(self._tensor, self._steps + (("index", norm),), arr, self._dynamic or dynamic)
 
     def reshape(self, *shape) -> View:
         shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
-        if self.tensor.on_chip and (not shape or shape[0] != self.arr.shape[0]):
-            raise ShapeError(f"reshape must keep the partition axis ({self.arr.shape[0]}); got {shape}")
-        arr = _reshape_no_copy(self.arr, shape)
-        return View(self.tensor, self.steps + (("reshape", shape),), arr, self.dynamic)
+        if self._tensor.on_chip and (not shape or shape[0] != self._arr.shape[0]):
+            raise ShapeError(f"reshape must keep the partition axis ({self._arr.shape[0]}); got {shape}")
+        arr = _reshape_no_copy(self._arr, shape)
+        return View(self._tensor, self._steps + (("reshape", shape),), arr, self._dynamic)
 
     def permute(self, *axes) -> View:
         """Reorder axes (NumPy `transpose`); on-chip views keep the partition axis first."""
         axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else tuple(axes)
         if sorted(axes) != list(range(self.ndim)):
             raise ShapeError(f"permute needs a permutation of 0..{self.ndim - 1}, got {axes}")
-        if self.tensor.on_chip and axes[0] != 0:
+        if self._tensor.on_chip and axes[0] != 0:
             raise ShapeError("permute must keep the partition axis of an on-chip view first")
-        return View(self.tensor, self.steps + (("permute", axes),), self.arr.transpose(axes), self.dynamic)
+        return View(self._tensor, self._steps + (("permute", axes),), self._arr.transpose(axes), self._dynamic)
 
     def broadcast_to(self, *shape) -> View:
         """Repeat an HBM view along new or unit axes (a DMA source only: it cannot be written)."""
         shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
-        if self.tensor.on_chip:
+        if self._tensor.on_chip:
             raise ShapeError("broadcast_to is for HBM views used as a DMA source")
         try:
-            arr = np.broadcast_to(self.arr, shape)
+            arr = np.broadcast_to(self._arr, shape)
         except ValueError:
             raise ShapeError(f"cannot broadcast {list(self.shape)} to {list(shape)}") from None
-        return View(self.tensor, self.steps + (("broadcast", shape),), arr, self.dynamic)
+        return View(self._tensor, self._steps + (("broadcast", shape),), arr, self._dynamic)
 
     @property
     def is_broadcast(self) -> bool:
-        return any(st == 0 and n > 1 for st, n in zip(self.arr.strides, self.arr.shape, strict=True))
+        return any(st == 0 and n > 1 for st, n in zip(self._arr.strides, self._arr.shape, strict=True))
 
     # --- runtime resolution (numerics only)
     def data(self, regs: dict[int, int]) -> np.ndarray:
-        if not self.dynamic:
-            return self.arr
-        return self._apply(self.tensor.data, regs)
+        if not self._dynamic:
+            return self._arr
+        return self._apply(self._tensor.data, regs)
 
     def mask(self, regs: dict[int, int]) -> np.ndarray | None:
-        written = self.tensor.written
+        written = self._tensor.written
         if written is None:
             return None
-        if not self.dynamic:
+        if not self._dynamic:
             if self._mask is None:
                 self._mask = self._apply(written, regs)
             return self._mask
         return self._apply(written, regs)
 
     def mm_mask(self) -> np.ndarray:
-        return self._apply(self.tensor.matmul_written, {})
+        return self._apply(self._tensor.matmul_written, {})
 
     def _apply(self, base: np.ndarray, regs: dict[int, int]) -> np.ndarray:
         out = base
-        for kind, arg in self.steps:
+        for kind, arg in self._steps:
             if kind == "index":
                 out = out[tuple(_resolve(k, regs, out.shape, i) for i, k in enumerate(arg))]
             elif kind == "reshape":
@@ -209,7 +209,7 @@ class View:
 
     def registers(self) -> list[int]:
         regs = []
-        for kind, arg in self.steps:
+        for kind, arg in self._steps:
             if kind == "index":
                 regs.extend(k.reg for k in arg if isinstance(k, RegExpr))
         return regs
@@ -327,12 +327,12 @@ def _reshape_no_copy(arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def region_of(view: View) -> Region:
     """The bounding rectangle of memory a view touches (conservative for strided views)."""
-    t = view.tensor
-    if view.dynamic:
+    t = view._tensor
+    if view._dynamic:
         pstride = t.data.strides[0] if t.on_chip else 0
         per = pstride if t.on_chip else t.data.nbytes
         return Region(t.id, 0, t.shape[0] if t.on_chip else 1, t.base, t.base + per)
-    arr = view.arr
+    arr = view._arr
     off = arr.__array_interface__["data"][0] - t.data.__array_interface__["data"][0]
     lo = hi = 0
     dims = range(1, arr.ndim) if t.on_chip else range(arr.ndim)
@@ -352,8 +352,8 @@ def region_of(view: View) -> Region:
 
 def partition_range(view: View) -> tuple[int, int, int]:
     """(first partition, partition count, partition step) of an on-chip view."""
-    t = view.tensor
-    arr = view.arr
+    t = view._tensor
+    arr = view._arr
     pstride = t.data.strides[0]
     off = arr.__array_interface__["data"][0] - t.data.__array_interface__["data"][0]
     step = arr.strides[0] // pstride if arr.shape[0] > 1 else 1
@@ -376,8 +376,8 @@ def contiguous_run(arr: np.ndarray, first_axis: int) -> int:
 
 def inner_stride_bytes(view: View) -> int:
     """Byte stride of the innermost non-unit free axis (the access-pattern stride that costs bandwidth)."""
-    arr = view.arr
-    first = 1 if view.tensor.on_chip else 0
+    arr = view._arr
+    first = 1 if view._tensor.on_chip else 0
     for d in range(arr.ndim - 1, first - 1, -1):
         if arr.shape[d] > 1:
             return abs(arr.strides[d])
@@ -386,4 +386,4 @@ def inner_stride_bytes(view: View) -> int:
 
 def free_size(view: View) -> int:
     """Elements per partition (on-chip) of a view."""
-    return int(np.prod(view.arr.shape[1:], dtype=np.int64)) if view.arr.ndim > 1 else 1
+    return int(np.prod(view._arr.shape[1:], dtype=np.int64)) if view._arr.ndim > 1 else 1
