@@ -60,10 +60,15 @@ divide = Op("divide")
 maximum = Op("maximum")
 minimum = Op("minimum")
 
+ACTIVATION_OPS = ("identity", "copy", "exp", "log", "sigmoid", "silu", "tanh", "gelu", "relu", "square",
+                  "sqrt", "rsqrt", "reciprocal")
+ALU_OPS = ("add", "subtract", "multiply", "divide", "maximum", "minimum")
+
+# The public language: the only `nl` names kernel code may use (the evaluator enforces it).
 __all__ = [
     "bfloat16", "float16", "float32", "int32", "sbuf", "psum", "hbm", "shared_hbm", "tile_size",
     "ndarray", "zeros", "program_id", "num_programs", "affine_range", "sequential_range",
-    "static_range", "ds", "View", "RegExpr",
+    "static_range", "ds", *ACTIVATION_OPS, *ALU_OPS,
 ]
 
 
@@ -116,6 +121,3 @@ def _dtype(dtype) -> np.dtype:
         raise ShapeError(f"unsupported dtype {dt}; use one of {', '.join(DTYPES)}", caller_loc())
     return dt
 
-
-__all__ += ["ds"]
-_ = ds

@@ -100,6 +100,8 @@ def _trace(kernel, hbm: dict[str, Tensor], m: MachineSpec, grid: int, shared: Sh
                 e.loc = _kernel_frame(e)
             e.instr_index = len(tr.instrs)
             raise
+        except MemoryError:
+            raise  # the evaluator reports memory_limit; it is not the kernel's logic failing
         except RecursionError as e:
             raise KernelException("recursion too deep while tracing the kernel", _kernel_frame(e), core=core) from None
         except Exception as e:  # the kernel's own Python failed: report it at its line

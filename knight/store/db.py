@@ -1,0 +1,149 @@
+"""Opening a Knight database: engine, SQLite settings, sessions, and schema maintenance."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError, DatabaseError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from knight.errors import KnightError, NotFoundError, UsageError
+from knight.store.migrate import check_revision, current_revision, upgrade_to_head
+
+BUSY_TIMEOUT_MS = 5000
+
+
+def database_url(url_or_path: str) -> URL:
+    """Parse a SQLAlchemy URL, or turn a bare file path into a SQLite URL."""
+    if "://" not in url_or_path:
+        # URL.create rather than f"sqlite:///{path}": no escaping trouble with '?', '#' or '%'.
+        return URL.create("sqlite", database=str(Path(url_or_path).expanduser()))
+    try:
+        return make_url(url_or_path)
+    except ArgumentError as error:
+        raise UsageError(f"not a database URL: {url_or_path!r} ({error})") from error
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    """The file of a SQLite URL, or None for other backends and in-memory databases."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """Configure every new SQLite connection (the settings are per connection)."""
+    # A cursor plus commit works on Python 3.11; the `autocommit` attribute needs 3.12.
+    cursor = dbapi_connection.cursor()
+    try:
+        # The timeout first: switching to WAL may have to wait for another process.
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # WAL lets `knight history` read while a run writes.
+        cursor.execute("PRAGMA journal_mode=WAL")
+    finally:
+        cursor.close()
+    dbapi_connection.commit()
+
+
+def _create_engine(url: URL, where: str) -> Engine:
+    """An engine for `url`, with Knight's SQLite settings when it is SQLite."""
+    options: dict[str, Any] = {}
+    if url.get_backend_name() == "sqlite" and _sqlite_file(url) is None:
+        # Each connection to :memory: is a separate database: share one connection instead.
+        options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
+    try:
+        engine = create_engine(url, **options)
+    except ImportError as error:
+        raise KnightError(f"cannot open {where}: database driver missing ({error})") from error
+    if url.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _set_sqlite_pragmas)
+    return engine
+
+
+class Database:
+    """An open Knight database: the engine, a session factory and schema maintenance."""
+
+    def __init__(self, engine: Engine, where: str) -> None:
+        """Wrap `engine`; `where` names the database in messages (path or password-free URL)."""
+        self.engine = engine
+        self.where = where
+        # Objects stay readable after the session commits (the CLI prints them afterwards).
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        return f"Database({self.where!r})"
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in one transaction: committed when the block ends, rolled back on error."""
+        with self._sessions.begin() as session:
+            yield session
+
+    def revision(self) -> str | None:
+        """The schema revision recorded in the database (None for an empty database)."""
+        with self.engine.connect() as connection:
+            return current_revision(connection)
+
+    def upgrade(self) -> tuple[str | None, str]:
+        """Bring the schema to this Knight's head revision; return (before, after)."""
+        return upgrade_to_head(self.engine, self.where)
+
+    def integrity_check(self) -> str:
+        """SQLite's `PRAGMA integrity_check` ("ok" when sound); "ok" on other backends."""
+        if self.engine.dialect.name != "sqlite":
+            return "ok"
+        with self.engine.connect() as connection:
+            rows = connection.exec_driver_sql("PRAGMA integrity_check").scalars().all()
+        return "\n".join(str(row) for row in rows)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def open_database(url_or_path: str, *, create: bool = True, migrate: bool = True) -> Database:
+    """Open (and with `create`, create) a Knight database, upgrading its schema with `migrate`.
+
+    A bare path means SQLite. Without `migrate` the schema is left as found (for `knight db
+    upgrade`, which then calls `Database.upgrade`); a schema newer than this Knight always fails.
+    """
+    url = database_url(url_or_path)
+    path = _sqlite_file(url)
+    where = str(path) if path is not None else url.render_as_string(hide_password=True)
+    if path is not None and not path.exists():
+        if not create:
+            raise NotFoundError(f"database not found: {path}")
+        if not path.parent.is_dir():
+            raise NotFoundError(f"cannot create database {path}: no directory {path.parent}")
+    database = Database(_create_engine(url, where), where)
+    try:
+        if migrate:
+            database.upgrade()
+        else:
+            with database.engine.connect() as connection:
+                check_revision(connection, where)
+    except DatabaseError as error:
+        database.close()
+        raise KnightError(f"cannot open database {where}: {error.orig}") from error
+    except BaseException:
+        database.close()
+        raise
+    return database

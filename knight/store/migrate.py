@@ -1,0 +1,150 @@
+"""Schema versions: the Alembic configuration, the current revision, and upgrading to head."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy.pool import NullPool
+
+from knight import __version__
+from knight.errors import KnightError
+from knight.store.models import Base
+
+# A real directory, not a resource handle: Alembic imports env.py and the revisions from disk.
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+VERSION_TABLE = "alembic_version"
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic configuration built in code (no alembic.ini, no working-directory lookup)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("path_separator", "os")
+    # env.py runs the migrations on this connection, inside the caller's transaction.
+    config.attributes["connection"] = connection
+    return config
+
+
+def _script() -> ScriptDirectory:
+    """The revision scripts shipped with this Knight."""
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head_revision() -> str:
+    """The newest revision this Knight knows."""
+    head = _script().get_current_head()
+    assert head is not None, "knight/store/migrations/versions holds no revision"
+    return head
+
+
+def known_revisions() -> set[str]:
+    """Every revision this Knight can upgrade from."""
+    return {script.revision for script in _script().walk_revisions()}
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The revision recorded in the database, or None when it has none."""
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def check_revision(connection: Connection, where: str) -> str | None:
+    """Return the database's revision; raise KnightError when this Knight cannot use it."""
+    revision = current_revision(connection)
+    if revision is None:
+        tables = set(inspect(connection).get_table_names()) - {VERSION_TABLE}
+        if tables:
+            raise KnightError(
+                f"{where} has tables ({', '.join(sorted(tables))}) but no Knight schema "
+                "revision: not a Knight database"
+            )
+    elif revision not in known_revisions():
+        raise KnightError(
+            f"{where} is at schema revision {revision!r}, unknown to Knight {__version__} "
+            f"(newest known: {head_revision()!r}); it was written by a newer Knight: upgrade Knight"
+        )
+    return revision
+
+
+def _is_sqlite_file(engine: Engine) -> bool:
+    """True for a SQLite database stored in a file (not in memory)."""
+    url = engine.url
+    return url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+
+
+def _locked_sqlite_engine(engine: Engine) -> Engine:
+    """A one-off engine on the same SQLite file whose transactions are real and exclusive."""
+    migrator = create_engine(engine.url, poolclass=NullPool)
+
+    @event.listens_for(migrator, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # The driver's own transaction handling skips DDL; turn it off and BEGIN ourselves below,
+        # so that a half-applied migration rolls back instead of leaving a broken file.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # Batch migrations drop and recreate tables: with foreign keys on, dropping `runs` would
+        # cascade-delete every iteration. The keys are checked once, before commit.
+        cursor.execute("PRAGMA foreign_keys=OFF")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()
+
+    @event.listens_for(migrator, "begin")
+    def _begin(connection: Connection) -> None:
+        # IMMEDIATE takes the write lock now, so two processes opening a new file do not both
+        # create the schema: the second waits, then finds it at head.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return migrator
+
+
+@contextmanager
+def _migration_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection inside one transaction, committed only if the whole migration succeeds."""
+    if not _is_sqlite_file(engine):
+        # PostgreSQL has transactional DDL; an in-memory SQLite database is always brand new.
+        with engine.begin() as connection:
+            yield connection
+        return
+    migrator = _locked_sqlite_engine(engine)
+    try:
+        with migrator.begin() as connection:
+            yield connection
+            problems = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if problems:
+                raise KnightError(
+                    f"migration left {len(problems)} dangling foreign keys "
+                    f"(first: {tuple(problems[0])}); the database was not changed"
+                )
+    finally:
+        migrator.dispose()
+
+
+def upgrade_to_head(engine: Engine, where: str) -> tuple[str | None, str]:
+    """Create the schema in an empty database or migrate an older one; return (before, after)."""
+    head = head_revision()
+    # The usual case, checked without the write lock: every command opens the database.
+    with engine.connect() as connection:
+        if check_revision(connection, where) == head:
+            return head, head
+    with _migration_connection(engine) as connection:
+        # Again under the lock: another process may have migrated meanwhile.
+        before = check_revision(connection, where)
+        if before == head:
+            return before, head
+        config = alembic_config(connection)
+        if before is None:
+            # A brand-new database: create the tables directly and record that they are at head.
+            Base.metadata.create_all(connection)
+            command.stamp(config, "head")
+        else:
+            command.upgrade(config, "head")
+        after = current_revision(connection)
+    assert after == head, f"upgrade stopped at {after!r}, expected {head!r}"
+    return before, head
