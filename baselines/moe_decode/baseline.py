@@ -22,7 +22,7 @@ KT = H // P  # K-tiles of the hidden dimension
 HALF = I // 2  # intermediate columns per core
 
 # Tuning knobs (name -> allowed values). Every value keeps the output bits unchanged.
-GU_TILES_PER_DMA = 1  # K-tiles of gate/up weights fetched by one DMA
+GU_TILES_PER_DMA = 2  # K-tiles (of 128 hidden rows) of gate/up weights fetched by one DMA
 WEIGHT_ENGINE = "sync"  # engine that triggers the weight DMAs
 WEIGHT_BUFFERS = 1  # weight buffers rotated across (token, expert) pairs
 TUNABLES = {

@@ -80,6 +80,15 @@ class MachineSpec:
         ghz = getattr(self, f"{engine}_ghz")
         return int(round(cycles * 1000.0 / ghz))
 
+    def peak_hbm_bytes_per_ns(self, cores: int) -> float:
+        """The fastest any kernel can stream HBM on `cores` physical cores of one pair."""
+        engines = cores * self.dma_engines * self.dma_bw_engine_bytes_per_ns
+        return min(engines, self.hbm_bw_pair_bytes_per_ns * self.hbm_efficiency)
+
+    def floor_ns(self, nbytes: int, cores: int) -> float:
+        """The physical floor: bytes that must move / the peak rate (NPU.md 7)."""
+        return nbytes / self.peak_hbm_bytes_per_ns(cores)
+
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 

@@ -65,6 +65,7 @@ def _on_chip(v: View, what: str, loc: SourceLoc, allowed: tuple[str, ...] = (SBU
         raise IllegalAccess(f"{what} must be in {names}, not {v.buffer.upper()}", loc)
     if v._dynamic:
         raise IllegalAccess(f"{what} cannot use a register offset on an on-chip buffer", loc)
+    _own(v, what, loc)
     p0, n, step = partition_range(v)
     if step != 1:
         raise IllegalAccess(f"{what}: partition ranges must be contiguous (step {step})", loc)
@@ -77,6 +78,13 @@ def _on_chip(v: View, what: str, loc: SourceLoc, allowed: tuple[str, ...] = (SBU
         )
     if v.ndim - 1 > 4:
         raise ShapeError(f"{what}: access patterns have at most 4 free dimensions, got {v.ndim - 1}", loc)
+
+
+def _own(v: View, what: str, loc: SourceLoc) -> None:
+    """On-chip memory is private to its physical core; only sendrecv crosses between cores."""
+    core = active().core
+    if v._tensor.core is not None and v._tensor.core != core:
+        raise IllegalAccess(f"{what} is core {v._tensor.core}'s memory; core {core} cannot access it", loc)
 
 
 def _same_shape(a: View, b: View, what: str, loc: SourceLoc) -> None:
@@ -566,6 +574,7 @@ def register_load(src: View, engine: str = "sync") -> RegExpr:
     src = _tile(src, "src", loc)
     if src.buffer != SBUF or src._dynamic:
         raise IllegalAccess("register_load reads an SBUF tile", loc)
+    _own(src, "register_load src", loc)
     if src._arr.size != 1:
         raise ShapeError(f"register_load reads exactly one element, got a tile of {list(src.shape)}", loc)
     if src.dtype != np.int32:

@@ -1,0 +1,18 @@
+"""Canonical kernel source and its content hash: what makes two candidates "the same"."""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def canonical_source(text: str) -> str:
+    """LF line endings, no trailing whitespace, no trailing blank lines, one final newline."""
+    lines = [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    while lines and not lines[-1]:
+        lines.pop()
+    return "\n".join(lines) + "\n"
+
+
+def source_hash(text: str) -> str:
+    """sha256 (hex) of the canonical form of a kernel's source."""
+    return hashlib.sha256(canonical_source(text).encode()).hexdigest()
