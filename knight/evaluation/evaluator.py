@@ -82,6 +82,22 @@ class LocalEvaluator:
         report.wall_s = time.perf_counter() - start
         return report
 
+    def profile_run(
+        self, source: str, problem: Problem, workload: str | None = None, seed: int | None = None, trace: bool = False
+    ) -> RunResult:
+        """One isolated run with its profile (and Chrome trace): `knight profile`."""
+        w = problem.workload(workload) if workload else problem.spec.workloads[0]
+        s = w.seeds[0] if seed is None else seed
+        failure = _static_failure(source, problem.spec.kernel_file)
+        if failure is not None:
+            return RunResult(workload=w.name, seed=s, ok=False, failure=failure)
+        machine = load_machine(self.machine_name or problem.spec.machine)
+        req = {
+            "source": source, "filename": problem.spec.kernel_file, "problem_dir": str(problem.root),
+            "workload": w.name, "seed": s, "machine": machine.name, "profile": True, "trace": trace,
+        }
+        return self.runs([req])[0]
+
     def runs(self, requests: list[dict[str, Any]], fresh: bool = False) -> list[RunResult]:
         self.simulated += len(requests)
         if self.pool is None:

@@ -58,6 +58,7 @@ class RunResult(BaseModel):
     inputs_mutated: list[str] = []
     floor_ns: float | None = None
     profile: dict[str, Any] = {}
+    trace: dict[str, Any] | None = None  # Chrome/Perfetto trace, when asked for
     failure: Failure | None = None
     wall_s: float = 0.0
 

@@ -25,6 +25,7 @@ from knight.evaluation.report import Failure, RunResult
 from knight.npu import numerics
 from knight.npu.errors import NpuError
 from knight.npu.machine import load_machine
+from knight.npu.perfetto import chrome_trace
 from knight.npu.runtime import simulate
 from knight.problems.kernel import load_kernel
 from knight.problems.spec import Problem, load_problem_dir
@@ -72,6 +73,7 @@ def _run(req: dict[str, Any], workload_name: str, seed: int) -> RunResult:
     mutated = [n for n, a in inputs.items() if not np.array_equal(numerics.bits(a), numerics.bits(sim.inputs_after[n]))]
     floor = machine.floor_ns(problem.floor_bytes(inputs, workload), problem.spec.grid)
     profile = sim.profile.to_dict() if (req.get("profile") and sim.profile is not None) else {}
+    trace = chrome_trace(sim.program, sim.schedule) if req.get("trace") else None
     return RunResult(
         workload=workload_name,
         seed=seed,
@@ -83,6 +85,7 @@ def _run(req: dict[str, Any], workload_name: str, seed: int) -> RunResult:
         inputs_mutated=mutated,
         floor_ns=floor,
         profile=profile,
+        trace=trace,
     )
 
 
