@@ -1,0 +1,17 @@
+"""Proposers: where hypotheses and patches come from (offline, scripted, Claude, a command)."""
+
+from knight.proposers.base import (
+    Attempt,
+    KnobStat,
+    LLMCallRecord,
+    ProposalContext,
+    ProposalResult,
+    Proposer,
+    ProposerUnavailable,
+    SkillSummary,
+)
+
+__all__ = [
+    "Attempt", "KnobStat", "LLMCallRecord", "ProposalContext", "ProposalResult", "Proposer",
+    "ProposerUnavailable", "SkillSummary",
+]
