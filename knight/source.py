@@ -6,11 +6,12 @@ import hashlib
 
 
 def canonical_source(text: str) -> str:
-    """LF line endings, no trailing whitespace, no trailing blank lines, one final newline."""
+    """LF line endings, no trailing whitespace, no trailing blank lines, one final newline
+    (an all-blank text is the empty string)."""
     lines = [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
     while lines and not lines[-1]:
         lines.pop()
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 def source_hash(text: str) -> str:

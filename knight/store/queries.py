@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from sqlalchemy import func, select
@@ -10,12 +9,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from knight.errors import NotFoundError
+from knight.source import canonical_source, source_hash
 from knight.store.models import Base, Candidate, Evaluation, Iteration, Run
-
-
-def source_hash(source: str) -> str:
-    """The content address of a source text: sha256 hex of its UTF-8 bytes."""
-    return hashlib.sha256(source.encode("utf-8")).hexdigest()
 
 
 def _insert_ignore(
@@ -35,7 +30,8 @@ def _insert_ignore(
 
 
 def get_or_create_candidate(session: Session, source: str, run_id: int | None) -> Candidate:
-    """The candidate for `source` (hashed as given: canonicalise first), stored if new."""
+    """The candidate for `source` (stored in canonical form, addressed by its hash), stored if new."""
+    source = canonical_source(source)
     digest = source_hash(source)
     candidate = session.get(Candidate, digest)
     if candidate is None:

@@ -1,0 +1,1 @@
+"""The optimization loop: patch application, acceptance policy, budget, resume, replay."""
