@@ -145,8 +145,8 @@ EXTRA_REVISION = """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "9001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
@@ -166,12 +166,12 @@ def downgrade():
 
 @pytest.fixture
 def newer_knight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    """Make Knight's migrations a copy with an extra revision 0002 (body tail as given)."""
+    """Make Knight's migrations a copy with an extra revision 9001 after the head (body tail as given)."""
 
     def install(tail: str = "pass") -> None:
         copy = tmp_path / "migrations"
         shutil.copytree(migrate.MIGRATIONS_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
-        (copy / "versions" / "0002_extra.py").write_text(EXTRA_REVISION.format(tail=tail))
+        (copy / "versions" / "9001_extra.py").write_text(EXTRA_REVISION.format(tail=tail))
         monkeypatch.setattr(migrate, "MIGRATIONS_DIR", copy)
 
     return install
@@ -181,7 +181,7 @@ def newer_knight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..
 
 
 def test_new_database_gets_every_table_and_is_stamped_at_head(db: Database) -> None:
-    assert db.revision() == head_revision() == "0001"
+    assert db.revision() == head_revision() == "0002"
     tables = set(inspect(db.engine).get_table_names())
     assert tables == set(Base.metadata.tables) | {"alembic_version"}
 
@@ -273,9 +273,9 @@ def test_older_database_is_upgraded_and_keeps_its_rows(
         add_iteration(session, run, status="accepted")
     newer_knight()
     with open_database(str(path), migrate=False) as database:
-        assert database.revision() == "0001"
-        assert database.upgrade() == ("0001", "0002")
-        assert database.upgrade() == ("0002", "0002")
+        assert database.revision() == "0002"
+        assert database.upgrade() == ("0002", "9001")
+        assert database.upgrade() == ("9001", "9001")
     with open_database(str(path)) as database, database.engine.connect() as connection:
         assert [c["name"] for c in inspect(connection).get_columns("runs")][-1] == "extra"
         # The batch migration dropped and recreated `runs`: its iterations must survive.
@@ -288,7 +288,7 @@ def test_migration_opened_automatically(tmp_path: Path, newer_knight: Callable[.
     migrate_with_alembic(path, "0001")
     newer_knight()
     with open_database(str(path)) as database:
-        assert database.revision() == "0002"
+        assert database.revision() == "9001"
 
 
 def test_failed_migration_leaves_the_database_unchanged(

@@ -166,6 +166,7 @@ class Iteration(Base):
     wall_s: Mapped[float]
     fix_rounds: Mapped[int] = mapped_column(default=0)
     proposer: Mapped[str]
+    transcript: Mapped[list[Any] | None]  # the proposer's conversation, all rounds (revision 0002)
 
 
 class Evaluation(Base):
