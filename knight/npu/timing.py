@@ -1,0 +1,665 @@
+"""The timing model: lower a traced `Program` to parallel lists, then schedule it in one pass.
+
+Lowering merges the two cores' streams in program order (core 0 then core 1 at each index),
+infers dependencies from the regions each instruction reads and writes (NPU.md 5.2) and looks up
+memoised costs. Scheduling is the single in-order pass of NPU.md 5.3 over integer picoseconds;
+DMA transfers (NPU.md 2.4, 5.5), `sendrecv` and `barrier` (NPU.md 2.5) take a slower side path.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from knight.npu.costs import instruction_cost
+from knight.npu.machine import MachineSpec
+from knight.npu.program import ENGINES, DmaShape, Instr, Program, Region
+
+N_ENGINES = len(ENGINES)
+ENGINE_INDEX = {name: i for i, name in enumerate(ENGINES)}
+
+# Instruction classes of the lowered program (0 takes the fast path).
+COMPUTE, DMA, SENDRECV, BARRIER = 0, 1, 2, 3
+_CLASS = {"dma_copy": DMA, "sendrecv": SENDRECV, "barrier": BARRIER}
+
+# Binding kinds: what determined an instruction's start (or a transfer's finish).
+BIND_KINDS = ("none", "dep", "engine", "queue", "dma_engine", "hbm", "peer")
+
+
+def ns_to_ps(ns: float) -> int:
+    """Nanoseconds to integer picoseconds."""
+    return int(round(ns * 1000.0))
+
+
+# ----------------------------------------------------------------------------- lowering
+
+
+@dataclass(slots=True)
+class Lowered:
+    """The program as parallel lists over merged program order, ready for `run_schedule`."""
+
+    instrs: list[Instr]
+    origin: list[tuple[int, int]]  # merged index -> (core, index in core)
+    core: list[int]
+    engine: list[str]
+    res: list[int]  # in-order engine resource: core * N_ENGINES + engine index
+    occ: list[int]  # occupancy (DMA: issue time on the trigger engine)
+    lat: list[int]  # latency (compute only)
+    deps: list[tuple[int, ...]]  # merged indices this instruction waits for (all earlier)
+    cls: list[int]  # COMPUTE, DMA, SENDRECV or BARRIER
+    partner: dict[int, int]  # sendrecv/barrier: merged index of the other core's half
+    dma_plans: dict[int, _DmaPlan]
+    xfer_ps: dict[int, int]  # sendrecv: transfer time after both sides issued
+    n_cores: int
+
+
+@dataclass(frozen=True, slots=True)
+class _DmaPlan:
+    queue_key: int  # core * dma_queues + queue id
+    jobs: tuple[tuple[int, int], ...]  # (DMA engine calendar index, busy ps) per engine used
+    groups: tuple[tuple[int, frozenset[int]], ...]  # the same, grouped by busy time
+    info: tuple  # the static head of its DmaRecord: core, trigger, mode, queue, bytes, ...
+    hbm_ps: int  # time the transfer needs of the pair's HBM cap
+
+
+def merge_order(cores: list[list[Instr]]) -> list[Instr]:
+    """Interleave the cores' streams by index: core0[0], core1[0], core0[1], ... (NPU.md 5.3)."""
+    if len(cores) == 1:
+        return list(cores[0])
+    out: list[Instr] = []
+    for i in range(max(len(c) for c in cores)):
+        for stream in cores:
+            if i < len(stream):
+                out.append(stream[i])
+    return out
+
+
+def lower(program: Program, m: MachineSpec) -> Lowered:
+    """Build the parallel lists (engines, costs, dependencies) the scheduling pass consumes."""
+    instrs = merge_order(program.cores)
+    origin = [(ins.core, ins.index) for ins in instrs]
+    n_cores = max(1, len(program.cores))
+    tracker = _DepTracker(n_cores, m.dma_queues)
+    res: list[int] = []
+    occ: list[int] = []
+    lat: list[int] = []
+    deps: list[tuple[int, ...]] = []
+    cls: list[int] = []
+    plans: dict[int, _DmaPlan] = {}
+    xfer: dict[int, int] = {}
+    first_half: dict[tuple[int, int], int] = {}  # (index in core, class) -> merged index
+    partner: dict[int, int] = {}
+    issue_hw, t_swdge, per_desc = ns_to_ps(m.dma_t_issue_hwdge_ns), m.dma_t_swdge_ns, m.dma_t_swdge_per_desc_ns
+    for i, ins in enumerate(instrs):
+        kind = _CLASS.get(ins.op, COMPUTE)
+        r = ins.core * N_ENGINES + ENGINE_INDEX[ins.engine]
+        if kind == COMPUTE:
+            o, lt = instruction_cost(ins, m)
+        elif kind == DMA:
+            shape = ins.dma
+            assert shape is not None, f"dma_copy without a DmaShape at {ins.loc}"
+            plans[i] = _dma_plan(ins, shape, m)
+            o, lt = _issue_ps(shape, issue_hw, t_swdge, per_desc), 0
+        else:
+            o, lt = (issue_hw if kind == SENDRECV else 0), 0
+            if kind == SENDRECV:
+                xfer[i] = _sendrecv_ps(ins, m)
+            j = first_half.pop((ins.index, kind), None)
+            if j is None or instrs[j].core == ins.core:
+                first_half[(ins.index, kind)] = i
+            else:
+                partner[i], partner[j] = j, i
+        res.append(r)
+        occ.append(o)
+        lat.append(lt)
+        cls.append(kind)
+        deps.append(tracker.add(i, ins, r, kind))
+    return Lowered(
+        instrs, origin, [ins.core for ins in instrs], [ins.engine for ins in instrs],
+        res, occ, lat, deps, cls, partner, plans, xfer, n_cores,
+    )
+
+
+def _issue_ps(shape: DmaShape, issue_hw: int, t_swdge: float, per_desc: float) -> int:
+    """Time the trigger engine is held to issue a transfer (NPU.md 2.4, 5.5 step 1)."""
+    if shape.mode == "hwdge":
+        return issue_hw  # HWDGE holds ScalarE or SyncE ~0.6 us
+    if shape.mode == "swdge":  # descriptors are generated on GpSimd, per descriptor
+        return ns_to_ps(t_swdge + shape.partitions * shape.chunks_per_partition * per_desc)
+    return 0  # mode "none": precomputed descriptors, no device cost
+
+
+def _dma_plan(ins: Instr, shape: DmaShape, m: MachineSpec) -> _DmaPlan:
+    """Split a transfer over DMA engines, 8 partitions each (NPU.md 2.4, 5.5 step 3)."""
+    core = ins.core
+    per_eng = m.dma_partitions_per_engine
+    parts_on: dict[int, int] = {}
+    if shape.partitions > 0:
+        for e in range(shape.p0 // per_eng, (shape.p0 + shape.partitions - 1) // per_eng + 1):
+            lo, hi = max(shape.p0, e * per_eng), min(shape.p0 + shape.partitions, (e + 1) * per_eng)
+            parts_on[e % m.dma_engines] = parts_on.get(e % m.dma_engines, 0) + hi - lo
+    # Each descriptor costs t_desc = s0 / BW_eng on top of its bytes / BW_eng (efficiency s/(s+s0)).
+    per_chunk_ns = (m.dma_s0_bytes + shape.chunk_bytes) / m.dma_bw_engine_bytes_per_ns
+    jobs = tuple(
+        (core * m.dma_engines + e, ns_to_ps(p * shape.chunks_per_partition * per_chunk_ns))
+        for e, p in sorted(parts_on.items())
+    )
+    by_need: dict[int, set[int]] = {}
+    for e, need in jobs:
+        by_need.setdefault(need, set()).add(e)
+    groups = tuple((need, frozenset(engs)) for need, engs in sorted(by_need.items()))
+    hbm_rate = m.hbm_bw_pair_bytes_per_ns * m.hbm_efficiency  # NPU.md 5.5 step 5
+    return _DmaPlan(
+        queue_key=core * m.dma_queues + shape.queue,
+        jobs=jobs,
+        groups=groups,
+        info=(
+            ins.core, ins.engine, shape.mode, shape.queue, shape.total_bytes, shape.hbm_bytes,
+            shape.partitions * shape.chunks_per_partition, shape.chunk_bytes,
+            tuple(e for e, _ in jobs), sum(need for _, need in jobs),
+        ),
+        hbm_ps=ns_to_ps(shape.hbm_bytes / hbm_rate),
+    )
+
+
+def _sendrecv_ps(ins: Instr, m: MachineSpec) -> int:
+    """Transfer time of one core's half of a sendrecv over min(16, ceil(P/8)) engines (NPU.md 2.5)."""
+    parts = ins.reads[0].p1 - ins.reads[0].p0 if ins.reads else 0
+    per_eng = m.dma_partitions_per_engine
+    engines = min(m.dma_engines, -(-parts // per_eng)) if parts > 0 else m.dma_engines
+    return ns_to_ps(ins.xfer_bytes / (m.dma_bw_engine_bytes_per_ns * engines))
+
+
+class _DepTracker:
+    """Region dependencies per tensor (NPU.md 5.2): the last writers and the readers since.
+
+    Entries are (p0, p1, b0, b1, merged index, tag), the rectangle of a `Region` unpacked so the
+    overlap and cover tests (`Region.overlaps`, `Region.covers`) run inline. A writer's tag is
+    its tensor-engine resource for a matmul (the accumulate exemption), else -1. A reader's tag
+    names an ordered stream on which finishes never decrease in program order (a compute engine,
+    or a FIFO DMA queue), else -1.
+    """
+
+    def __init__(self, n_cores: int, n_queues: int) -> None:
+        self.n_queues = n_queues
+        self.writers: dict[int, list[tuple[int, int, int, int, int, int]]] = {}
+        self.readers: dict[int, list[tuple[int, int, int, int, int, int]]] = {}
+        # Barrier fence state per core (NPU.md 2.5): what a barrier waits for, and who waits for it.
+        self.last_ordered: list[dict[int, int]] = [{} for _ in range(n_cores)]  # stream -> last
+        self.unordered: list[list[int]] = [[] for _ in range(n_cores)]
+        self.fence: list[dict[int, int]] = [{} for _ in range(n_cores)]
+
+    def add(self, i: int, ins: Instr, r: int, kind: int) -> tuple[int, ...]:
+        """Record instruction `i` and return its dependencies (all earlier in merged order)."""
+        deps: set[int] = set()
+        # An accumulating matmul is pipelined behind the previous matmul of the same group on the
+        # same TensorE (in-order issue already orders them); it still waits for other writers.
+        pipe = r if ins.op == "matmul" else -1
+        exempt = r if (ins.op == "matmul" and ins.accumulate) else -2
+        writers, readers = self.writers, self.readers
+        for reg in ins.reads:  # RAW: the last writer(s) of every overlapping region read
+            lst = writers.get(reg.tensor)
+            if lst:
+                p0, p1, b0, b1 = reg.p0, reg.p1, reg.b0, reg.b1
+                for q0, q1, c0, c1, j, tag in lst:
+                    if q0 < p1 and p0 < q1 and c0 < b1 and b0 < c1 and tag != exempt:
+                        deps.add(j)
+        for reg in ins.writes:
+            p0, p1, b0, b1 = reg.p0, reg.p1, reg.b0, reg.b1
+            lst = readers.get(reg.tensor)
+            if lst:  # WAR: all readers since the region's last write
+                for q0, q1, c0, c1, j, _ in lst:
+                    if q0 < p1 and p0 < q1 and c0 < b1 and b0 < c1:
+                        deps.add(j)
+            lst = writers.get(reg.tensor)
+            if lst:  # WAW: the last overlapping writer
+                for q0, q1, c0, c1, j, tag in lst:
+                    if q0 < p1 and p0 < q1 and c0 < b1 and b0 < c1 and tag != exempt:
+                        deps.add(j)
+        mono = self._stream(ins, r, kind)
+        self._fence_deps(i, ins, r, kind, mono, deps)
+        deps.discard(i)
+        for reg in ins.reads:
+            self._add_reader(reg, i, mono)
+        for reg in ins.writes:
+            self._add_writer(reg, i, pipe)
+        return tuple(sorted(deps)) if len(deps) > 1 else tuple(deps)
+
+    def _stream(self, ins: Instr, r: int, kind: int) -> int:
+        """The ordered stream of an instruction: finishes are monotone along an in-order engine
+        (same clock, same t_wb / t_fill) and along a FIFO DMA queue (5.5 step 4); -1 if none."""
+        if kind == COMPUTE:
+            return r
+        if kind == DMA and ins.dma is not None:
+            return 1_000_000 + ins.core * self.n_queues + ins.dma.queue
+        return -1
+
+    def _add_reader(self, reg: Region, i: int, mono: int) -> None:
+        lst = self.readers.setdefault(reg.tensor, [])
+        p0, p1, b0, b1 = reg.p0, reg.p1, reg.b0, reg.b1
+        if mono >= 0:
+            # A later reader on the same ordered stream finishes no earlier, so it stands in for
+            # the readers whose regions it covers (checked over a short window to stay O(1)).
+            for k in range(len(lst) - 1, max(-1, len(lst) - 9), -1):
+                q0, q1, c0, c1, _, tag = lst[k]
+                if tag == mono and p0 <= q0 and q1 <= p1 and b0 <= c0 and c1 <= b1:
+                    del lst[k]
+        lst.append((p0, p1, b0, b1, i, mono))
+
+    def _add_writer(self, reg: Region, i: int, pipe: int) -> None:
+        # Entries fully covered by this write are superseded: later accesses wait for this write,
+        # which waited for them (WAR/WAW), so the lists stay short.
+        t = reg.tensor
+        p0, p1, b0, b1 = reg.p0, reg.p1, reg.b0, reg.b1
+        lst = self.readers.get(t)
+        if lst:
+            self.readers[t] = [e for e in lst if not (p0 <= e[0] and e[1] <= p1 and b0 <= e[2] and e[3] <= b1)]
+        lst = self.writers.get(t)
+        entry = (p0, p1, b0, b1, i, pipe)
+        if lst:
+            lst = [e for e in lst if not (p0 <= e[0] and e[1] <= p1 and b0 <= e[2] and e[3] <= b1)]
+            lst.append(entry)
+            self.writers[t] = lst
+        else:
+            self.writers[t] = [entry]
+
+    def _fence_deps(self, i: int, ins: Instr, r: int, kind: int, stream: int, deps: set[int]) -> None:
+        """A barrier waits for everything before it on its core; each engine's next instruction
+        waits for the barrier (model of NPU.md 2.5: a barrier synchronises the whole core)."""
+        c = ins.core
+        fence = self.fence[c]
+        if fence:
+            b = fence.pop(r, None)
+            if b is not None:
+                deps.add(b)
+        if kind == BARRIER:
+            deps.update(self.last_ordered[c].values())
+            deps.update(self.unordered[c])
+            self.last_ordered[c] = {}
+            self.unordered[c] = []
+            base = c * N_ENGINES
+            self.fence[c] = {base + e: i for e in range(N_ENGINES) if base + e != r}
+        elif stream >= 0:
+            self.last_ordered[c][stream] = i
+        else:
+            self.unordered[c].append(i)
+
+
+# ----------------------------------------------------------------------------- calendars
+
+
+class Calendar:
+    """Busy intervals of a shared bandwidth resource (a DMA engine, the HBM cap; NPU.md 5.5).
+
+    A job fills the earliest free gaps at or after its earliest start, split across gaps if
+    needed (work-conserving), so a transfer later in program order but ready earlier in time is
+    not blocked behind an earlier one. Intervals are sorted and merged when adjacent.
+    """
+
+    __slots__ = ("starts", "ends", "owners", "members")
+
+    def __init__(self, members: frozenset[int] = frozenset()) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.owners: list[int] = []  # the job whose piece ends interval k (blamed for a wait)
+        self.members = members  # resources sharing this exact history (see _EngineCalendars)
+
+    def split(self, members: frozenset[int]) -> Calendar:
+        """A copy of this history for `members`, which leave this calendar."""
+        twin = Calendar(members)
+        twin.starts, twin.ends, twin.owners = self.starts[:], self.ends[:], self.owners[:]
+        self.members = self.members - members
+        return twin
+
+    def fill(self, earliest: int, need: int, owner: int) -> tuple[int, int, int, int]:
+        """Place `need` ps of work for job `owner` from `earliest` on.
+
+        Returns (first piece start, last piece start, end, blame): `blame` is the job whose busy
+        interval ended where the last piece starts, -1 if that piece started at `earliest`.
+        """
+        if need <= 0:
+            return earliest, earliest, earliest, -1
+        starts, ends, owners = self.starts, self.ends, self.owners
+        t, blame, first = earliest, -1, -1
+        k = bisect_right(ends, t)  # first interval ending after t
+        while True:
+            n = len(starts)
+            if k < n and starts[k] <= t:  # inside a busy interval: skip to its end
+                blame, t = owners[k], ends[k]
+                k += 1
+                continue
+            take = need if k == n else min(need, starts[k] - t)
+            end = t + take
+            _insert(starts, ends, owners, k, t, end, owner)
+            if first < 0:
+                first = t
+            need -= take
+            if need == 0:
+                return first, t, end, blame
+            t = end  # the gap is full; carry on after the interval we ran into
+            k = bisect_right(ends, t)
+
+
+def _insert(starts: list[int], ends: list[int], owners: list[int], k: int, a: int, b: int, owner: int) -> None:
+    """Insert the busy piece [a, b) before interval k, merging with touching neighbours."""
+    left = k > 0 and ends[k - 1] == a
+    right = k < len(starts) and starts[k] == b
+    if left and right:
+        ends[k - 1] = ends[k]
+        owners[k - 1] = owners[k]
+        del starts[k], ends[k], owners[k]
+    elif left:
+        ends[k - 1] = b
+        owners[k - 1] = owner
+    elif right:
+        starts[k] = a
+    else:
+        starts.insert(k, a)
+        ends.insert(k, b)
+        owners.insert(k, owner)
+
+
+class _EngineCalendars:
+    """The DMA engines of all cores. Engines that have served exactly the same jobs share one
+    calendar (a 128-partition transfer gives all 16 the same work), so a full-width transfer
+    costs one fill, not 16; a calendar is split when a job touches only some of its engines."""
+
+    def __init__(self, n_cores: int, per_core: int) -> None:
+        self.of: list[Calendar] = []
+        for c in range(n_cores):
+            shared = Calendar(frozenset(range(c * per_core, (c + 1) * per_core)))
+            self.of.extend([shared] * per_core)
+
+    def fill(self, groups: tuple[tuple[int, frozenset[int]], ...], ready: int, owner: int) -> tuple[int, int, int, int]:
+        """Place a transfer's per-engine work; return (first start, last start, end, blame) of the
+        engine that finishes last."""
+        first, best = -1, (ready, ready, -1)
+        of = self.of
+        for need, engines in groups:
+            cal = of[next(iter(engines))]
+            if cal.members == engines:  # the common case: one shared history
+                cals: Iterable[Calendar] = (cal,)
+            else:
+                cals = {id(of[e]): of[e] for e in engines}.values()
+            for cal in cals:
+                if not cal.members <= engines:  # only some of its engines get this job: split
+                    cal = cal.split(cal.members & engines)
+                    for e in cal.members:
+                        of[e] = cal
+                f0, last, end, blame = cal.fill(ready, need, owner)
+                first = f0 if first < 0 else min(first, f0)
+                if end > best[0]:
+                    best = (end, last, blame)
+        end, last, blame = best
+        return (first if first >= 0 else ready), last, end, blame
+
+
+# ----------------------------------------------------------------------------- schedule
+
+
+class DmaRecord(NamedTuple):
+    """One transfer's timeline, for the profile and the trace (times in ps)."""
+
+    index: int  # merged index
+    core: int
+    trigger: str  # engine that issued it
+    mode: str  # "hwdge", "swdge", "none" or "sendrecv"
+    queue: int  # queue id (-1 for sendrecv)
+    bytes: int
+    hbm_bytes: int
+    descriptors: int
+    chunk_bytes: int
+    engines: tuple[int, ...]  # DMA engines used (core * dma_engines + engine)
+    engine_busy_ps: int  # summed over the engines used
+    issue_start_ps: int
+    issue_end_ps: int
+    queue_start_ps: int  # left the queue: the fixed latency starts
+    data_start_ps: int  # earliest data movement (queue start + t_fix)
+    first_data_ps: int  # first byte actually moved (engines may be busy)
+    finish_ps: int
+    limit: str  # what set the finish: "engines", "hbm" or "link" (sendrecv)
+
+
+class FinishBinding(NamedTuple):
+    """For DMA and joint events: what determined the finish, beyond the issue on the engine.
+
+    The instruction's critical segment is [release_ps, finish] when `pred` bound it; `own_*` is
+    the binding of its own chain (queue or issue), used when `release_ps` is not reached.
+    """
+
+    issue_end_ps: int
+    pred: int
+    kind: str
+    release_ps: int
+    own_pred: int
+    own_kind: str
+    own_release_ps: int
+
+
+@dataclass
+class Schedule:
+    """Per instruction (merged order) timing, plus DMA records and the way back to the program."""
+
+    core: list[int]
+    engine: list[str]
+    start_ps: list[int]
+    finish_ps: list[int]
+    occupancy_ps: list[int]
+    bind: list[int]  # the dependency or engine predecessor that set the start (-1: none)
+    bind_kind: list[str]  # one of BIND_KINDS
+    makespan_ps: int
+    dma: dict[int, DmaRecord]  # DMA and sendrecv transfers, by merged index
+    finish_bind: dict[int, FinishBinding]
+    origin: list[tuple[int, int]]  # merged index -> (core, index in core)
+    instrs: list[Instr]
+
+    def __len__(self) -> int:
+        return len(self.start_ps)
+
+    def instr(self, i: int) -> Instr:
+        """The instruction at merged index `i` (for its op and source location)."""
+        return self.instrs[i]
+
+    def critical_segments(self) -> list[tuple[int, int, int, str]]:
+        """Walk back from the last finish through binding predecessors.
+
+        Returns (merged index, t0, t1, part) segments tiling [0, makespan], latest first; part is
+        "compute", "issue", "fixed" (DMA fixed latency), "transfer" or "cross_core".
+        """
+        if not self.start_ps:
+            return []
+        i = max(range(len(self.finish_ps)), key=self.finish_ps.__getitem__)
+        t = self.finish_ps[i]
+        out: list[tuple[int, int, int, str]] = []
+        for _ in range(4 * len(self.start_ps) + 8):  # every step moves back in time; a guard only
+            if i < 0:
+                break
+            fb = self.finish_bind.get(i)
+            if fb is None or t <= fb.issue_end_ps:  # a compute instruction, or reached via its issue
+                if t > self.start_ps[i]:
+                    out.append((i, self.start_ps[i], t, "compute" if fb is None else "issue"))
+                t, i = self.start_ps[i], self.bind[i]
+                continue
+            pred, rel = fb.pred, fb.release_ps
+            if rel > t:  # the blamed job's piece ended before our own chain: follow our own
+                pred, rel = fb.own_pred, fb.own_release_ps
+            out.extend(self._special_parts(i, rel, t, fb))
+            t, i = rel, pred
+        return out
+
+    def _special_parts(self, i: int, t0: int, t1: int, fb: FinishBinding) -> list[tuple[int, int, int, str]]:
+        """Split a DMA / joint-event segment [t0, t1] into issue, fixed and transfer parts."""
+        rec = self.dma.get(i)
+        if rec is None or rec.mode == "sendrecv":
+            cuts = [(fb.issue_end_ps, "issue"), (t1, "cross_core")]
+        else:
+            cuts = [(rec.issue_end_ps, "issue"), (rec.queue_start_ps, "fixed"), (rec.data_start_ps, "fixed"), (t1, "transfer")]
+        out = []
+        lo = t0
+        for cut, part in cuts:
+            hi = min(max(cut, lo), t1)
+            if hi > lo:
+                out.append((i, lo, hi, part))
+                lo = hi
+        return out[::-1]
+
+
+def schedule(program: Program, m: MachineSpec) -> Schedule:
+    """Time a traced program on machine `m` (NPU.md 5)."""
+    return run_schedule(lower(program, m), m)
+
+
+def run_schedule(low: Lowered, m: MachineSpec) -> Schedule:
+    """The single in-order pass of NPU.md 5.3 over a lowered program."""
+    n = len(low.res)
+    free = [0] * (low.n_cores * N_ENGINES)  # when each in-order engine can start its next instruction
+    last = [-1] * (low.n_cores * N_ENGINES)  # the engine predecessor
+    start: list[int] = []
+    fin: list[int] = []
+    bind: list[int] = []
+    kinds: list[str] = []
+    occ_out = list(low.occ)
+    side = _SidePath(low, m, fin, free, occ_out)
+    s_add, f_add, b_add, k_add = start.append, fin.append, bind.append, kinds.append
+    for i, e, o, lt, ds, c in zip(range(n), low.res, low.occ, low.lat, low.deps, low.cls, strict=True):
+        # start(i) = max(free(e), max over deps of finish(d)); remember which one bound it.
+        s = free[e]
+        b = last[e]
+        k = "engine" if b >= 0 else "none"
+        for d in ds:
+            f = fin[d]
+            if f > s:
+                s, b, k = f, d, "dep"
+        s_add(s)
+        b_add(b)
+        k_add(k)
+        last[e] = i
+        if c:
+            hold, f = side.run(c, i, s, b, k)
+            free[e] = s + hold
+            f_add(f)
+        else:
+            free[e] = s + o
+            f_add(s + lt)
+    return Schedule(
+        core=low.core,
+        engine=low.engine,
+        start_ps=start,
+        finish_ps=fin,
+        occupancy_ps=occ_out,
+        bind=bind,
+        bind_kind=kinds,
+        makespan_ps=max(fin) if fin else 0,
+        dma=side.records,
+        finish_bind=side.finish_bind,
+        origin=low.origin,
+        instrs=low.instrs,
+    )
+
+
+class _SidePath:
+    """DMA transfers and the two cores' joint events: everything that is not an in-order engine."""
+
+    def __init__(self, low: Lowered, m: MachineSpec, fin: list[int], free: list[int], occ: list[int]) -> None:
+        self.low, self.fin, self.free, self.occ = low, fin, free, occ
+        self.t_fix = ns_to_ps(m.dma_t_fix_ns)
+        self.engines = _EngineCalendars(low.n_cores, m.dma_engines)
+        self.hbm = Calendar()  # one HBM-stack cap for the core pair (NPU.md 5.5 step 5)
+        # per (core, queue): (free at, last transfer); FIFO (NPU.md 2.4)
+        self.queue_free: list[tuple[int, int]] = [(0, -1)] * (low.n_cores * m.dma_queues)
+        self.plans, self.low_occ = low.dma_plans, low.occ
+        self.pending: dict[int, tuple[int, int, str, int]] = {}  # first half -> (start, bind, kind, issue end)
+        self.records: dict[int, DmaRecord] = {}
+        self.finish_bind: dict[int, FinishBinding] = {}
+
+    def run(self, cls: int, i: int, s: int, b: int, k: str) -> tuple[int, int]:
+        """Time instruction `i` issued at `s`; return (engine hold, finish)."""
+        if cls == DMA:
+            return self._dma(i, s, b, k)
+        if cls == SENDRECV:
+            return self._sendrecv(i, s, b, k)
+        return self._barrier(i, s, b, k)
+
+    def _dma(self, i: int, s: int, b: int, k: str) -> tuple[int, int]:
+        """NPU.md 5.5: issue, FIFO queue, fixed latency, engines (calendars), HBM cap."""
+        plan = self.plans[i]
+        issue = self.low_occ[i]
+        issue_end = s + issue
+        q_free, q_prev = self.queue_free[plan.queue_key]
+        # FIFO per queue: the fixed latency is serial per queue, so queues overlap theirs (2.4).
+        q_start = issue_end if issue_end > q_free else q_free
+        ready = q_start + self.t_fix
+        first, eng_last, eng_end, eng_blame = self.engines.fill(plan.groups, ready, i)
+        _, hbm_last, hbm_end, hbm_blame = self.hbm.fill(ready, plan.hbm_ps, i)
+        finish = eng_end if eng_end >= hbm_end else hbm_end  # the last engine and the HBM share
+        self.queue_free[plan.queue_key] = (finish, i)
+        own = (q_prev, "queue", q_start) if q_start > issue_end else (b, k, s)
+        if hbm_end > eng_end and hbm_blame >= 0:
+            bound = (hbm_blame, "hbm", hbm_last)
+        elif eng_end >= hbm_end and eng_blame >= 0:
+            bound = (eng_blame, "dma_engine", eng_last)
+        else:
+            bound = own
+        self.finish_bind[i] = FinishBinding(issue_end, *bound, *own)
+        limit = "hbm" if hbm_end > eng_end else "engines"
+        self.records[i] = DmaRecord(i, *plan.info, s, issue_end, q_start, ready, first, finish, limit)
+        return issue, finish
+
+    def _sendrecv(self, i: int, s: int, b: int, k: str) -> tuple[int, int]:
+        """Joint event: completes at the later issue end + t_fix + transfer (NPU.md 2.5, model)."""
+        issue = self.low.occ[i]
+        p = self.low.partner.get(i, -1)
+        if 0 <= p and p > i:  # first half: its finish is patched when the partner issues
+            self.pending[i] = (s, b, k, s + issue)
+            return issue, s + issue
+        xfer = self.low.xfer_ps[i]
+        if p < 0:  # no partner (single core): the transfer alone
+            finish = s + issue + self.t_fix + xfer
+            self._joint_records(i, -1, s, b, k, s + issue, finish, True, 0)
+            return issue, finish
+        ps, pb, pk, p_end = self.pending.pop(p)
+        my_end = s + issue
+        finish = max(my_end, p_end) + self.t_fix + max(xfer, self.low.xfer_ps[p])
+        self.fin[p] = finish
+        self._joint_records(i, p, s, b, k, my_end, finish, my_end >= p_end, p_end)
+        self._joint_records(p, i, ps, pb, pk, p_end, finish, p_end > my_end, my_end)
+        return issue, finish
+
+    def _barrier(self, i: int, s: int, b: int, k: str) -> tuple[int, int]:
+        """Joint event: both cores finish at the later arrival + t_fix (NPU.md 2.5, model);
+        the engine is held until then."""
+        p = self.low.partner.get(i, -1)
+        if 0 <= p and p > i:
+            self.pending[i] = (s, b, k, s)
+            return 0, s
+        if p < 0:
+            finish = s + self.t_fix
+            self._joint_records(i, -1, s, b, k, s, finish, True, 0)
+            self.occ[i] = finish - s
+            return finish - s, finish
+        ps, pb, pk, _ = self.pending.pop(p)
+        finish = max(s, ps) + self.t_fix
+        self.fin[p] = finish
+        self.free[self.low.res[p]] = finish
+        self.occ[p] = finish - ps
+        self.occ[i] = finish - s
+        self._joint_records(i, p, s, b, k, s, finish, s >= ps, ps)
+        self._joint_records(p, i, ps, pb, pk, ps, finish, ps > s, s)
+        return finish - s, finish
+
+    def _joint_records(
+        self, i: int, p: int, s: int, b: int, k: str, issue_end: int, finish: int, later: bool, peer_end: int
+    ) -> None:
+        """Finish binding (the side that issued later binds both) and, for sendrecv, a record."""
+        own = (b, k, s)
+        bound = own if later or p < 0 else (p, "peer", peer_end)
+        self.finish_bind[i] = FinishBinding(issue_end, *bound, *own)
+        ins = self.low.instrs[i]
+        if ins.op == "sendrecv":
+            xfer = self.low.xfer_ps[i]
+            self.records[i] = DmaRecord(
+                i, ins.core, ins.engine, "sendrecv", -1, ins.xfer_bytes, 0, 0, 0, (), xfer,
+                s, issue_end, finish - xfer - self.t_fix, finish - xfer, finish - xfer, finish, "link",
+            )

@@ -1,0 +1,351 @@
+"""Timing model, profile and trace export, on hand-built Programs (no kernel language needed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from knight.npu.costs import instruction_cost
+from knight.npu.errors import SourceLoc
+from knight.npu.machine import load_machine
+from knight.npu.perfetto import chrome_trace
+from knight.npu.profile import make_profile
+from knight.npu.program import DmaShape, Instr, Program, Region
+from knight.npu.timing import Calendar, lower, schedule
+
+M2 = load_machine("trn2")
+M3 = load_machine("trn3")
+P = 128
+
+# Tensor ids used below: 1..9 on-chip tiles, 50+ HBM tensors.
+HBM_W, HBM_OUT = 50, 51
+
+
+def I(op: str, engine: str, reads=(), writes=(), core: int = 0, line: int = 1, **kw) -> Instr:  # noqa: E743
+    """An instruction at kernel.py:`line`."""
+    return Instr(op, engine, core, 0, SourceLoc("kernel.py", line), reads=tuple(reads), writes=tuple(writes), **kw)
+
+
+def R(t: int, p0: int = 0, p1: int = P, b0: int = 0, b1: int = 64) -> Region:
+    return Region(t, p0, p1, b0, b1)
+
+
+def _on_core(r: Region, c: int) -> Region:
+    """On-chip tiles (ids below 50) are per core, as the tracer allocates them; HBM is shared."""
+    return r if r.tensor >= HBM_W or c == 0 else Region(r.tensor + 1000 * c, r.p0, r.p1, r.b0, r.b1)
+
+
+def prog(*streams: list[Instr]) -> Program:
+    """A Program from per-core instruction lists (indices, cores and per-core tile ids filled in)."""
+    for c, stream in enumerate(streams):
+        for k, ins in enumerate(stream):
+            ins.index, ins.core = k, c
+            ins.reads = tuple(_on_core(r, c) for r in ins.reads)
+            ins.writes = tuple(_on_core(r, c) for r in ins.writes)
+    n = len(streams)
+    return Program([list(s) for s in streams], {HBM_W: "w_experts", HBM_OUT: "out", 1: "tile"}, [0] * n, [0] * n)
+
+
+def dma(
+    dst: int = 1,
+    engine: str = "sync",
+    queue: int = 0,
+    partitions: int = P,
+    chunks: int = 1,
+    chunk: int = 4096,
+    src_off: int = 0,
+    line: int = 1,
+    deps_on: tuple[Region, ...] = (),
+) -> Instr:
+    """An HBM -> SBUF load of `partitions` x `chunks` x `chunk` bytes."""
+    mode = "swdge" if engine == "gpsimd" else "hwdge"
+    per = chunks * chunk
+    total = partitions * per
+    shape = DmaShape(mode, queue, 0, partitions, chunks, chunk, total, total)
+    src = Region(HBM_W, 0, 1, src_off, src_off + total)
+    return I("dma_copy", engine, reads=(src, *deps_on), writes=(R(dst, 0, partitions, 0, per),), dma=shape, line=line)
+
+
+def vec(reads=(), writes=(), elems: int = 512, engine: str = "vector", line: int = 1) -> Instr:
+    return I("tensor_scalar", engine, reads, writes, elems=elems, line=line)
+
+
+def mm(dst: Region, st: Region, mv: Region, accumulate: bool = False, n: int = 512) -> Instr:
+    reads = (st, mv, dst) if accumulate else (st, mv)
+    return I("matmul", "tensor", reads, (dst,), moving=n, stationary=P, contract=P, accumulate=accumulate,
+             psum_access=True)
+
+
+# ----------------------------------------------------------------------------- costs
+
+
+def test_compute_cost_rules():
+    one = I("activation", "scalar", elems=1)
+    occ, lat = instruction_cost(one, M2)
+    assert occ == M2.cycles_to_ps("scalar", 100 + 64)
+    assert lat == M2.cycles_to_ps("scalar", 100 + 64 + 100)
+    big = I("tensor_tensor", "vector", elems=1000, n_inputs=2)
+    assert instruction_cost(big, M2)[0] == M2.cycles_to_ps("vector", 100 + 2000)
+    fast = I("tensor_tensor", "vector", elems=1000, n_inputs=2, perf="tt_sbuf16")
+    assert instruction_cost(fast, M2)[0] == M2.cycles_to_ps("vector", 100 + 1000)
+    strided = I("tensor_copy", "vector", elems=1000, strided=True)
+    assert instruction_cost(strided, M2)[0] == M2.cycles_to_ps("vector", 100 + 2000)
+    dyn = I("tensor_copy", "gpsimd", elems=10, dynamic=True)
+    assert instruction_cost(dyn, M2)[0] == M2.cycles_to_ps("gpsimd", 100 + 600)
+    gemv = I("matmul", "tensor", moving=1, stationary=P)
+    assert instruction_cost(gemv, M2) == (M2.cycles_to_ps("tensor", 64), M2.cycles_to_ps("tensor", 64 + 256))
+    fp32 = I("matmul", "tensor", moving=512, stationary=P, fp32_matmul=True)
+    assert instruction_cost(fp32, M2)[0] == M2.cycles_to_ps("tensor", 4 * 512)
+    with pytest.raises(ValueError):
+        instruction_cost(I("dma_copy", "sync"), M2)
+
+
+# ----------------------------------------------------------------------------- engines and deps
+
+
+def test_in_order_engine_uses_occupancy_not_latency():
+    a, b = vec(writes=[R(1)]), vec(writes=[R(2)])
+    c = vec(writes=[R(3)], engine="scalar")
+    s = schedule(prog([a, b, c]), M2)
+    occ, _ = instruction_cost(a, M2)
+    assert s.start_ps == [0, occ, 0]
+    assert s.bind_kind == ["none", "engine", "none"] and s.bind[1] == 0
+
+
+def test_raw_war_waw():
+    w = vec(writes=[R(1)])  # 0: writes tile 1
+    r = vec(reads=[R(1)], writes=[R(2)], engine="scalar")  # 1: RAW on 0
+    war = vec(writes=[R(1, b0=32, b1=48)], engine="gpsimd")  # 2: WAR on 1, WAW on 0
+    other = vec(reads=[R(1, p0=0, p1=P, b0=64, b1=128)], engine="sync")  # 3: disjoint bytes: no dep
+    low = lower(prog([w, r, war, other]), M2)
+    assert low.deps == [(), (0,), (0, 1), ()]
+    s = schedule(prog([w, r, war, other]), M2)
+    assert s.start_ps[1] == s.finish_ps[0] and s.bind_kind[1] == "dep"
+    assert s.start_ps[2] == s.finish_ps[1] and s.bind[2] == 1
+    assert s.start_ps[3] == 0
+
+
+def test_covered_entries_are_dropped_and_partition_ranges_matter():
+    a = vec(writes=[R(1, 0, 64)])
+    b = vec(writes=[R(1, 64, 128)], engine="scalar")
+    c = vec(writes=[R(1)], engine="gpsimd")  # covers both: WAW on both
+    d = vec(reads=[R(1, 0, 32)], writes=[R(2)], engine="sync")  # only c remains
+    assert lower(prog([a, b, c, d]), M2).deps == [(), (), (0, 1), (2,)]
+
+
+def test_accumulate_is_pipelined_behind_same_engine_matmul():
+    ps, st, mv = R(5, b1=2048), R(1), R(2)
+    first = mm(ps, st, mv)
+    acc = mm(ps, st, mv, accumulate=True)
+    over = mm(ps, st, mv)  # a new group: waits for the previous writer (WAW)
+    low = lower(prog([first, acc, over]), M2)
+    assert low.deps[1] == ()
+    assert low.deps[2] == (1,)
+    s = schedule(prog([first, acc, over]), M2)
+    assert s.start_ps[1] == s.occupancy_ps[0]  # issues back to back, not after t_fill
+
+
+def test_accumulate_still_waits_for_other_writers():
+    ps = R(5, b1=2048)
+    memset = vec(writes=[ps])
+    acc = mm(ps, R(1), R(2), accumulate=True)
+    assert lower(prog([memset, acc]), M2).deps[1] == (0,)
+
+
+def test_dependent_scalar_chain_issues_every_264_cycles():
+    t = R(1, b1=4)
+    chain = [I("activation", "scalar", [t], [t], elems=1) for _ in range(6)]
+    s = schedule(prog(chain), M2)
+    gaps = {b - a for a, b in zip(s.start_ps, s.start_ps[1:], strict=False)}
+    assert gaps == {M2.cycles_to_ps("scalar", 264)}
+    assert abs(M2.cycles_to_ps("scalar", 264) / 1000 - 220) < 0.5  # ~220 ns at 1.2 GHz (NPU.md 4)
+
+
+# ----------------------------------------------------------------------------- DMA
+
+
+def test_single_engine_32k_transfer_matches_published_example():
+    # DMAOV: one engine moved 32 KiB in 1416 ns; the model gives 4 x (512 + 8192) / 23 = 1514 ns.
+    s = schedule(prog([dma(partitions=4, chunks=1, chunk=8192)]), M2)
+    rec = s.dma[0]
+    assert rec.engines == (0,)
+    data_ns = (rec.finish_ps - rec.data_start_ps) / 1000
+    assert data_ns == pytest.approx(1416, rel=0.10)
+    assert (rec.data_start_ps - rec.queue_start_ps) / 1000 == pytest.approx(M2.dma_t_fix_ns)
+    assert (rec.issue_end_ps - rec.issue_start_ps) / 1000 == pytest.approx(M2.dma_t_issue_hwdge_ns)
+
+
+def test_fragmented_descriptors_are_much_slower():
+    per = 192 * 256  # bytes per partition
+    frag = schedule(prog([dma(chunks=256, chunk=192)]), M2)
+    cont = schedule(prog([dma(chunks=1, chunk=per)]), M2)
+    assert frag.dma[0].bytes == cont.dma[0].bytes
+    assert frag.makespan_ps >= 3 * cont.makespan_ps
+
+
+def test_two_queues_beat_one_for_independent_transfers():
+    def run(queues: int) -> int:
+        loads = [dma(dst=1 + k, queue=k % queues, chunk=2048, src_off=k * P * 2048) for k in range(8)]
+        return schedule(prog(loads), M2).makespan_ps
+
+    assert run(2) < 0.8 * run(1)
+
+
+def test_transfer_ready_earlier_is_not_blocked_by_earlier_program_order():
+    slow = vec(writes=[R(9, b1=4)], elems=200_000)  # ~200 us of VectorE
+    waiting = dma(dst=1, engine="sync", queue=0, deps_on=(R(9, b1=4),))  # waits for it
+    free = dma(dst=2, engine="scalar", queue=1, src_off=P * 4096)  # later in program order, no deps
+    s = schedule(prog([slow, waiting, free]), M2)
+    a, b = s.dma[1], s.dma[2]
+    assert a.data_start_ps > s.finish_ps[0]
+    assert b.finish_ps < a.data_start_ps  # used the engines before the waiting transfer
+    expect = b.issue_start_ps + int(M2.dma_t_issue_hwdge_ns * 1000) + int(M2.dma_t_fix_ns * 1000)
+    assert b.data_start_ps == expect
+
+
+def test_hbm_cap_limits_the_two_core_speedup():
+    per = 64 * 1024  # 64 KiB per partition: engines near peak, fixed latency negligible
+
+    def loads(core_slice: range) -> list[Instr]:
+        return [dma(dst=1 + k % 4, queue=k % 4, chunk=per, src_off=k * P * per) for k in core_slice]
+
+    one = schedule(prog(loads(range(8))), M2).makespan_ps
+    two = schedule(prog(loads(range(4)), loads(range(4, 8))), M2).makespan_ps
+    assert 1.3 < one / two < 1.95
+    # Trn3's pair cap is about twice one core's DMA rate, so the split gains more there.
+    one3 = schedule(prog(loads(range(8))), M3).makespan_ps
+    two3 = schedule(prog(loads(range(4)), loads(range(4, 8))), M3).makespan_ps
+    assert one3 / two3 > one / two
+
+
+def test_swdge_holds_gpsimd_per_descriptor():
+    s = schedule(prog([dma(engine="gpsimd", chunks=4, chunk=1024)]), M2)
+    descs = P * 4
+    expect = (M2.dma_t_swdge_ns + descs * M2.dma_t_swdge_per_desc_ns) * 1000
+    assert s.occupancy_ps[0] == pytest.approx(expect, abs=1)
+
+
+def test_calendar_fills_gaps_and_merges():
+    cal = Calendar()
+    assert cal.fill(100, 50, owner=1) == (100, 100, 150, -1)
+    assert cal.fill(0, 30, owner=2) == (0, 0, 30, -1)
+    # Starts inside [0, 30): fills the gap [30, 100), then [150, 180) after job 1.
+    first, last, end, blame = cal.fill(20, 100, owner=3)
+    assert (first, last, end, blame) == (30, 150, 180, 1)
+    assert cal.starts == [0] and cal.ends == [180]
+
+
+# ----------------------------------------------------------------------------- cross-core
+
+
+def test_sendrecv_and_barrier_are_joint_events():
+    def stream(delay: int) -> list[Instr]:
+        return [
+            vec(writes=[R(1, b1=512)], elems=delay, engine="gpsimd"),
+            I("sendrecv", "gpsimd", [R(1, b1=512)], [R(2, b1=512)], xfer_bytes=P * 512),
+            vec(reads=[R(2, b1=512)], writes=[R(3)]),
+            I("barrier", "sync"),
+            vec(writes=[R(4)], engine="scalar"),
+        ]
+
+    s = schedule(prog(stream(10), stream(5000)), M2)
+    sr0, sr1 = 2, 3  # merged order: core0[1], core1[1]
+    assert s.finish_ps[sr0] == s.finish_ps[sr1]
+    issue_end = max(s.start_ps[sr0], s.start_ps[sr1]) + int(M2.dma_t_issue_hwdge_ns * 1000)
+    xfer = P * 512 / (M2.dma_bw_engine_bytes_per_ns * 16) * 1000
+    assert s.finish_ps[sr0] == pytest.approx(issue_end + M2.dma_t_fix_ns * 1000 + xfer, abs=1)
+    b0, b1 = 6, 7
+    assert s.finish_ps[b0] == s.finish_ps[b1] == max(s.start_ps[b0], s.start_ps[b1]) + int(M2.dma_t_fix_ns * 1000)
+    # The barrier fences the core: the ScalarE op after it waits, though it has no data deps.
+    assert s.start_ps[8] >= s.finish_ps[b0] and s.start_ps[9] >= s.finish_ps[b1]
+
+
+# ----------------------------------------------------------------------------- determinism, trace, profile
+
+
+def _mixed() -> Program:
+    streams = []
+    for c in range(2):
+        s = []
+        for k in range(6):
+            s.append(dma(dst=1 + k % 2, engine=("sync", "scalar", "gpsimd")[k % 3], queue=k % 3,
+                          chunks=16, chunk=192, src_off=(2 * k + c) * P * 3072, line=42))
+            s.append(mm(R(5, b1=2048), R(1 + k % 2, b1=3072), R(3)))
+            s.append(I("activation", "scalar", [R(5, b1=2048)], [R(6, b1=2048)], elems=512, psum_access=True, line=50))
+        s.append(I("dma_copy", "sync", [R(6, b1=2048)], [Region(HBM_OUT, 0, 1, c * P * 2048, (c + 1) * P * 2048)],
+                   dma=DmaShape("hwdge", 0, 0, P, 1, 2048, P * 2048, P * 2048), line=60))
+        streams.append(s)
+    return prog(*streams)
+
+
+def test_schedule_is_deterministic():
+    a, b = schedule(_mixed(), M2), schedule(_mixed(), M2)
+    assert a.start_ps == b.start_ps and a.finish_ps == b.finish_ps and a.bind == b.bind
+    assert a.dma == b.dma and a.makespan_ps == b.makespan_ps
+
+
+def test_chrome_trace_structure():
+    p = _mixed()
+    s = schedule(p, M2)
+    trace = json.loads(json.dumps(chrome_trace(p, s)))
+    assert trace["displayTimeUnit"] == "ns"
+    events = trace["traceEvents"]
+    meta = [e for e in events if e["ph"] == "M"]
+    spans = [e for e in events if e["ph"] == "X"]
+    names = {e["args"]["name"] for e in meta if e["name"] == "process_name"}
+    assert names == {"core 0", "core 1"}
+    threads = [(e["pid"], e["tid"], e["args"]["name"]) for e in meta if e["name"] == "thread_name"]
+    assert len({(p_, t) for p_, t, _ in threads}) == len(threads)  # one name per track
+    labels = {n for _, _, n in threads}
+    assert {"tensor", "vector", "scalar", "gpsimd", "sync", "dma queue 0", "dma queue 1", "dma queue 2"} <= labels
+    for e in spans:
+        assert {"name", "ph", "ts", "dur", "pid", "tid", "args"} <= e.keys()
+        assert e["ts"] >= 0 and e["dur"] >= 0
+    assert sum(1 for e in spans if e["cat"] != "dma") == len(s)
+    assert any(e["cat"] == "dma" and e["args"].get("bytes") for e in spans)
+
+
+def test_profile_fields():
+    p = _mixed()
+    s = schedule(p, M2)
+    prof = make_profile(p, s, M2)
+    d = prof.dma
+    assert 0.0 <= d["active_share"] <= 1.0
+    assert all(0.0 <= v <= 1.0 for v in d["active_share_per_core"].values())
+    assert sum(b["count"] for b in d["histogram"]) == d["descriptors"]
+    assert sum(b["bytes"] for b in d["histogram"]) == d["bytes"]
+    assert d["histogram"][0]["count"] == 2 * 6 * P * 16  # the 192-byte descriptors
+    assert prof.total_ns == pytest.approx(s.makespan_ps / 1000)
+    assert sum(v for _, v in prof.critical_by_engine) == pytest.approx(prof.total_ns, rel=1e-9)
+    assert sum(v for _, v in prof.critical_by_line) == pytest.approx(prof.total_ns, rel=1e-9)
+    assert all(0.0 <= v["utilisation"] <= 1.0 for v in prof.engines.values())
+    assert prof.op_counts["dma_copy"] == 14 and prof.engine_counts["tensor"] == 12
+    assert prof.bottleneck.startswith("DMA")
+    assert "192-byte" in prof.bottleneck and "kernel.py:42" in prof.bottleneck
+    json.dumps(prof.to_dict())
+    text = prof.summary_text()
+    assert "latency" in text and "verdict" in text and len(text.splitlines()) >= 5
+
+
+def test_compute_bound_verdict_and_critical_lines():
+    t = R(1, b1=4)
+    chain = [I("activation", "scalar", [t], [t], elems=4096, line=7) for _ in range(10)]
+    p = prog(chain)
+    s = schedule(p, M2)
+    prof = make_profile(p, s, M2)
+    assert prof.critical_by_engine[0][0] == "scalar"
+    assert prof.critical_by_line[0][0] == "kernel.py:7"
+    assert prof.bottleneck.startswith("ScalarE-bound")
+    assert prof.dma["transfers"] == 0 and prof.dma["active_share"] == 0.0
+
+
+def test_critical_path_tiles_the_makespan_with_dma_contention():
+    loads = [dma(dst=1 + k, queue=k, chunk=8192, src_off=k * P * 8192) for k in range(4)]
+    loads.append(vec(reads=[R(1 + k, b1=8192) for k in range(4)], writes=[R(9)]))
+    s = schedule(prog(loads), M2)
+    segs = s.critical_segments()
+    total = sum(t1 - t0 for _, t0, t1, _ in segs)
+    assert total == s.makespan_ps
+    assert all(t1 > t0 for _, t0, t1, _ in segs)
+    assert any(s.finish_bind[i].kind in ("dma_engine", "queue") for i in s.finish_bind)
