@@ -195,6 +195,259 @@ def profile_cmd(
     out.print(Profile(**run.profile).summary_text())
 
 
+# ----------------------------------------------------------------------------- run / history / show / replay
+
+DbOpt = Annotated[str, typer.Option("--db", help="SQLite path or SQLAlchemy URL of the experience store.")]
+RunOpt = Annotated[int | None, typer.Option("--run", help="Run id (default: the latest run).")]
+
+
+def _open_db(where: str, create: bool):
+    from knight.store import open_database
+
+    return open_database(where, create=create)
+
+
+class _Progress:
+    """Live progress on stderr: iteration, last outcome, best speed-up."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def iteration_started(self, number: int, budget: int) -> None:
+        if not self.quiet:
+            err.print(f"[dim]iteration {number}/{budget} ...[/dim]")
+
+    def iteration_finished(self, o, best: float) -> None:
+        if self.quiet:
+            return
+        what = o.status if o.category is None else f"{o.status} ({o.category})"
+        sp = f" {o.speedup_vs_baseline:.2f}x" if o.speedup_vs_baseline else ""
+        color = {"accepted": "green", "rejected": "yellow"}.get(o.status, "red")
+        err.print(f"  #{o.number} [{color}]{what}[/{color}]{sp} — {o.hypothesis[:90]}  [dim](best {best:.2f}x)[/dim]")
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            err.print(text)
+
+
+@app.command("run")
+def run_cmd(
+    budget: Annotated[int | None, typer.Option("--budget", "-n", help="Iterations to run (default 10; with --resume: the run's own).")] = None,
+    problem: ProblemOpt = None,
+    machine: MachineOpt = None,
+    proposer: Annotated[str | None, typer.Option("--proposer", help="offline, scripted, claude or command (default: claude if ANTHROPIC_API_KEY is set, else offline).")] = None,
+    script: Annotated[Path | None, typer.Option("--script", help="JSONL proposals for --proposer scripted.")] = None,
+    command: Annotated[str | None, typer.Option("--command", help="Agent command template with {prompt_file} and {output_file}.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Claude model (default: $KNIGHT_MODEL or the built-in default).")] = None,
+    db: DbOpt = "knight.db",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the offline proposer's search.")] = 0,
+    resume: Annotated[int | None, typer.Option("--resume", help="Continue run RUN where it stopped.")] = None,
+    max_cost: Annotated[float | None, typer.Option("--max-cost", help="Stop when model calls cost this many USD.")] = None,
+    time_limit: Annotated[float | None, typer.Option("--time-limit", help="Stop starting iterations after this many seconds.")] = None,
+    min_gain: Annotated[float, typer.Option("--min-gain", help="Accept only candidates at least this much faster than the champion.")] = 1.02,
+    fix_rounds: Annotated[int, typer.Option("--fix-rounds", help="Fix rounds when a patch does not apply or a trace fails.")] = 3,
+    workers: Annotated[int | None, typer.Option("--workers", help="Evaluation worker processes (default: CPU cores).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Optimise a problem for a budget of iterations, keeping every attempt in the database."""
+    from knight.agent.cache import StoreRunCache
+    from knight.agent.loop import RunConfig, Runner
+    from knight.evaluation import LocalEvaluator
+    from knight.problems import load_problem
+    from knight.proposers.select import make_proposer
+    from knight.skills import load_skills
+
+    if budget is not None and budget < 1:
+        raise UsageError("--budget must be at least 1")
+    if min_gain < 1.0:
+        raise UsageError("--min-gain must be at least 1.0")
+    if fix_rounds < 0:
+        raise UsageError("--fix-rounds cannot be negative")
+    database = _open_db(db, create=True)
+    prob = load_problem(problem if resume is None else (problem or _run_problem(database, resume)))
+    skills = load_skills()
+    prop = make_proposer(proposer, seed=seed, script=script, command=command, model=model,
+                         skill_reader=lambda name: skills[name].body if name in skills else None, note=err.print)
+    events = _Progress(quiet=False)
+    with LocalEvaluator(_machine(machine), workers=workers, cache=StoreRunCache(database)) as ev:
+        runner = Runner(database, prob, ev, prop, skills=skills, events=events, machine=machine)
+        if resume is not None:
+            summary = runner.resume(resume, budget)
+        else:
+            config = RunConfig(budget=budget or 10, seed=seed, max_cost=max_cost, time_limit_s=time_limit,
+                               min_gain=min_gain, fix_rounds=fix_rounds,
+                               extra={"proposer": prop.name, "model": model, "script": str(script) if script else None,
+                                      "command": command})
+            summary = runner.start(config)
+    data = {**summary.to_dict(), "problem": prob.id, "db": db}
+    if as_json:
+        _print_json(data)
+    else:
+        out.print(
+            f"run {summary.run_id} {summary.status}: {summary.iterations} iterations, {summary.accepted} accepted; "
+            f"best {summary.best_score_ns / 1000:.2f} µs vs baseline {summary.baseline_score_ns / 1000:.2f} µs "
+            f"({summary.speedup:.2f}x); stopped: {summary.stop_reason}"
+        )
+        out.print(f"next: knight history --db {db} --run {summary.run_id}   |   knight show N --db {db} --run "
+                  f"{summary.run_id} --diff   |   knight replay --db {db} --run {summary.run_id} --out best.py")
+        if summary.status == "interrupted":
+            out.print(f"resume with: knight run --db {db} --resume {summary.run_id}")
+    if summary.status == "interrupted":
+        raise typer.Exit(130)
+
+
+def _run_problem(database, run_id: int) -> str:
+    from knight.store import get_run
+
+    with database.session() as s:
+        return get_run(s, run_id).problem_id
+
+
+@app.command("history")
+def history_cmd(
+    db: DbOpt = "knight.db",
+    run: RunOpt = None,
+    status: Annotated[str | None, typer.Option("--status", help="Only iterations with this status (accepted, rejected, failed).")] = None,
+    category: Annotated[str | None, typer.Option("--category", help="Only iterations with this failure or rejection category.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the N most recent.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """What was tried in a run, what happened, and why."""
+    from knight.agent.replay import resolve_run_id
+    from knight.store import list_iterations
+
+    if status is not None and status not in ("accepted", "rejected", "failed"):
+        raise UsageError("--status must be accepted, rejected or failed")
+    database = _open_db(db, create=False)
+    run_id = resolve_run_id(database, run)
+    with database.session() as s:
+        rows = list_iterations(s, run_id=run_id, status=status, category=category, limit=limit)
+        items = [{
+            "number": it.number, "status": it.status, "category": it.category, "hypothesis": it.hypothesis,
+            "score_ns": it.score_ns, "speedup_vs_baseline": it.speedup_vs_baseline,
+            "speedup_vs_parent": it.speedup_vs_parent, "fix_rounds": it.fix_rounds, "proposer": it.proposer,
+        } for it in rows]
+    if as_json:
+        _print_json({"run_id": run_id, "iterations": items})
+        return
+    table = Table(title=f"run {run_id}", title_justify="left")
+    for col in ("#", "outcome", "hypothesis", "µs", "x base", "x parent"):
+        table.add_column(col, justify="left" if col in ("outcome", "hypothesis") else "right")
+    for it in items:
+        outcome = it["status"] + (f" {it['category']}" if it["category"] else "")
+        table.add_row(str(it["number"]), outcome, it["hypothesis"][:80],
+                      f"{it['score_ns'] / 1000:.2f}" if it["score_ns"] else "-",
+                      f"{it['speedup_vs_baseline']:.2f}" if it["speedup_vs_baseline"] else "-",
+                      f"{it['speedup_vs_parent']:.3f}" if it["speedup_vs_parent"] else "-")
+    out.print(table)
+    if not items:
+        err.print("no iterations match")
+
+
+@app.command("show")
+def show_cmd(
+    iteration: Annotated[int, typer.Argument(help="Iteration number within the run.")],
+    db: DbOpt = "knight.db",
+    run: RunOpt = None,
+    diff: Annotated[bool, typer.Option("--diff", help="Show the unified diff of the patch.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """One iteration in full: hypothesis, edits, evaluation, failure attribution, conversation."""
+    from knight.agent.replay import resolve_run_id
+    from knight.agent.show import iteration_view
+
+    database = _open_db(db, create=False)
+    run_id = resolve_run_id(database, run)
+    view = iteration_view(database, run_id, iteration)
+    if as_json:
+        _print_json(view)
+        return
+    from knight.agent.show import render_text
+
+    out.print(render_text(view, diff=diff), markup=False)
+
+
+@app.command("replay")
+def replay_cmd(
+    db: DbOpt = "knight.db",
+    run: RunOpt = None,
+    to: Annotated[int | None, typer.Option("--to", help="Stop after this iteration.")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write the rebuilt kernel here.")] = None,
+    machine: MachineOpt = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Evaluation worker processes.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rebuild the best kernel from the baseline, re-applying and re-verifying every accepted patch."""
+    from knight.agent.replay import replay, resolve_run_id
+    from knight.evaluation import LocalEvaluator, MemoryCache
+    from knight.problems import load_problem
+
+    database = _open_db(db, create=False)
+    run_id = resolve_run_id(database, run)
+    prob = load_problem(_run_problem(database, run_id))
+    err.print(f"replaying run {run_id} ({prob.id}) from the baseline ...")
+    with LocalEvaluator(_machine(machine), workers=workers, cache=MemoryCache()) as ev:
+        result = replay(database, prob, ev, run_id, to=to, machine=machine)
+    if out_file is not None:
+        out_file.write_text(result.final_source)
+        err.print(f"wrote {out_file} ({result.final_hash[:12]})")
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        for st in result.steps:
+            mark = "ok" if (st.ok and st.hash_match and st.score_match) else ("differs" if st.ok and st.hash_match else "FAILED")
+            old = f"{st.recorded_score_ns / 1000:.2f}" if st.recorded_score_ns else "-"
+            new = f"{st.replayed_score_ns / 1000:.2f}" if st.replayed_score_ns else "-"
+            out.print(f"#{st.iteration:<4} {mark:<8} hash {'=' if st.hash_match else '≠'}  recorded {old} µs  now {new} µs  "
+                      f"{st.hypothesis[:60]}{('  ' + st.message) if st.message else ''}")
+        if not result.same_harness:
+            out.print("the harness changed since the run (simulator, machine or problem): figures shown side by side")
+        out.print(f"all_match: {str(result.all_match).lower()} ({len(result.steps)} accepted steps)")
+    if not result.all_match:
+        raise typer.Exit(1)
+
+
+@app.command("runs")
+def runs_cmd(db: DbOpt = "knight.db", as_json: JsonOpt = False) -> None:
+    """List the runs in the database."""
+    from knight.store import list_runs
+
+    database = _open_db(db, create=False)
+    with database.session() as s:
+        items = [{
+            "run_id": r.id, "problem": r.problem_id, "status": r.status, "proposer": r.proposer, "machine": r.machine,
+            "budget": r.budget, "created_at": r.created_at.isoformat(), "baseline_score_ns": r.baseline_score_ns,
+            "best_score_ns": r.best_score_ns,
+            "speedup": (r.baseline_score_ns / r.best_score_ns) if (r.baseline_score_ns and r.best_score_ns) else None,
+        } for r in list_runs(s)]
+    if as_json:
+        _print_json(items)
+        return
+    for r in items:
+        sp = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
+        out.print(f"run {r['run_id']:<4} {r['problem']:<12} {r['status']:<12} {r['proposer']:<9} {r['machine']} "
+                  f"budget {r['budget']:<4} best {sp}  {r['created_at'][:19]}")
+    if not items:
+        err.print("no runs yet")
+
+
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade_cmd(db: DbOpt = "knight.db", as_json: JsonOpt = False) -> None:
+    """Upgrade the database schema to this Knight's version."""
+    from knight.store import open_database
+
+    database = open_database(db, create=False, migrate=False)
+    before, after = database.upgrade()
+    if as_json:
+        _print_json({"db": db, "before": before, "after": after})
+    else:
+        out.print(f"{db}: {before or 'empty'} -> {after}" if before != after else f"{db}: already at {after}")
+
+
 # ----------------------------------------------------------------------------- entry point
 
 

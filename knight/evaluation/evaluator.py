@@ -161,7 +161,7 @@ class _Context:
     # -- running (through the cache)
 
     def _collect(self, pairs, profile_first: bool = False) -> tuple[dict, dict]:
-        base = self._cached_runs(self.base_hash, self.base_source, pairs, "baseline.py", False)
+        base = self._cached_runs(self.base_hash, self.base_source, pairs, "baseline.py", profile_first)
         cand = self._cached_runs(self.cand_hash, self.source, pairs, self.problem.spec.kernel_file, profile_first)
         bad = [r for r in base.values() if not r.ok]
         if bad:
