@@ -266,11 +266,6 @@ def test_accumulate_adds_in_fp32_in_instruction_order():
     assert (u32(res.outputs["y"]) == u32(acc)).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="NPU.md 3 specifies accumulate=None as 'first write overwrites, later ones add'; "
-    "nc_matmul treats None as False (bool(None)) and overwrites every time",
-)
 def test_accumulate_none_overwrites_first_then_adds():
     def kernel(x, y):
         one = nl.ndarray((128, 1), dtype=nl.float32)
@@ -574,12 +569,6 @@ def test_views_index_reshape_permute_broadcast():
     assert (res.outputs["b"] == np.broadcast_to(row, (128, 8))).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="simulate copies inputs with np.array(copy=True), which keeps a Fortran or transposed "
-    "caller layout: the kernel's HBM view is then not row-major, so reshape raises ShapeError "
-    "(and DMA chunking, hence timing, changes) depending on how the caller built the array",
-)
 @pytest.mark.parametrize("layout", ["fortran", "transposed"])
 def test_inputs_are_row_major_whatever_the_callers_layout(layout):
     a = np.arange(128 * 4, dtype=F32).reshape(128, 4)

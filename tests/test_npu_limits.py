@@ -683,11 +683,6 @@ def k_unsupported_dtype(a, out):
     del t
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nl.ndarray with an unsupported dtype (float64) raises ShapeError (shape_error), "
-    "not DtypeError (dtype_error)",
-)
 def test_unsupported_dtype_is_a_dtype_error():
     expect(k_unsupported_dtype, DtypeError)
 
@@ -978,20 +973,10 @@ def k_tile_power(a, out):
     del u
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RegExpr defines __bool__/__int__/__eq__ as HostSync but not <, >, <=, >=: "
-    "`if reg > 0:` becomes a TypeError reported as kernel_exception",
-)
 def test_register_ordering_comparison_is_host_sync():
     expect(k_register_greater, HostSync, inputs=IDS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="View maps + - * / and comparisons to HostSync but not @, **, //, %, abs(): "
-    "`t @ w` becomes a TypeError reported as kernel_exception",
-)
 @pytest.mark.parametrize("kernel", [k_tile_matmul_operator, k_tile_power], ids=lambda k: k.__name__)
 def test_other_tile_operators_are_host_sync(kernel):
     expect(kernel, HostSync)
@@ -1050,11 +1035,6 @@ def k_sendrecv_sizes_differ(a, out):
     nisa.sendrecv(dst, src)  # <- here
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sendrecv halves of different shapes on the two cores are not checked: the exchange "
-    "raises an untyped NumPy ValueError from simulate (no category, no kernel line)",
-)
 def test_sendrecv_halves_must_match_between_cores():
     with pytest.raises(NpuError) as info:
         run_ok(k_sendrecv_sizes_differ)
@@ -1139,11 +1119,6 @@ def k_divergent_core0_extra(a, out):
     nisa.dma_copy(out, t)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="when core 0 issues an extra instruction mid-kernel, the error points at core 1's next "
-    "instruction (the statement after the branch), not at the instruction only core 0 runs",
-)
 def test_divergence_points_at_the_extra_instruction():
     expect(k_divergent_core0_extra, KernelException)
 
@@ -1321,12 +1296,6 @@ def k_operand_one_partition(a, out):
     nisa.dma_copy(out, t)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a [P', 1] scalar-operand or bias tile whose partition count differs from the data's "
-    "is not checked at trace time: the numerics raise an untyped NumPy ValueError "
-    "(or, for a [1, 1] tile, silently broadcast one partition's value to all partitions)",
-)
 @pytest.mark.parametrize(
     "kernel",
     [k_operand_partition_mismatch, k_bias_partition_mismatch, k_operand_one_partition],

@@ -104,6 +104,8 @@ def _read(v: View, regs: dict[int, int], what: str) -> np.ndarray:
         raise UninitializedRead(
             f"{what} reads {n} of {mask.size} elements of {v._tensor.name} that were never written"
         )
+    if v._tensor.group_open is not None:
+        v.group_mask()[...] = False  # a read-out closes the accumulation group
     return v.data(regs)
 
 
@@ -116,14 +118,18 @@ def _store(v: View, regs: dict[int, int], values: np.ndarray) -> None:
         mask[...] = True
     if v._tensor.matmul_written is not None:
         v.mm_mask()[...] = False
+        v.group_mask()[...] = False
 
 
-def _operand(x, tr: Tracer, what: str, loc: SourceLoc):
-    """A scalar operand: a Python number, or a [P, 1] fp32 tile broadcast along the free axis."""
+def _operand(x, tr: Tracer, what: str, loc: SourceLoc, partitions: int | None = None):
+    """A scalar operand: a Python number, or a [P, 1] tile broadcast along the free axis
+    (P must equal the data's partition count)."""
     if isinstance(x, View):
         _on_chip(x, what, loc)
         if free_size(x) != 1:
             raise ShapeError(f"{what} tile must be [P, 1], got {list(x.shape)}", loc)
+        if partitions is not None and x.shape[0] != partitions:
+            raise ShapeError(f"{what} tile has {x.shape[0]} partitions; the data has {partitions}", loc)
         return x
     if isinstance(x, RegExpr):
         raise IllegalAccess(f"{what}: registers can only index HBM", loc)
@@ -267,9 +273,10 @@ def _dma_shape(dst: View, src: View, mode: str, queue: int) -> DmaShape:
 # ----------------------------------------------------------------------------- TensorE
 
 
-def nc_matmul(dst: View, stationary: View, moving: View, accumulate: bool = False) -> None:
+def nc_matmul(dst: View, stationary: View, moving: View, accumulate: bool | None = False) -> None:
     """dst[M, N] (PSUM, fp32) = stationary[K, M].T @ moving[K, N]; K on partitions.
-    `accumulate=True` adds into dst, which must hold a matmul result (an open accumulation group)."""
+    `accumulate=False` overwrites; `True` adds into dst, which must hold a matmul result;
+    `None` adds when dst holds a matmul result not yet read out (an open group), else overwrites."""
     tr, loc = active(), caller_loc()
     m = tr.machine
     dst, st, mv = _tile(dst, "dst", loc), _tile(stationary, "stationary", loc), _tile(moving, "moving", loc)
@@ -304,19 +311,25 @@ def nc_matmul(dst: View, stationary: View, moving: View, accumulate: bool = Fals
             loc,
         )
     regs = tr.regs
-    acc = bool(accumulate)
+    if accumulate not in (True, False, None):
+        raise ShapeError(f"accumulate must be True, False or None, not {accumulate!r}", loc)
+    acc = accumulate is not False
 
     def run() -> None:
         res = numerics.matmul(_read(st, regs, "matmul stationary"), _read(mv, regs, "matmul moving"))
         out = dst.data(regs)
-        if acc:
-            if not dst.mm_mask().all():
-                raise IllegalAccess("accumulate=True onto PSUM that does not hold a matmul result (undefined on hardware)")
+        if accumulate is True and not dst.mm_mask().all():
+            raise IllegalAccess("accumulate=True onto PSUM that does not hold a matmul result (undefined on hardware)")
+        if accumulate is None:
+            open_ = dst.group_mask()
+            out[...] = np.where(open_, numerics.accumulate(out, res), res)
+        elif accumulate:
             out[...] = numerics.accumulate(out, res)
         else:
             out[...] = res
         dst.mask(regs)[...] = True
         dst.mm_mask()[...] = True
+        dst.group_mask()[...] = True
 
     reads = (region_of(st), region_of(mv)) + ((region,) if acc else ())
     tr.emit(
@@ -392,8 +405,8 @@ def activation(dst: View, op, data: View, bias: View | None = None, scale=1.0) -
     if name not in numerics.ACTIVATIONS:
         raise ShapeError(f"unknown activation {op!r}; use one of {', '.join(sorted(numerics.ACTIVATIONS))}", loc)
     fn = numerics.ACTIVATIONS[name]
-    sc = _operand(scale, tr, "activation scale", loc)
-    bi = _operand(bias, tr, "activation bias", loc) if bias is not None else None
+    sc = _operand(scale, tr, "activation scale", loc, data.shape[0])
+    bi = _operand(bias, tr, "activation bias", loc, data.shape[0]) if bias is not None else None
     regs = tr.regs
     nd = data.ndim
 
@@ -440,9 +453,9 @@ def tensor_scalar(dst: View, data: View, op0, operand0, op1=None, operand1=None,
     _on_chip(data, "tensor_scalar data", loc)
     _same_shape(dst, data, "tensor_scalar", loc)
     f0 = _alu(op0, loc)
-    o0 = _operand(operand0, tr, "operand0", loc)
+    o0 = _operand(operand0, tr, "operand0", loc, data.shape[0])
     f1 = _alu(op1, loc) if op1 is not None else None
-    o1 = _operand(operand1, tr, "operand1", loc) if op1 is not None else None
+    o1 = _operand(operand1, tr, "operand1", loc, data.shape[0]) if op1 is not None else None
     regs = tr.regs
     nd = data.ndim
 
@@ -643,6 +656,11 @@ class _Exchange:
 
 def exchange(a: _Exchange, b: _Exchange) -> None:
     """Perform a joint sendrecv: each core's src lands in the other's dst."""
+    if a.src.shape != b.dst.shape or b.src.shape != a.dst.shape or a.src.dtype != b.dst.dtype:
+        raise ShapeError(
+            f"sendrecv halves do not match: core 0 sends {list(a.src.shape)} {a.src.dtype} into core 1's "
+            f"{list(b.dst.shape)} {b.dst.dtype}, core 1 sends {list(b.src.shape)} into core 0's {list(a.dst.shape)}"
+        )
     data_a = _read(a.src, a.regs, "sendrecv").copy()
     data_b = _read(b.src, b.regs, "sendrecv").copy()
     for half, data in ((a, data_b), (b, data_a)):

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from knight.npu import numerics
-from knight.npu.errors import ShapeError
+from knight.npu.errors import DtypeError, ShapeError
 from knight.npu.tensor import HBM, PSUM, SBUF, RegExpr, View, ds
 from knight.npu.tracer import active, caller_loc
 
@@ -114,10 +114,13 @@ static_range = affine_range
 def _dtype(dtype) -> np.dtype:
     if isinstance(dtype, str):
         if dtype not in DTYPES:
-            raise ShapeError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}", caller_loc())
+            raise DtypeError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}", caller_loc())
         return DTYPES[dtype]
-    dt = np.dtype(dtype)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise DtypeError(f"unsupported dtype {dtype!r}; use one of {', '.join(DTYPES)}", caller_loc()) from None
     if dt not in DTYPES.values():
-        raise ShapeError(f"unsupported dtype {dt}; use one of {', '.join(DTYPES)}", caller_loc())
+        raise DtypeError(f"unsupported dtype {dt}; use one of {', '.join(DTYPES)}", caller_loc())
     return dt
 

@@ -25,6 +25,7 @@ from knight.npu.tensor import HBM, Tensor, View
 from knight.npu.tracer import SharedState, Tracer
 
 _NPU_DIR = os.path.dirname(os.path.abspath(__file__))
+_SUPPORTED = tuple(np.dtype(d) for d in (numerics.BF16, np.float16, np.float32, np.int32))
 
 
 @dataclass
@@ -76,7 +77,9 @@ def simulate(
 def _hbm_tensors(inputs, outputs, shared: SharedState) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
     for name, arr in inputs.items():
-        a = np.array(arr, copy=True)  # the kernel works on its own copy of every input
+        a = np.array(arr, copy=True, order="C")  # the kernel's own row-major copy of every input
+        if a.dtype not in _SUPPORTED:
+            raise TypeError(f"input {name!r} has dtype {a.dtype}; the NPU holds {', '.join(map(str, _SUPPORTED))}")
         out[name] = Tensor(shared.new_id(name), name, HBM, tuple(a.shape), a.dtype, a, None)
     for name, (shape, dtype) in outputs.items():
         dt = np.dtype(dtype)
@@ -138,7 +141,7 @@ def _check_same_program(tracers: list[Tracer]) -> None:
                 f"the two cores diverge at instruction {i}: core 0 issues {a[i].op} on {a[i].engine} "
                 f"({a[i].loc}), core 1 issues {b[i].op} on {b[i].engine} ({b[i].loc}); control flow "
                 "must be identical on both cores",
-                b[i].loc,
+                _branch_point(a[i].loc, b[i].loc),
                 instr_index=i,
             )
     if len(a) != len(b):
@@ -150,6 +153,14 @@ def _check_same_program(tracers: list[Tracer]) -> None:
             extra.loc,
             instr_index=n,
         )
+
+
+def _branch_point(a: SourceLoc, b: SourceLoc) -> SourceLoc:
+    """Where two diverging streams part: the earlier of their two statements (an `if` body
+    issues its extra instruction before the statement that follows the branch)."""
+    if a.file == b.file:
+        return a if a.line <= b.line else b
+    return a
 
 
 def _execute(program: Program) -> None:

@@ -36,7 +36,8 @@ class Tensor:
     core: int | None = None  # None for shared HBM
     base: int = 0  # byte address of the allocation within each partition (on-chip)
     loc: SourceLoc | None = None
-    matmul_written: np.ndarray | None = field(default=None, repr=False)  # PSUM only
+    matmul_written: np.ndarray | None = field(default=None, repr=False)  # PSUM: holds a matmul result
+    group_open: np.ndarray | None = field(default=None, repr=False)  # PSUM: ... not yet read out
 
     @property
     def on_chip(self) -> bool:
@@ -83,6 +84,7 @@ class RegExpr:
     def __eq__(self, other: object) -> bool:  # type: ignore[override]
         raise HostSync("a register value is only known on the device; Python cannot compare it")
 
+    __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __eq__  # type: ignore[assignment]
     __hash__ = object.__hash__
 
 
@@ -194,6 +196,9 @@ class View:
     def mm_mask(self) -> np.ndarray:
         return self._apply(self._tensor.matmul_written, {})
 
+    def group_mask(self) -> np.ndarray:
+        return self._apply(self._tensor.group_open, {})
+
     def _apply(self, base: np.ndarray, regs: dict[int, int]) -> np.ndarray:
         out = base
         for kind, arg in self._steps:
@@ -242,7 +247,9 @@ class View:
         )
 
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _no_arith
-    __truediv__ = __rtruediv__ = __neg__ = __lt__ = __le__ = __gt__ = __ge__ = _no_arith
+    __truediv__ = __rtruediv__ = __neg__ = __pos__ = __lt__ = __le__ = __gt__ = __ge__ = __ne__ = _no_arith
+    __matmul__ = __rmatmul__ = __pow__ = __rpow__ = __floordiv__ = __rfloordiv__ = _no_arith
+    __mod__ = __rmod__ = __abs__ = __invert__ = __and__ = __or__ = __xor__ = _no_arith
 
 
 def _normalise_key(key: tuple, shape: tuple[int, ...], on_chip: bool) -> tuple[tuple, bool]:

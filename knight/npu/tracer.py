@@ -107,6 +107,7 @@ class Tracer:
         )
         if buffer == PSUM:
             t.matmul_written = np.zeros(shape, dtype=bool)
+            t.group_open = np.zeros(shape, dtype=bool)
         return t
 
     def _allocate_hbm(self, shape, dtype, label, loc) -> Tensor:
