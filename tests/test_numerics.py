@@ -634,3 +634,27 @@ def test_nan_fill_int32_poison_and_bad_dtype() -> None:
     assert a.dtype == np.int32 and a.tolist() == [-(2**31)] * 4
     with pytest.raises(TypeError):
         nm.nan_fill(4, np.float64)
+
+
+def test_matmul_blas_fast_path_equals_the_ordered_loop(monkeypatch):
+    """The BLAS shortcut is taken only when it is provably exact: same bits as the loop."""
+    rng = np.random.default_rng(7)
+    cases = [
+        (rng.standard_normal((128, 96)), rng.standard_normal((128, 4))),
+        (rng.standard_normal((128, 128)) * 2.0 ** rng.integers(-20, 20, (128, 128)), rng.standard_normal((128, 1))),
+        (rng.standard_normal((64, 8)) * 1e30, rng.standard_normal((64, 3)) * 1e-30),
+    ]
+    for s, m in cases:
+        s16, m16 = s.astype(np.float32).astype(numerics.BF16), m.astype(np.float32).astype(numerics.BF16)
+        fast = numerics.matmul(s16, m16)
+        with monkeypatch.context() as mp:
+            mp.setattr(numerics, "_exact_blas", lambda *a: None)
+            slow = numerics.matmul(s16, m16)
+        assert np.array_equal(fast.view(np.uint32), slow.view(np.uint32))
+
+
+def test_matmul_fast_path_refuses_sums_that_may_round():
+    # 2**40 + 1 * 2**-40: the small product is far below the large one's ulp -> no shortcut.
+    s = np.array([[2.0**40], [2.0**-40]], dtype=np.float32).astype(numerics.BF16)
+    m = np.array([[1.0], [1.0]], dtype=np.float32).astype(numerics.BF16)
+    assert numerics._exact_blas(s.astype(np.float64), m.astype(np.float64), 8, 8) is None

@@ -216,6 +216,9 @@ def matmul(stationary: np.ndarray, moving: np.ndarray) -> np.ndarray:
     # Widening to float64 is exact; contiguous copies make the memory layout irrelevant.
     s64 = np.ascontiguousarray(s, dtype=_F64)
     m64 = np.ascontiguousarray(m, dtype=_F64)
+    fast = _exact_blas(s64, m64, _SIGNIFICANT_BITS[s.dtype], _SIGNIFICANT_BITS[m.dtype])
+    if fast is not None:
+        return fast
     with np.errstate(all="ignore"):  # inf * 0 -> NaN and fp32 overflow -> inf are defined
         # Start from the first product rather than +0 so an all-(-0) sum stays -0 (IEEE).
         # Elementwise multiply/add are correctly rounded in every SIMD path; a Python loop
@@ -224,6 +227,33 @@ def matmul(stationary: np.ndarray, moving: np.ndarray) -> np.ndarray:
         for k in range(1, k_size):
             acc += np.multiply.outer(s64[k], m64[k])
         return acc.astype(_FP32)
+
+
+_SIGNIFICANT_BITS = {_BF16: 8, _FP16: 11, _FP32: 24}
+
+
+def _exact_blas(s64: np.ndarray, m64: np.ndarray, bits_s: int, bits_m: int) -> np.ndarray | None:
+    """s64.T @ m64 through BLAS when every partial sum is provably exact, else None.
+
+    Every product is a multiple of q = (smallest ulp in s) * (smallest ulp in m); if the sum
+    of |products| stays below 2**53 * q, every partial sum in ANY order is an exact float64,
+    so BLAS's order and threads cannot matter and the result equals the ordered loop's.
+    Zero results fall back to the loop (the sign of an all -0 sum depends on the start value).
+    """
+    if not (np.isfinite(s64).all() and np.isfinite(m64).all()):
+        return None
+    nz_s, nz_m = s64[s64 != 0], m64[m64 != 0]
+    if nz_s.size == 0 or nz_m.size == 0:
+        return None
+    q_exp = int(np.frexp(nz_s)[1].min()) - bits_s + int(np.frexp(nz_m)[1].min()) - bits_m
+    bound = float((np.abs(s64).T @ np.abs(m64)).max()) * (1 + 1e-9)
+    if bound >= np.ldexp(1.0, 53 + q_exp):
+        return None
+    out = s64.T @ m64
+    if not out.all():
+        return None
+    with np.errstate(over="ignore"):  # an exact sum beyond fp32 range rounds to inf
+        return out.astype(_FP32)
 
 
 def accumulate(psum_fp32: np.ndarray, partial_fp32: np.ndarray) -> np.ndarray:

@@ -31,7 +31,8 @@ SUMMARY_BONUS = 0.2  # ... or only elsewhere in the profile summary (weaker evid
 # mentions DMA: it picks a DMA queue), "off" (the knob currently holds that engine and leaves it).
 # Why: a DMA-latency-bound kernel pays a fixed cost per transfer, so fewer, larger transfers or
 # more DMA queues help; more buffers let transfers overlap compute; a busy engine sheds work.
-KEYWORD_TABLE: tuple[tuple[str, tuple[str, ...], str], ...] = (
+Row = tuple[str, tuple[str, ...], str]  # (profile word, knob-name keywords, wanted change)
+KEYWORD_TABLE: tuple[Row, ...] = (
     ("dma-latency-bound", ("PER_DMA", "TILE", "COLS"), "larger"),
     ("dma-latency-bound", ("ENGINE", "QUEUE"), "dma"),
     ("dma-bound", ("BUFFERS",), "larger"),
@@ -154,13 +155,10 @@ def value_score(stat: KnobStat | None, total_tried: int) -> tuple[float, str]:
     best = stat.best_speedup_vs_parent
     if best is not None and best > 0:
         exploit += math.log2(best)
-    record = f"tried {n}, accepted {stat.accepted}, failed {stat.failed}, best x{best:.3f}" if best else (
-        f"tried {n}, accepted {stat.accepted}, failed {stat.failed}"
-    )
+    record = f"tried {n}, accepted {stat.accepted}, failed {stat.failed}"
+    if best is not None:
+        record += f", best x{best:.3f}"
     return exploit + explore, f"{record} (record {exploit:+.2f}, exploration {explore:.2f})"
-
-
-Row = tuple[str, tuple[str, ...], str]
 
 
 def profile_hits(ctx: ProposalContext) -> tuple[list[Row], list[Row]]:

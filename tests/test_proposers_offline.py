@@ -1,0 +1,249 @@
+"""The offline (knob-tuning) and scripted proposers: no network, no simulator, fast."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from knight.errors import UsageError
+from knight.proposers.base import KnobStat, ProposalContext
+from knight.proposers.offline import OfflineProposer, enumerate_moves, rank_moves
+from knight.proposers.scripted import ScriptedProposer
+from knight.source import source_hash
+from knight.tunables import read_knobs
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "tests" / "data" / "scripted_example.jsonl"
+RMSNORM = (ROOT / "baselines" / "rmsnorm" / "baseline.py").read_text()
+KERNELS = ["moe_decode", "rmsnorm", "moe_router"]
+LATENCY_BOUND = (
+    "DMA-latency-bound: 95% of the critical path is DMA, 56% of it issue and fixed latency "
+    "(many small dependent transfers; use more queues or fewer, larger transfers), mostly 'w_gate_up'"
+)
+
+
+def make_ctx(source: str = RMSNORM, **overrides) -> ProposalContext:
+    """A context for `source` as the champion, with nothing tried but the champion itself."""
+    knobs = read_knobs(source)
+    fields = dict(
+        problem_id="test", problem_title="test", problem_description="", kernel_file="kernel.py",
+        champion_source=source, champion_hash=source_hash(source), champion_score_ns=None,
+        baseline_score_ns=None, profile_summary="", bottleneck="",
+        knobs={k: v.value for k, v in sorted(knobs.items())},
+        knob_choices={k: list(v.allowed) for k, v in sorted(knobs.items())},
+        knob_stats={}, recent=[], lessons=[], skills=[], iteration=1, seed=0,
+        tried_hashes={source_hash(source)},
+    )
+    fields.update(overrides)
+    return ProposalContext(**fields)
+
+
+def apply(source: str, proposal) -> str:
+    """The source after the proposal's edits, each of whose search must occur exactly once."""
+    for edit in proposal.edits:
+        assert edit.file == "kernel.py"
+        assert source.count(edit.search) == 1, edit.search
+        source = source.replace(edit.search, edit.replace, 1)
+    return source
+
+
+def changed_knobs(before: str, after: str) -> dict[str, tuple]:
+    old, new = read_knobs(before), read_knobs(after)
+    return {k: (old[k].value, new[k].value) for k in old if old[k].value != new[k].value}
+
+
+def kernel(name: str) -> str:
+    return (ROOT / "baselines" / name / "baseline.py").read_text()
+
+
+# ----------------------------------------------------------------------------- offline
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_offline_proposal_changes_exactly_one_knob(name):
+    source = kernel(name)
+    result = OfflineProposer(seed=0).propose(make_ctx(source, bottleneck=LATENCY_BOUND))
+    assert result.error_category is None and result.proposal is not None
+    proposal = result.proposal
+    after = apply(source, proposal)
+    changed = changed_knobs(source, after)
+    assert len(changed) == 1
+    (knob, (old, new)), = changed.items()
+    assert proposal.tags[:2] == ["knob", knob]
+    assert knob in proposal.hypothesis and repr(old) in proposal.hypothesis and repr(new) in proposal.hypothesis
+    assert new in read_knobs(source)[knob].allowed
+    assert proposal.rationale
+
+
+def test_offline_is_deterministic_for_a_seed():
+    ctx = make_ctx(iteration=5)
+    first = OfflineProposer(seed=3).propose(ctx).proposal
+    again = OfflineProposer(seed=3).propose(make_ctx(iteration=5)).proposal
+    assert first.model_dump() == again.model_dump()
+    picks = {OfflineProposer(seed=s).propose(ctx).proposal.edits[0].replace for s in range(16)}
+    assert len(picks) > 1  # with no experience and no profile, the seed breaks the ties
+
+
+def test_offline_does_not_depend_on_string_hashing():
+    code = (
+        "from pathlib import Path; from tests.test_proposers_offline import make_ctx;"
+        "from knight.proposers.offline import OfflineProposer;"
+        "print(OfflineProposer(seed=7).propose(make_ctx(iteration=2)).proposal.model_dump_json())"
+    )
+    outputs = set()
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+        outputs.add(run.stdout)
+    assert len(outputs) == 1
+
+
+def test_offline_never_repeats_a_tried_move_and_exhausts():
+    ctx = make_ctx()
+    proposer = OfflineProposer(seed=1)
+    knobs = read_knobs(RMSNORM)
+    singles = sum(len(k.allowed) - 1 for k in knobs.values())
+    sizes, seen = [], set()
+    while True:
+        result = proposer.propose(ctx)
+        if result.proposal is None:
+            break
+        new_hash = source_hash(apply(RMSNORM, result.proposal))
+        assert new_hash not in ctx.tried_hashes
+        seen.add(new_hash)
+        sizes.append(len(result.proposal.edits))
+        ctx.tried_hashes.add(new_hash)
+        ctx.iteration += 1
+    assert sizes[:singles] == [1] * singles and set(sizes[singles:]) == {2}
+    assert len(seen) == len(sizes) == 7 + (2 * 2 + 2 * 3 + 2 * 3)  # singles, then pairs
+    assert result.error_category == "proposer_error"
+    assert result.error_message == f"offline proposer: search space exhausted ({len(sizes)} moves tried)"
+
+
+def test_offline_proposes_the_last_untried_single_before_pairs():
+    ctx = make_ctx()
+    knobs = read_knobs(RMSNORM)
+    singles = enumerate_moves(ctx, knobs, size=1)
+    ctx.tried_hashes |= {m.hash for m in singles[1:]}  # one single move left
+    proposal = OfflineProposer().propose(ctx).proposal
+    assert source_hash(apply(RMSNORM, proposal)) == singles[0].hash
+
+
+def test_offline_experience_weighting():
+    won, failed = ("COLS_PER_TILE", "2048"), ("COLS_PER_TILE", "256")
+    stats = {won: KnobStat(tried=1, accepted=1, best_speedup_vs_parent=2.0), failed: KnobStat(tried=3, failed=3)}
+    ctx = make_ctx(knob_stats=stats)
+    knobs = read_knobs(RMSNORM)
+    ranked = rank_moves(ctx, knobs, enumerate_moves(ctx, knobs, size=1), random.Random(0))
+    order = [m.move.changes[0][:3:2] for m in ranked]
+    assert order.index(("COLS_PER_TILE", 2048)) < order.index(("COLS_PER_TILE", 256))
+    assert order[0] == ("COLS_PER_TILE", 2048)
+    assert order[-1] == ("COLS_PER_TILE", 256)  # untried values explore before a repeated failure
+    proposal = OfflineProposer().propose(ctx).proposal
+    assert "COLS_PER_TILE = 2048" in proposal.edits[0].replace
+    assert "accepted 1" in proposal.rationale
+
+
+def test_offline_follows_the_bottleneck():
+    decode = kernel("moe_decode")
+    proposal = OfflineProposer().propose(make_ctx(decode, bottleneck=LATENCY_BOUND)).proposal
+    after = changed_knobs(decode, apply(decode, proposal))
+    [(knob, (old, new))] = after.items()
+    assert knob == "GU_TILES_PER_DMA" and new > old  # fewer, larger transfers
+    assert "fixed latency" in proposal.rationale
+    vector_bound = "VectorE-bound: 49% of the critical path is vector instructions, mostly tensor_tensor"
+    for seed in range(4):
+        proposal = OfflineProposer(seed).propose(make_ctx(bottleneck=vector_bound)).proposal
+        assert proposal.tags[1] == "SCALE_ENGINE"  # the knob that can take work off VectorE
+
+
+def test_offline_exhausted_and_no_knobs():
+    ctx = make_ctx()
+    knobs = read_knobs(RMSNORM)
+    moves = enumerate_moves(ctx, knobs, 1) + enumerate_moves(ctx, knobs, 2)
+    ctx.tried_hashes |= {m.hash for m in moves}
+    result = OfflineProposer().propose(ctx)
+    assert result.proposal is None and result.error_category == "proposer_error"
+    assert f"search space exhausted ({len(moves)} moves tried)" in result.error_message
+
+    plain = "X = 1\n\ndef kernel(a, out):\n    pass\n"
+    result = OfflineProposer().propose(make_ctx(plain))
+    assert result.proposal is None and result.error_category == "proposer_error"
+    assert result.error_message == "offline proposer: search space exhausted (0 moves tried)"
+
+
+def test_offline_fix_declines():
+    assert OfflineProposer().fix(make_ctx(), "patch_no_match") is None
+
+
+# ----------------------------------------------------------------------------- scripted
+
+
+def script_lines() -> list[dict]:
+    lines = EXAMPLE.read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_scripted_example_in_order_and_applies():
+    proposer = ScriptedProposer(EXAMPLE)
+    expected = script_lines()
+    assert len(expected) == 3
+    for n, line in enumerate(expected, start=1):
+        result = proposer.propose(make_ctx(iteration=n))
+        assert result.error_category is None
+        assert result.proposal.hypothesis == line["hypothesis"]
+        apply(RMSNORM, result.proposal)  # every search occurs once in the baseline
+        for follow_up in line.get("fix", []):
+            assert RMSNORM.count(follow_up["edits"][0]["search"]) == 1
+
+
+def test_scripted_exhausted():
+    result = ScriptedProposer(EXAMPLE).propose(make_ctx(iteration=4))
+    assert result.proposal is None and result.error_category == "proposer_error"
+    assert result.error_message == "script exhausted after 3 proposals"
+
+
+def test_scripted_fix_follow_ups():
+    proposer = ScriptedProposer(EXAMPLE)
+    ctx = make_ctx(iteration=3)
+    proposer.propose(ctx)
+    follow_up = proposer.fix(ctx, "illegal_access at kernel.py:45")
+    assert follow_up is not None and follow_up.proposal.hypothesis == script_lines()[2]["fix"][0]["hypothesis"]
+    assert proposer.fix(ctx, "again") is None  # follow-ups used up
+    assert proposer.fix(make_ctx(iteration=1), "error") is None  # line without follow-ups
+
+
+def test_scripted_malformed_line(tmp_path):
+    script = tmp_path / "script.jsonl"
+    script.write_text(
+        "# comment\n\n"
+        '{"rationale": "no hypothesis", "edits": [{"file": "kernel.py", "search": "a", "replace": "b"}]}\n'
+        '{"hypothesis": "Knob only.", "knobs": {"COLS_PER_TILE": 1024}}\n'
+        '{"hypothesis": "Unknown field.", "knobs": {"A": 1}, "colour": "red"}\n'
+        "[1, 2]\n"
+    )
+    proposer = ScriptedProposer(script)
+    bad = proposer.propose(make_ctx(iteration=1))
+    assert bad.proposal is None and bad.error_category == "malformed_proposal"
+    assert "line 3" in bad.error_message and "hypothesis" in bad.error_message
+    good = proposer.propose(make_ctx(iteration=2))
+    assert good.proposal.knobs == {"COLS_PER_TILE": 1024}
+    unknown = proposer.propose(make_ctx(iteration=3))
+    assert unknown.error_category == "malformed_proposal" and "line 5" in unknown.error_message
+    not_object = proposer.propose(make_ctx(iteration=4))
+    assert not_object.error_category == "malformed_proposal" and "line 6" in not_object.error_message
+
+
+def test_scripted_constructor_errors(tmp_path):
+    with pytest.raises(UsageError, match="not found"):
+        ScriptedProposer(tmp_path / "missing.jsonl")
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('# header\n{"hypothesis": "ok", "knobs": {"A": 1}}\n{"hypothesis": \n')
+    with pytest.raises(UsageError, match=r"broken\.jsonl:3: invalid JSON"):
+        ScriptedProposer(broken)
