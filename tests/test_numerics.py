@@ -645,16 +645,16 @@ def test_matmul_blas_fast_path_equals_the_ordered_loop(monkeypatch):
         (rng.standard_normal((64, 8)) * 1e30, rng.standard_normal((64, 3)) * 1e-30),
     ]
     for s, m in cases:
-        s16, m16 = s.astype(np.float32).astype(numerics.BF16), m.astype(np.float32).astype(numerics.BF16)
-        fast = numerics.matmul(s16, m16)
+        s16, m16 = s.astype(np.float32).astype(nm.BF16), m.astype(np.float32).astype(nm.BF16)
+        fast = nm.matmul(s16, m16)
         with monkeypatch.context() as mp:
-            mp.setattr(numerics, "_exact_blas", lambda *a: None)
-            slow = numerics.matmul(s16, m16)
+            mp.setattr(nm, "_exact_blas", lambda *a: None)
+            slow = nm.matmul(s16, m16)
         assert np.array_equal(fast.view(np.uint32), slow.view(np.uint32))
 
 
 def test_matmul_fast_path_refuses_sums_that_may_round():
     # 2**40 + 1 * 2**-40: the small product is far below the large one's ulp -> no shortcut.
-    s = np.array([[2.0**40], [2.0**-40]], dtype=np.float32).astype(numerics.BF16)
-    m = np.array([[1.0], [1.0]], dtype=np.float32).astype(numerics.BF16)
-    assert numerics._exact_blas(s.astype(np.float64), m.astype(np.float64), 8, 8) is None
+    s = np.array([[2.0**40], [2.0**-40]], dtype=np.float32).astype(nm.BF16)
+    m = np.array([[1.0], [1.0]], dtype=np.float32).astype(nm.BF16)
+    assert nm._exact_blas(s.astype(np.float64), m.astype(np.float64), 8, 8) is None
