@@ -56,10 +56,17 @@ def knob_edit(knob: Knob, value: Any, file: str) -> Edit:
     if value not in knob.allowed:
         raise ValueError(f"{knob.name}={value!r} is not among its allowed values {list(knob.allowed)}")
     head, _, rest = knob.line.partition("=")
-    comment = ""
-    if "#" in rest:
-        comment = "  #" + rest.split("#", 1)[1]
-    return Edit(file=file, search=knob.line, replace=f"{head.rstrip()} = {value!r}{comment}")
+    code, hash_, after = rest.partition("#")
+    comment = f"  #{after}" if hash_ else ""
+    return Edit(file=file, search=knob.line, replace=f"{head.rstrip()} = {_literal(value, code)}{comment}")
+
+
+def _literal(value: Any, old_code: str) -> str:
+    """`value` as Python source, quoting strings the way the line already did (so undoing a
+    change restores the original text, and its hash)."""
+    if isinstance(value, str) and '"' in old_code and "'" not in old_code and '"' not in value:
+        return f'"{value}"'
+    return repr(value)
 
 
 def knob_edits(source: str, settings: dict[str, Any], file: str) -> list[Edit]:

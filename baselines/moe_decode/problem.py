@@ -67,3 +67,12 @@ def floor_bytes(inputs: dict[str, np.ndarray], params: dict) -> int:
     per_expert = (H * 2 * I + I * H) * 2
     T = inputs["hidden"].shape[0]
     return distinct * per_expert + 2 * T * H * 2 + T * K * 8
+
+
+def describe_mismatch(name: str, diff: np.ndarray, inputs: dict[str, np.ndarray], params: dict) -> dict:
+    """Map differing output elements to tokens, their routed experts, and the baseline core that
+    writes those columns (core c writes hidden columns [1024c, 1024c + 1024))."""
+    tokens = np.flatnonzero(diff.any(axis=1))
+    cols = np.flatnonzero(diff.any(axis=0))
+    experts = sorted({int(e) for t in tokens for e in inputs["expert_ids"][t]})
+    return {"tokens": tokens.tolist()[:16], "experts": experts[:32], "cores": sorted({int(c) // 1024 for c in cols})}

@@ -64,7 +64,7 @@ def build_context(
         skills=[SkillSummary(s.name, s.description) for s in sorted(skills.values(), key=lambda s: s.name)],
         iteration=iteration,
         seed=run.seed,
-        tried_hashes={it.candidate_hash for it in rows if it.candidate_hash} | {champion.hash},
+        tried_hashes={it.candidate_hash for it in rows if it.candidate_hash} | {champion.hash, run.baseline_hash},
     )
 
 

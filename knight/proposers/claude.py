@@ -490,13 +490,15 @@ class ClaudeProposer:
             start = time.monotonic()
             try:
                 message = self._client.messages.create(**request)
+            except (anthropic.AnthropicError, TypeError, ValueError) as exc:
+                failure = _exception_failure(exc)
+            else:
                 problem = _body_problem(message)
                 if problem is None:
                     records.append(self._ok_record(conv, request, message, time.monotonic() - start))
                     return message
+                # An empty or foreign 200 body is a transport fault, never an empty proposal.
                 failure = _Failure(problem, retryable=True, response={"body": _raw(message)})
-            except (anthropic.AnthropicError, TypeError, ValueError) as exc:
-                failure = _exception_failure(exc)
             elapsed = time.monotonic() - start
             budget.charge(elapsed)
             wait = budget.next_wait(failure.retry_after) if failure.retryable else None
@@ -519,10 +521,10 @@ class ClaudeProposer:
     ) -> LLMCallRecord:
         usage = message.usage
         tokens = {
-            "input_tokens": usage.input_tokens or 0,
-            "output_tokens": usage.output_tokens or 0,
-            "cache_read_tokens": usage.cache_read_input_tokens or 0,
-            "cache_write_tokens": usage.cache_creation_input_tokens or 0,
+            "input_tokens": getattr(usage, "input_tokens", None) or 0,
+            "output_tokens": getattr(usage, "output_tokens", None) or 0,
+            "cache_read_tokens": getattr(usage, "cache_read_input_tokens", None) or 0,
+            "cache_write_tokens": getattr(usage, "cache_creation_input_tokens", None) or 0,
         }
         return LLMCallRecord(
             model=message.model or self.model,

@@ -285,7 +285,7 @@ def _status_section(ctx: ProposalContext) -> str:
     if ctx.champion_score_ns and ctx.baseline_score_ns:
         text += (
             f" (baseline {_ns(ctx.baseline_score_ns)}; "
-            f"{ctx.baseline_score_ns / ctx.champion_score_ns:.2f}x faster than the baseline)"
+            f"speedup over the baseline {ctx.baseline_score_ns / ctx.champion_score_ns:.2f}x)"
         )
     return text + "."
 

@@ -1,0 +1,162 @@
+"""The flagship problem: the moe_decode baseline, the calibration kernel, and the precision trap."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from knight.evaluation.compare import attribute_mismatch
+from knight.evaluation.report import RunResult
+from knight.npu import numerics
+from knight.npu.runtime import simulate
+from knight.problems import load_kernel, load_problem
+
+ROOT = Path(__file__).resolve().parents[1]
+OPTIMIZED = ROOT / "benchmarks" / "calibration" / "moe_optimized.py"
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return load_problem("moe_decode")
+
+
+@pytest.fixture(scope="module")
+def baseline(problem):
+    return load_kernel(problem.baseline_source(), "baseline.py", problem.spec.entry)
+
+
+@pytest.fixture(scope="module")
+def optimized():
+    return load_kernel(OPTIMIZED.read_text(), "moe_optimized.py", "moe_decode")
+
+
+def _run(kernel, problem, name: str, seed: int | None = None, timing: bool = False):
+    w = problem.workload(name)
+    inputs = problem.make_inputs(w, w.seeds[0] if seed is None else seed)
+    return inputs, simulate(kernel, inputs, problem.output_specs(w), timing=timing)
+
+
+def _as_run(sim, name: str, seed: int) -> RunResult:
+    return RunResult(
+        workload=name, seed=seed, ok=True,
+        outputs={k: numerics.bits(v).tobytes().hex() for k, v in sim.outputs.items()},
+        output_dtypes={k: str(v.dtype) for k, v in sim.outputs.items()},
+        output_shapes={k: list(v.shape) for k, v in sim.outputs.items()},
+    )
+
+
+@pytest.mark.parametrize("name", ["t1", "t4", "t8", "t2_skewed", "t4_same", "t2_edge", "t4_repeated",
+                                  "h_t3", "h_t6_skewed", "h_t1_edge", "h_t5_repeated"])
+def test_baseline_agrees_with_the_float64_reference(problem, baseline, name):
+    inputs, sim = _run(baseline, problem, name)
+    ref = problem.reference(inputs, problem.workload(name))["out"]
+    out = sim.outputs["out"].astype(np.float64)
+    tol = problem.spec.reference_tolerance
+    rms = np.sqrt((ref**2).mean())
+    assert np.isfinite(out).all()
+    assert (np.abs(out - ref) <= tol.atol * rms + tol.rtol * np.abs(ref)).all()
+
+
+@pytest.mark.parametrize("name", ["t1", "t4", "t2_edge", "h_t3"])
+def test_calibration_kernel_equals_the_baseline_bit_for_bit(problem, baseline, optimized, name):
+    _, sb = _run(baseline, problem, name)
+    _, so = _run(optimized, problem, name)
+    assert np.array_equal(numerics.bits(sb.outputs["out"]), numerics.bits(so.outputs["out"]))
+
+
+def test_summing_experts_per_core_then_adding_the_halves_breaks_bit_exactness(problem, baseline):
+    """The contest's precision trap: (e0+..+e3) + (e4+..+e7) is not ((e0+e1)+e2)+...+e7 in bf16."""
+    source = OPTIMIZED.read_text()
+    ordered = """        nisa.sendrecv(dst=theirs, src=scaled[:, :, :, other])
+        mine = [scaled[:, s, :, c] for s in range(MINE)]
+        recv = [theirs[:, s, :] for s in range(MINE)]
+        seq = mine + recv if c == 0 else recv + mine
+        nisa.tensor_copy(acc, seq[0])
+        for term in seq[1:]:
+            nisa.tensor_tensor(acc, acc, term, nl.add)"""
+    naive = """        # naive: each core sums the experts it computed, then the two partial sums are added
+        part = nl.ndarray((P, 2, 8), dtype=nl.bfloat16, name="partial_sums")
+        for half in range(2):
+            nisa.tensor_copy(part[:, half, :], scaled[:, 0, :, half])
+            for s in range(1, MINE):
+                nisa.tensor_tensor(part[:, half, :], part[:, half, :], scaled[:, s, :, half], nl.add)
+        other_part = nl.ndarray((P, 8), dtype=nl.bfloat16, name="other_partial")
+        nisa.sendrecv(dst=other_part, src=part[:, other, :])
+        nisa.tensor_tensor(acc, part[:, c, :], other_part, nl.add)"""
+    assert ordered in source
+    variant = load_kernel(source.replace(ordered, naive), "naive.py", "moe_decode")
+    mismatches = []
+    for name in ("t1", "t4"):
+        w = problem.workload(name)
+        for seed in w.seeds:
+            _, sb = _run(baseline, problem, name, seed)
+            _, sv = _run(variant, problem, name, seed)
+            failure = attribute_mismatch(_as_run(sv, name, seed), _as_run(sb, name, seed))
+            if failure is not None:
+                mismatches.append(failure)
+    assert mismatches, "the naive reduction should not reproduce the baseline's bits"
+    # The difference is a rounding-order change: few ULPs, no wrong region.
+    assert {f.category.value for f in mismatches} == {"mismatch_rounding"}
+    assert all(f.hint == "precision-alignment" for f in mismatches)
+
+
+def test_profiles_show_fragmentation_in_the_baseline_and_streaming_in_the_calibration_kernel(problem, baseline, optimized):
+    _, sb = _run(baseline, problem, "t1", timing=True)
+    _, so = _run(optimized, problem, "t1", timing=True)
+    pb, po = sb.profile, so.profile
+    assert "DMA" in pb.bottleneck and "w_gate_up" in pb.bottleneck
+    small = {b["bucket"]: b for b in pb.dma["histogram"]}["<256B"]
+    assert small["count"] > 0.9 * pb.dma["descriptors"]  # 192-byte pieces dominate
+    big = {b["bucket"]: b for b in po.dma["histogram"]}[">=4KiB"]
+    assert big["bytes"] > 0.99 * po.dma["bytes"]
+    assert po.dma["active_share"] > 0.7 > pb.dma["active_share"]
+    floor = problem.spec  # the optimized kernel runs within 2x of the physical floor
+    w = problem.workload("t1")
+    inputs = problem.make_inputs(w, w.seeds[0])
+    floor_ns = so.machine.floor_ns(problem.floor_bytes(inputs, w), floor.grid)
+    assert floor_ns < so.latency_ns < 2 * floor_ns
+    assert sb.latency_ns / so.latency_ns > 3.0
+
+
+def _knight(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "knight.cli", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_knight_profile_writes_a_chrome_trace(tmp_path):
+    trace = tmp_path / "trace.json"
+    res = _knight("profile", str(OPTIMIZED), "--problem", "moe_decode", "--trace", str(trace))
+    assert res.returncode == 0, res.stderr
+    assert "verdict" in res.stdout and "DMA-bound" in res.stdout
+    doc = json.loads(trace.read_text())
+    events = doc["traceEvents"]
+    names = {(e["pid"], e["tid"]): e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert {"core 0", "core 1"} <= {e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "process_name"}
+    assert any("tensor" in n.lower() for n in names.values()) and any("queue" in n.lower() for n in names.values())
+    spans = [e for e in events if e["ph"] == "X"]
+    assert spans and all(e["dur"] >= 0 and e["ts"] >= 0 and (e["pid"], e["tid"]) in names for e in spans)
+
+
+def test_heldout_workloads_are_hidden_unless_asked(problem):
+    assert problem.spec.heldout  # loaded by the problem API
+    listed = _knight("problems")
+    assert listed.returncode == 0 and "t4_repeated" in listed.stdout
+    assert not any(w.name in listed.stdout for w in problem.spec.heldout)
+    shown = _knight("problems", "--heldout")
+    assert all(w.name in shown.stdout for w in problem.spec.heldout)
+    as_json = json.loads(_knight("problems", "--json").stdout)
+    assert all("heldout" not in p for p in as_json)
+
+
+def test_knight_eval_reports_the_baseline_ok_as_json():
+    res = _knight("eval", "baselines/moe_decode/baseline.py", "--json", "--no-cache")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["status"] == "ok" and report["score_ns"] > 0 and report["speedup"] == pytest.approx(1.0)
+    names = {w["name"] for w in report["workloads"]}
+    assert {"t1", "t4", "t8"} <= names and not any(n.startswith("h_") for n in names)
+    assert all(w["correct"] and w["latency_ns"] > 0 for w in report["workloads"])
