@@ -22,7 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console(highlight=False, soft_wrap=True)  # data
-err = Console(stderr=True, highlight=False)  # messages and progress
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # messages and progress
 
 ProblemOpt = Annotated[str | None, typer.Option("--problem", "-p", help="Problem id or folder (default: moe_decode).")]
 MachineOpt = Annotated[str | None, typer.Option("--machine", "-m", help="Machine preset: trn2 or trn3 (default: the problem's).")]
@@ -120,9 +120,10 @@ def eval_cmd(
     prob = load_problem(problem)
     if seeds is not None and seeds < 1:
         raise UsageError("--seeds must be at least 1")
+    machine = _machine(machine)
     err.print(f"judging {kernel} on {prob.id} ...")
     with LocalEvaluator(
-        _machine(machine), workers=workers, timeout_s=timeout, cache=MemoryCache() if no_cache else None, max_seeds=seeds
+        machine, workers=workers, timeout_s=timeout, cache=MemoryCache() if no_cache else None, max_seeds=seeds
     ) as ev:
         report = ev.evaluate(source, prob, heldout=heldout)
     if as_json:
@@ -456,7 +457,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except KnightError as e:
-        err.print(f"error: {e}", markup=False)
+        sys.stderr.write(f"error: {e}\n")
         sys.exit(e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)
