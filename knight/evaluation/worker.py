@@ -70,7 +70,10 @@ def _run(req: dict[str, Any], workload_name: str, seed: int) -> RunResult:
     kernel = load_kernel(req["source"], req.get("filename", "kernel.py"), problem.spec.entry)
     machine = load_machine(req.get("machine", problem.spec.machine))
     sim = simulate(kernel, inputs, problem.output_specs(workload), machine=machine, grid=problem.spec.grid)
-    mutated = [n for n, a in inputs.items() if not np.array_equal(numerics.bits(a), numerics.bits(sim.inputs_after[n]))]
+    mutated = [
+        n for n, a in inputs.items()
+        if sim.inputs_after[n] is not a and not np.array_equal(numerics.bits(a), numerics.bits(sim.inputs_after[n]))
+    ]
     floor = machine.floor_ns(problem.floor_bytes(inputs, workload), problem.spec.grid)
     profile = sim.profile.to_dict() if (req.get("profile") and sim.profile is not None) else {}
     trace = chrome_trace(sim.program, sim.schedule) if req.get("trace") else None

@@ -233,6 +233,7 @@ def dma_copy(dst: View, src: View, engine: str = "sync", queue: int | None = Non
 
     def run() -> None:
         data = _read(src, regs, "dma_copy")
+        dst._tensor.make_writable()
         out = dst.data(regs)
         out[...] = numerics.round_to(numerics.to_fp32(data), out.dtype) if cast else data
         mask = dst.mask(regs)

@@ -77,10 +77,14 @@ def simulate(
 def _hbm_tensors(inputs, outputs, shared: SharedState) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
     for name, arr in inputs.items():
-        a = np.array(arr, copy=True, order="C")  # the kernel's own row-major copy of every input
+        # Row-major, and shared with the caller until the kernel writes it (copy-on-write):
+        # copying ~200 MB of MoE weights per run would dominate the simulation.
+        a = np.asarray(arr)
         if a.dtype not in _SUPPORTED:
             raise TypeError(f"input {name!r} has dtype {a.dtype}; the NPU holds {', '.join(map(str, _SUPPORTED))}")
-        out[name] = Tensor(shared.new_id(name), name, HBM, tuple(a.shape), a.dtype, a, None)
+        shared_ok = a.flags.c_contiguous
+        a = a if shared_ok else np.array(a, copy=True, order="C")
+        out[name] = Tensor(shared.new_id(name), name, HBM, tuple(a.shape), a.dtype, a, None, copy_on_write=shared_ok)
     for name, (shape, dtype) in outputs.items():
         dt = np.dtype(dtype)
         shape = tuple(shape)

@@ -38,6 +38,13 @@ class Tensor:
     loc: SourceLoc | None = None
     matmul_written: np.ndarray | None = field(default=None, repr=False)  # PSUM: holds a matmul result
     group_open: np.ndarray | None = field(default=None, repr=False)  # PSUM: ... not yet read out
+    copy_on_write: bool = False  # an input still sharing the caller's array
+
+    def make_writable(self) -> None:
+        """Give an input its own copy before its first write (the caller's array stays intact)."""
+        if self.copy_on_write:
+            self.data = np.array(self.data, copy=True)
+            self.copy_on_write = False
 
     @property
     def on_chip(self) -> bool:
@@ -179,9 +186,9 @@ class View:
 
     # --- runtime resolution (numerics only)
     def data(self, regs: dict[int, int]) -> np.ndarray:
-        if not self._dynamic:
+        if not self._dynamic and self._tensor.on_chip:
             return self._arr
-        return self._apply(self._tensor.data, regs)
+        return self._apply(self._tensor.data, regs)  # HBM storage may be swapped by copy-on-write
 
     def mask(self, regs: dict[int, int]) -> np.ndarray | None:
         written = self._tensor.written
