@@ -231,9 +231,13 @@ def test_fix_continues_the_same_conversation(ctx: ProposalContext) -> None:
 
     assert [c.round for c in first.llm_calls] == [0] and [c.round for c in second.llm_calls] == [1]
     assert second.llm_calls[0].cache_read_tokens == 5961
-    assert len(second.transcript) > len(first.transcript)
-    assert second.transcript[: len(first.transcript)] == first.transcript
-    assert any(t["kind"] == "tool_result" and t.get("is_error") and error in t["content"] for t in second.transcript)
+    # Each result carries its own round; together they are the whole conversation.
+    assert proposer.transcript == first.transcript + second.transcript
+    assert {t["round"] for t in first.transcript} == {0} and {t["round"] for t in second.transcript} == {1}
+    opening = second.transcript[0]
+    assert (opening["kind"], opening["name"], opening["is_error"]) == ("tool_result", "submit_patch", True)
+    assert error in opening["content"]
+    assert [t["kind"] for t in second.transcript[1:]] == ["text", "tool_use"]
 
 
 def test_fix_without_a_submitted_patch_returns_none(ctx: ProposalContext) -> None:

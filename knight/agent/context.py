@@ -65,6 +65,7 @@ def build_context(
         iteration=iteration,
         seed=run.seed,
         tried_hashes={it.candidate_hash for it in rows if it.candidate_hash} | {champion.hash, run.baseline_hash},
+        machine=run.machine,
     )
 
 

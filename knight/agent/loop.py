@@ -57,6 +57,7 @@ class RunConfig:
     time_limit_s: float | None = None
     min_gain: float = 1.02
     fix_rounds: int = 3
+    max_proposer_errors: int = 3  # consecutive proposer failures (outage, rate-limit storm) that pause the run
     extra: dict[str, Any] = field(default_factory=dict)  # proposer settings, recorded with the run
 
 
@@ -199,6 +200,7 @@ class Runner:
     def _loop(self, run_id: int, champion: Champion, config: RunConfig) -> RunSummary:
         t0 = time.perf_counter()
         reason = "budget"
+        failing = 0  # consecutive iterations without a proposal, in this session
         try:
             while True:
                 done, cost = self._progress(run_id)
@@ -210,8 +212,14 @@ class Runner:
                 if config.time_limit_s is not None and time.perf_counter() - t0 >= config.time_limit_s:
                     reason = f"time limit {config.time_limit_s:.0f} s reached"
                     break
+                if failing >= config.max_proposer_errors:
+                    self._close_run(run_id, "interrupted")
+                    return self._summary(run_id, f"the proposer failed {config.max_proposer_errors} times in a row "
+                                         "(outage or rate limits); resume later with --resume",
+                                         time.perf_counter() - t0)
                 self.events.iteration_started(done + 1, config.budget)
-                champion = self._iteration(run_id, done + 1, champion, config)
+                champion, category = self._iteration(run_id, done + 1, champion, config)
+                failing = failing + 1 if category == "proposer_error" else 0
         except KeyboardInterrupt:
             self._close_run(run_id, "interrupted")
             return self._summary(run_id, "interrupted by the user", time.perf_counter() - t0)
@@ -224,7 +232,7 @@ class Runner:
             cost = s.scalar(select(func.coalesce(func.sum(LLMCall.cost_usd), 0.0)).where(LLMCall.run_id == run_id))
         return done, float(cost or 0.0)
 
-    def _iteration(self, run_id: int, number: int, champion: Champion, config: RunConfig) -> Champion:
+    def _iteration(self, run_id: int, number: int, champion: Champion, config: RunConfig) -> tuple[Champion, str | None]:
         att = _Attempt(number, champion, utcnow(), time.perf_counter())
         with self.db.session() as s:
             ctx = build_context(s, get_run(s, run_id), self.problem, champion, number, self.skills)
@@ -241,9 +249,10 @@ class Runner:
             result = fixed
         self._record(run_id, att)
         self.events.iteration_finished(self._outcome(run_id, att), self._best_speedup(run_id))
+        category = att.verdict.category if att.verdict is not None else None
         if att.verdict is not None and att.verdict.status == "accepted":
-            return Champion(att.candidate_hash, att.source, att.report.score_ns, att.report)
-        return champion
+            return Champion(att.candidate_hash, att.source, att.report.score_ns, att.report), category
+        return champion, category
 
     def _try(self, att: _Attempt, ctx: ProposalContext, result: ProposalResult, config: RunConfig) -> str | None:
         """One round: apply and evaluate. Returns an error text worth a fix round, else None."""

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from knight.errors import KnightError
 from knight.evaluation.cache import FileCache, MemoryCache, RunCache
 from knight.evaluation.categories import Category
 from knight.evaluation.compare import attribute_mismatch, same_outputs
@@ -18,7 +19,6 @@ from knight.evaluation.pool import WorkerPool
 from knight.evaluation.report import EvalReport, Failure, RunResult, WorkloadReport
 from knight.evaluation.static_check import check_source
 from knight.evaluation.worker import run_one
-from knight.errors import KnightError
 from knight.npu.machine import MachineSpec, load_machine
 from knight.problems import Problem, Workload, weighted_geomean
 from knight.source import source_hash

@@ -113,7 +113,7 @@ def load_machine(name: str = "trn2") -> MachineSpec:
 def _spec_from_toml(raw: dict) -> MachineSpec:
     values: dict = {"name": raw["name"], "description": raw.get("description", "")}
     notes: dict[str, str] = {}
-    for section, table in raw.items():
+    for table in raw.values():
         if not isinstance(table, dict):
             continue
         for key, entry in table.items():

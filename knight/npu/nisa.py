@@ -22,7 +22,15 @@ from knight.npu.errors import (
     SourceLoc,
     UninitializedRead,
 )
-from knight.npu.program import PERF_COPY_STRIDED, PERF_COPY_UNIT, PERF_NONE, PERF_TT, DmaShape, Instr, Region
+from knight.npu.program import (
+    PERF_COPY_STRIDED,
+    PERF_COPY_UNIT,
+    PERF_NONE,
+    PERF_TT,
+    DmaShape,
+    Instr,
+    Region,
+)
 from knight.npu.tensor import (
     HBM,
     PSUM,

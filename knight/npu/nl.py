@@ -14,7 +14,7 @@ import numpy as np
 
 from knight.npu import numerics
 from knight.npu.errors import DtypeError, ShapeError
-from knight.npu.tensor import HBM, PSUM, SBUF, RegExpr, View, ds
+from knight.npu.tensor import HBM, PSUM, SBUF, View, ds
 from knight.npu.tracer import active, caller_loc
 
 # --- dtypes

@@ -174,7 +174,7 @@ def _execute(program: Program) -> None:
     for i in range(n):
         first = cores[0][i]
         if first.op == "sendrecv" and len(cores) == 2:
-            _guard(first, lambda: exchange(first.run, cores[1][i].run))  # type: ignore[arg-type]
+            _guard(first, exchange, first.run, cores[1][i].run)
             continue
         for stream in cores:
             instr = stream[i]
@@ -182,9 +182,9 @@ def _execute(program: Program) -> None:
                 _guard(instr, instr.run)
 
 
-def _guard(instr, fn) -> None:
+def _guard(instr, fn, *args) -> None:
     try:
-        fn()
+        fn(*args)
     except NpuError as e:
         e.loc = e.loc or instr.loc
         e.instr_index = instr.index

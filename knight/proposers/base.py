@@ -71,6 +71,7 @@ class ProposalContext:
     iteration: int  # the number of the iteration being proposed
     seed: int
     tried_hashes: set[str] = field(default_factory=set)  # candidate hashes already evaluated
+    machine: str = "trn2"  # the preset the run is judged on (its figures go into prompts)
 
 
 @dataclass

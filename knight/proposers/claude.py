@@ -239,7 +239,8 @@ def _assistant_blocks(message: Message) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     for block in message.content:
         if block.type == "text":
-            blocks.append({"type": "text", "text": block.text})
+            if block.text.strip():  # the API refuses empty text blocks in the history
+                blocks.append({"type": "text", "text": block.text})
         elif block.type == "tool_use":
             blocks.append({"type": "tool_use", "id": block.id, "name": block.name, "input": block.input})
         else:  # thinking and other blocks must go back unchanged
@@ -333,7 +334,7 @@ class ClaudeProposer:
         conv.messages.append({"role": "user", "content": [{"type": "text", "text": render_sections(sections)}]})
         conv.transcript.append(turn("system", "system", conv.system, 0))
         conv.transcript += [turn("user", "prompt-section", body, 0, name=title) for title, body in sections]
-        return self._run_round(conv)
+        return self._run_round(conv, first_turn=0)
 
     def fix(self, ctx: ProposalContext, error: str) -> ProposalResult | None:
         """Send `error` back as the result of the last submit_patch call; None if there is none."""
@@ -349,12 +350,20 @@ class ClaudeProposer:
         results = [*conv.owed_results, _tool_result(conv.pending_submit_id, text, is_error=True)]
         conv.owed_results, conv.pending_submit_id = [], None
         conv.messages.append({"role": "user", "content": results})
+        first_turn = len(conv.transcript)
         conv.transcript.append(turn("user", "tool_result", text, conv.round, name=SUBMIT, is_error=True))
-        return self._run_round(conv)
+        return self._run_round(conv, first_turn)
+
+    @property
+    def transcript(self) -> list[dict[str, Any]]:
+        """The whole current conversation, every round so far (each result holds its own round)."""
+        return list(self._conv.transcript) if self._conv else []
 
     # --- one round: turns until a valid submit_patch, a malformed answer, or a failure
 
-    def _run_round(self, conv: _Conversation) -> ProposalResult:
+    def _run_round(self, conv: _Conversation, first_turn: int) -> ProposalResult:
+        """Call the model until this round ends; the result carries the round's turns from
+        `first_turn` on, so concatenating an iteration's results gives the whole conversation."""
         records: list[LLMCallRecord] = []
         budget = RetryBudget(self.max_wait_s, self._sleep)
         second_chance = True  # a malformed answer is asked for once more
@@ -364,28 +373,30 @@ class ClaudeProposer:
             message = self._call(conv, budget, records, force)
             if isinstance(message, str):
                 conv.pending_submit_id = None
-                return self._result(conv, records, None, "proposer_error", message)
+                return self._result(conv, first_turn, records, None, "proposer_error", message)
             step = self._take(conv, message)
             if step.proposal is not None:
-                return self._result(conv, records, step.proposal)
+                return self._result(conv, first_turn, records, step.proposal)
             if step.problem is not None:
                 if not second_chance:
-                    return self._result(conv, records, None, "malformed_proposal", step.problem)
+                    return self._result(conv, first_turn, records, None, "malformed_proposal", step.problem)
                 second_chance, force = False, True
             conv.messages.append({"role": "user", "content": step.results})
         return self._result(
-            conv, records, None, "malformed_proposal", f"no submit_patch call after {self.max_turns + 1} turns"
+            conv, first_turn, records, None, "malformed_proposal",
+            f"no submit_patch call after {self.max_turns + 1} turns",
         )
 
     def _result(
         self,
         conv: _Conversation,
+        first_turn: int,
         records: list[LLMCallRecord],
         proposal: Proposal | None,
         category: str | None = None,
         message: str | None = None,
     ) -> ProposalResult:
-        return ProposalResult(proposal, category, message, records, list(conv.transcript))
+        return ProposalResult(proposal, category, message, records, conv.transcript[first_turn:])
 
     # --- one assistant message
 

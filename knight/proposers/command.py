@@ -187,7 +187,7 @@ class CommandProposer:
         self._round, self._last_answer = 0, ""
         self._transcript = [turn("system", "system", system, 0)]
         self._transcript += [turn("user", "prompt-section", body, 0, name=title) for title, body in sections]
-        return self._run_round(ctx, self._prompt)
+        return self._run_round(ctx, self._prompt, first_turn=0)
 
     def fix(self, ctx: ProposalContext, error: str) -> ProposalResult | None:
         """Run the agent again with the failure appended to the prompt; None without a proposal."""
@@ -199,12 +199,19 @@ class CommandProposer:
             "Write a corrected answer in the same format: the complete set of edits, against the "
             "champion source above."
         )
+        first_turn = len(self._transcript)
         self._transcript.append(turn("user", "prompt-section", feedback, self._round, name="Fix"))
-        return self._run_round(ctx, self._prompt + "\n\n## Your previous proposal failed\n" + feedback)
+        return self._run_round(ctx, self._prompt + "\n\n## Your previous proposal failed\n" + feedback, first_turn)
+
+    @property
+    def transcript(self) -> list[dict[str, Any]]:
+        """Every round of the current iteration (each result holds its own round's turns)."""
+        return list(self._transcript)
 
     # --- rounds and runs
 
-    def _run_round(self, ctx: ProposalContext, prompt: str) -> ProposalResult:
+    def _run_round(self, ctx: ProposalContext, prompt: str, first_turn: int) -> ProposalResult:
+        """Run the agent until it answers, fails for good, or the backoff budget is spent."""
         budget = RetryBudget(self.max_wait_s, self._sleep)
         records: list[LLMCallRecord] = []
         reask = True  # an unreadable answer is asked for once more, with the reason
@@ -218,7 +225,7 @@ class CommandProposer:
                 verdict = self._judge(ctx, run)
                 if isinstance(verdict, Proposal):
                     self._last_answer = run.answer
-                    return self._result(records, verdict)
+                    return self._result(first_turn, records, verdict)
                 category, message, transient = verdict
                 records[-1].status, records[-1].error = "error", message
                 if category == "malformed_proposal" and reask:
@@ -231,7 +238,7 @@ class CommandProposer:
                     if transient:
                         message += f"; gave up after {budget.waits + 1} runs and {budget.spent_s:.0f} s (max_wait_s={self.max_wait_s:g})"
                     self._transcript.append(turn("system", "error", message, self._round))
-                    return self._result(records, None, category, message)
+                    return self._result(first_turn, records, None, category, message)
                 self._transcript.append(turn("system", "error", f"{message}; retrying in {wait:g} s", self._round))
                 budget.wait(wait)
 
@@ -298,8 +305,8 @@ class CommandProposer:
         )
 
     def _result(
-        self, records: list[LLMCallRecord], proposal: Proposal | None, category: str | None = None,
-        message: str | None = None,
+        self, first_turn: int, records: list[LLMCallRecord], proposal: Proposal | None,
+        category: str | None = None, message: str | None = None,
     ) -> ProposalResult:
         self._can_fix = proposal is not None
-        return ProposalResult(proposal, category, message, records, list(self._transcript))
+        return ProposalResult(proposal, category, message, records, self._transcript[first_turn:])

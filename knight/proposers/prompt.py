@@ -250,7 +250,7 @@ def skill_catalog(skills: list[SkillSummary], how_to_read: str) -> str:
     return head + "\n" + "\n".join(f"- {s.name}: {' '.join(s.description.split())}" for s in skills)
 
 
-def system_prompt(ctx: ProposalContext, how_to_read_skills: str, machine: str = "trn2") -> str:
+def system_prompt(ctx: ProposalContext, how_to_read_skills: str, machine: str | None = None) -> str:
     """The static prefix: role, problem, rules, machine, language, skill catalog."""
     problem = (
         f"# Problem: {ctx.problem_title} ({ctx.problem_id})\n"
@@ -260,7 +260,7 @@ def system_prompt(ctx: ProposalContext, how_to_read_skills: str, machine: str = 
         ROLE,
         problem,
         RULES.format(kernel_file=ctx.kernel_file),
-        machine_summary(load_machine(machine)),
+        machine_summary(load_machine(machine or ctx.machine)),
         language_summary(),
         skill_catalog(ctx.skills, how_to_read_skills),
     ])

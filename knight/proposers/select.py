@@ -44,7 +44,10 @@ def make_proposer(
             raise UsageError("--proposer command needs --command 'TEMPLATE with {prompt_file} and {output_file}'")
         from knight.proposers.command import CommandProposer
 
-        return CommandProposer(command)
+        try:
+            return CommandProposer(command)
+        except ProposerUnavailable as e:
+            raise UsageError(str(e)) from None
     from knight.proposers.claude import ClaudeProposer
 
     try:
