@@ -5,7 +5,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
-H, I, E, K = 2048, 192, 128, 8
+H, I, E, K = 2048, 192, 128, 8  # noqa: E741 - the model's own names
 BF16 = ml_dtypes.bfloat16
 
 
