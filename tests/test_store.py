@@ -490,3 +490,19 @@ def test_timestamps_come_back_as_aware_utc(db: Database) -> None:
         assert iteration.started_at == started and iteration.started_at.tzinfo == UTC
         assert iteration.finished_at == started and iteration.finished_at.hour == 12
         assert get_run(session, run.id).created_at.tzinfo == UTC
+
+
+def test_the_shipped_example_database_opens_after_an_upgrade(tmp_path: Path) -> None:
+    """knight.db.example was written by an older schema (0001): a newer Knight upgrades and reads it."""
+    example = Path(__file__).resolve().parents[1] / "knight.db.example"
+    copy = tmp_path / "example.db"
+    shutil.copy(example, copy)
+    with open_database(str(copy), migrate=False) as database:
+        assert database.revision() == "0001"
+    with open_database(str(copy), create=False) as database:
+        assert database.revision() == head_revision()
+        with database.session() as session:
+            rows = list_iterations(session, run_id=1)
+            assert len(rows) == 4 and rows[0].transcript is None
+            assert any(r.status == "accepted" for r in rows)
+        assert database.integrity_check() == "ok"
