@@ -432,6 +432,67 @@ def runs_cmd(db: DbOpt = "knight.db", as_json: JsonOpt = False) -> None:
         err.print("no runs yet")
 
 
+skills_app = typer.Typer(help="The skills library: catalog, usage statistics, consolidation.", no_args_is_help=True)
+app.add_typer(skills_app, name="skills")
+
+
+@skills_app.command("list")
+def skills_list_cmd(
+    db: Annotated[str | None, typer.Option("--db", help="Add usage statistics from this database.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The skill catalog (name, origin, status, description), with usage counts from the database."""
+    from sqlalchemy import func, select
+
+    from knight.skills import load_skills, skills_dir
+    from knight.store import SkillEvent
+
+    skills = load_skills()
+    counts: dict[str, dict[str, int]] = {}
+    if db is not None:
+        database = _open_db(db, create=False)
+        with database.session() as s:
+            q = select(SkillEvent.skill, SkillEvent.event, func.count()).group_by(SkillEvent.skill, SkillEvent.event)
+            for skill, event, n in s.execute(q):
+                counts.setdefault(skill, {})[event] = n
+    items = [{"name": k.name, "description": k.description, "origin": k.metadata.get("origin", ""),
+              "status": k.metadata.get("status", ""), "usage": counts.get(k.name, {})} for k in skills.values()]
+    if as_json:
+        _print_json(items)
+        return
+    if not items:
+        err.print(f"no skills found (looked in {skills_dir() or 'no skills/ folder'})")
+    for it in items:
+        usage = ", ".join(f"{k} {v}" for k, v in sorted(it["usage"].items()))
+        out.print(f"{it['name']:<32} {it['origin']:<8} {it['status']:<10} {it['description'][:90]}"
+                  + (f"  [{usage}]" if usage else ""))
+
+
+@skills_app.command("consolidate")
+def skills_consolidate_cmd(
+    db: DbOpt = "knight.db",
+    run: RunOpt = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Skills folder to write into.")] = Path("skills"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Turn a run's accepted patches into learned skills, and its recurring failures into pitfalls."""
+    from knight.agent.consolidate import consolidate
+    from knight.agent.replay import resolve_run_id
+
+    database = _open_db(db, create=False)
+    run_id = resolve_run_id(database, run)
+    result = consolidate(database, run_id, out_dir)
+    if as_json:
+        _print_json({"run_id": run_id, "written": result.written, "skipped": result.skipped})
+        return
+    for name in result.written:
+        out.print(f"wrote {out_dir / name / 'SKILL.md'}")
+    for name in result.skipped:
+        err.print(f"kept existing {name}")
+    if not result.written and not result.skipped:
+        err.print(f"run {run_id} has no accepted patches or recurring failures to consolidate")
+
+
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 

@@ -143,7 +143,7 @@ def test_killed_run_resumes_without_losing_or_duplicating_iterations(tmp_path):
     assert json.loads(resumed.stdout)["best_score_ns"] == json.loads(straight.stdout)["best_score_ns"]
 
 
-COMMANDS = ["run", "history", "show", "replay", "runs", "eval", "profile", "problems", "db"]
+COMMANDS = ["run", "history", "show", "replay", "runs", "eval", "profile", "problems", "db", "skills"]
 
 
 def test_help_is_complete():
@@ -174,3 +174,19 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, args, code, words)
 def test_bad_run_id_is_a_clear_error(scripted_run):
     res = knight("history", "--db", str(scripted_run / "k.db"), "--run", "42")
     assert res.returncode == 1 and "run 42" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_consolidation_turns_accepted_patches_into_learned_skills(scripted_run, tmp_path):
+    from knight.skills import load_skills
+
+    out = tmp_path / "skills"
+    res = knight("skills", "consolidate", "--db", str(scripted_run / "k.db"), "--out", str(out), "--json", check=True)
+    written = json.loads(res.stdout)["written"]
+    learned = load_skills(out)
+    assert set(written) == set(learned) and len(written) == 1
+    skill = learned[written[0]]
+    assert skill.metadata["origin"] == "learned" and skill.metadata["status"] == "candidate"
+    assert "iteration 1" in skill.metadata["evidence"] and "+COLS_PER_TILE = 2048" in skill.body
+    again = json.loads(knight("skills", "consolidate", "--db", str(scripted_run / "k.db"), "--out", str(out),
+                              "--json", check=True).stdout)
+    assert again["written"] == [] and again["skipped"] == written

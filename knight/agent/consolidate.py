@@ -1,0 +1,98 @@
+"""Consolidation: verified experience becomes skills with provenance.
+
+Accepted iterations (correct on visible and held-out workloads, integrity clean, faster than
+their parent) become `learned-*` skills carrying the patch, the measured gain and the iteration
+ids. Failure categories that recur in a run become a pitfall skill listing what went wrong.
+Learned skills start with status `candidate`; a person promotes them to `verified`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from knight.skills import Skill, load_skills, write_skill
+from knight.store import Database, get_run, list_iterations
+
+MIN_REPEATS = 2  # a failure category seen this often in one run is a pitfall
+
+
+@dataclass
+class ConsolidationResult:
+    written: list[str]
+    skipped: list[str]
+
+
+def consolidate(db: Database, run_id: int, root: Path) -> ConsolidationResult:
+    """Write learned skills and pitfalls for `run_id` under `root` (existing names are kept)."""
+    existing = set(load_skills(root)) if root.is_dir() else set()
+    result = ConsolidationResult([], [])
+    for skill in _skills_for_run(db, run_id):
+        if skill.name in existing:
+            result.skipped.append(skill.name)
+            continue
+        write_skill(root, skill)
+        result.written.append(skill.name)
+    return result
+
+
+def _skills_for_run(db: Database, run_id: int) -> list[Skill]:
+    with db.session() as s:
+        run = get_run(s, run_id)
+        rows = list_iterations(s, run_id=run_id)
+        problem = run.problem_id
+        skills = [_win(problem, run_id, it) for it in rows if it.status == "accepted"]
+        failures: dict[str, list] = defaultdict(list)
+        for it in rows:
+            if it.status == "failed" and it.category and it.category != "proposer_error":
+                failures[it.category].append(it)
+        skills += [_pitfall(problem, run_id, cat, its) for cat, its in sorted(failures.items())
+                   if len(its) >= MIN_REPEATS]
+    return skills
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or "change"
+
+
+def _win(problem: str, run_id: int, it) -> Skill:
+    gain = it.speedup_vs_parent or 1.0
+    body = "\n".join([
+        f"# {it.hypothesis}",
+        "",
+        f"Measured on `{problem}`: {gain:.3f}x faster than its parent "
+        f"({(it.parent_score_ns or 0) / 1000:.2f} -> {(it.score_ns or 0) / 1000:.2f} us), bit-exact on every "
+        "visible and held-out workload.",
+        "",
+        f"Why: {it.rationale or '(no rationale recorded)'}",
+        "",
+        "The patch:",
+        "```diff",
+        it.diff.rstrip(),
+        "```",
+        "",
+        f"Evidence: run {run_id}, iteration {it.number}, harness {it.harness}.",
+    ])
+    return Skill(
+        name=f"learned-{problem.replace('_', '-')}-{_slug(it.hypothesis)}-{run_id}-{it.number}",
+        description=f"Learned on {problem}: {it.hypothesis[:160]} ({gain:.2f}x). Use when the same bottleneck shows.",
+        body=body,
+        metadata={"origin": "learned", "status": "candidate", "tags": ",".join(it.tags),
+                  "evidence": f"run {run_id} iteration {it.number}", "problem": problem},
+    )
+
+
+def _pitfall(problem: str, run_id: int, category: str, its: list) -> Skill:
+    lines = [f"# Pitfall: {category} ({len(its)} times in run {run_id} on `{problem}`)", ""]
+    for it in its[:10]:
+        message = (it.failure or {}).get("message", "")
+        lines.append(f"- iteration {it.number}: {it.hypothesis} -> {message[:200]}")
+    return Skill(
+        name=f"pitfall-{problem.replace('_', '-')}-{category.replace('_', '-')}-{run_id}",
+        description=f"Recurring {category} failures on {problem}: what was tried and why it failed. Read before similar edits.",
+        body="\n".join(lines),
+        metadata={"origin": "learned", "status": "candidate", "tags": f"pitfall,{category}",
+                  "evidence": ", ".join(f"run {run_id} iteration {it.number}" for it in its[:10]), "problem": problem},
+    )
