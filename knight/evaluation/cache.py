@@ -9,6 +9,13 @@ from typing import Protocol
 
 from knight.evaluation.report import RunResult
 
+# Failures of the machine rather than of the kernel: never cached, so a hiccup is retried.
+UNCACHED_CATEGORIES = ("timeout", "memory_limit", "worker_crash")
+
+
+def cacheable(result: RunResult) -> bool:
+    return result.failure is None or result.failure.category not in UNCACHED_CATEGORIES
+
 
 class RunCache(Protocol):
     def get(self, candidate: str, harness: str, workload: str, seed: int) -> RunResult | None: ...
@@ -41,7 +48,7 @@ class FileCache:
             return None
 
     def put(self, candidate: str, harness: str, result: RunResult) -> None:
-        if result.failure is not None and result.failure.category in ("timeout", "memory_limit", "worker_crash"):
+        if not cacheable(result):
             return  # a machine hiccup must not stick to a candidate forever
         path = self._path(candidate, harness, result.workload, result.seed)
         try:
@@ -63,4 +70,6 @@ class MemoryCache:
         return self.entries.get((candidate, harness, workload, seed))
 
     def put(self, candidate: str, harness: str, result: RunResult) -> None:
+        if not cacheable(result):
+            return  # as FileCache: a timeout or crash is retried by the next evaluation
         self.entries[(candidate, harness, result.workload, result.seed)] = result

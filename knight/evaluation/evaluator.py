@@ -21,7 +21,7 @@ from knight.evaluation.static_check import check_source
 from knight.evaluation.worker import run_one
 from knight.npu.machine import MachineSpec, load_machine
 from knight.problems import Problem, Workload, weighted_geomean
-from knight.source import source_hash
+from knight.source import canonical_source, source_hash
 
 RERUN = "#rerun"  # cache suffix of the determinism re-run
 
@@ -70,6 +70,7 @@ class LocalEvaluator:
     def evaluate(self, source: str, problem: Problem, *, heldout: bool = False, profile: bool = True) -> EvalReport:
         """Judge `source` on every visible workload and seed (and the held-out ones if asked)."""
         start = time.perf_counter()
+        source = canonical_source(source)  # what runs is exactly what the cache key hashes
         machine = load_machine(self.machine_name or problem.spec.machine)
         ctx = _Context(self, problem, machine, source)
         report = ctx.report()
@@ -88,6 +89,7 @@ class LocalEvaluator:
         """One isolated run with its profile (and Chrome trace): `knight profile`."""
         w = problem.workload(workload) if workload else problem.spec.workloads[0]
         s = w.seeds[0] if seed is None else seed
+        source = canonical_source(source)
         failure = _static_failure(source, problem.spec.kernel_file)
         if failure is not None:
             return RunResult(workload=w.name, seed=s, ok=False, failure=failure)
@@ -107,11 +109,18 @@ class LocalEvaluator:
 
 def _static_failure(source: str, filename: str) -> Failure | None:
     try:
+        source.encode("utf-8")
+    except UnicodeEncodeError as e:  # lone surrogates: no file could hold this text
+        return Failure(category=Category.syntax_error, message=f"the source is not valid UTF-8 text ({e.reason})",
+                       file=filename, line=source.count("\n", 0, e.start) + 1)
+    try:
         violations = check_source(source, filename)
     except SyntaxError as e:
         return Failure(category=Category.syntax_error, message=e.msg or "invalid syntax", file=filename, line=e.lineno)
     except ValueError as e:  # e.g. NUL bytes in the source
         return Failure(category=Category.syntax_error, message=str(e), file=filename)
+    except (RecursionError, MemoryError):  # the parser or the checker gave up: never crash the judge
+        return Failure(category=Category.syntax_error, message="the source nests too deeply to be parsed", file=filename)
     if not violations:
         return None
     first = violations[0]
@@ -121,14 +130,22 @@ def _static_failure(source: str, filename: str) -> Failure | None:
     )
 
 
+def _hash(source: str) -> str:
+    """The candidate's hash; text that is not valid UTF-8 (lone surrogates) is hashed escaped."""
+    try:
+        return source_hash(source)
+    except UnicodeEncodeError:
+        return source_hash(source.encode("utf-8", "backslashreplace").decode("utf-8"))
+
+
 class _Context:
     """One evaluation: the candidate, the baseline, the machine, and the runs gathered so far."""
 
     def __init__(self, ev: LocalEvaluator, problem: Problem, machine: MachineSpec, source: str) -> None:
         self.ev, self.problem, self.machine, self.source = ev, problem, machine, source
         self.harness = harness_fingerprint(problem, machine)
-        self.cand_hash = source_hash(source)
-        self.base_source = problem.baseline_source()
+        self.cand_hash = _hash(source)
+        self.base_source = canonical_source(problem.baseline_source())
         self.base_hash = source_hash(self.base_source)
         self.cached = self.simulated = 0
         self.workloads: list[WorkloadReport] = []

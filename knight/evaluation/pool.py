@@ -13,6 +13,7 @@ import json
 import os
 import queue
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -118,6 +119,7 @@ class Worker:
         except (ProcessLookupError, PermissionError):
             pass
         self.proc.wait()
+        shutil.rmtree(self.home, ignore_errors=True)
 
     def close(self) -> None:
         if self.alive:
@@ -127,6 +129,7 @@ class Worker:
                 self.proc.wait(timeout=5)
             except (OSError, subprocess.TimeoutExpired):
                 self.kill()
+        shutil.rmtree(self.home, ignore_errors=True)
 
 
 def _failed(workload: str, seed: int, category: Category, message: str) -> RunResult:

@@ -116,7 +116,10 @@ def _cached_inputs(problem: Problem, workload: str, seed: int) -> dict[str, np.n
     """Generating MoE weights costs ~1 s; keep the last few input sets (the kernel gets copies)."""
     key = (problem.hash, workload, seed)
     if key not in _inputs:
-        _inputs[key] = problem.make_inputs(problem.workload(workload), seed)
+        arrays = problem.make_inputs(problem.workload(workload), seed)
+        for a in arrays.values():
+            a.flags.writeable = False  # shared copy-on-write with every run: no path may change them
+        _inputs[key] = arrays
         while len(_inputs) > 3:
             _inputs.popitem(last=False)
     _inputs.move_to_end(key)

@@ -9,7 +9,14 @@ memoised per machine on a signature tuple (NPU.md 9: "memoised costs per instruc
 from __future__ import annotations
 
 from knight.npu.machine import MachineSpec
-from knight.npu.program import PERF_COPY_STRIDED, PERF_COPY_UNIT, PERF_NONE, PERF_TT, Instr
+from knight.npu.program import (
+    PERF_COPY_STRIDED,
+    PERF_COPY_UNIT,
+    PERF_NONE,
+    PERF_SCALAR_HALF,
+    PERF_TT,
+    Instr,
+)
 
 SCHEDULER_OPS = frozenset({"dma_copy", "sendrecv", "barrier"})
 TENSOR_OPS = frozenset({"matmul", "transpose"})
@@ -61,7 +68,9 @@ def _cost(instr: Instr, m: MachineSpec) -> tuple[int, int]:
 
 
 def perf_factor(engine: str, perf: str, m: MachineSpec) -> float:
-    """VectorE performance-mode speed-up (NPU.md 4, ARCH2); other engines have none."""
+    """Performance-mode speed-up (NPU.md 4): VectorE's modes (ARCH2), ScalarE's 16-bit copy mode (ARCH3)."""
+    if perf == PERF_SCALAR_HALF and engine == "scalar":
+        return float(m.scalar_perf_half_factor)
     if engine != "vector" or perf == PERF_NONE:
         return 1.0
     factors = {

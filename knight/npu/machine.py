@@ -50,6 +50,7 @@ class MachineSpec:
     vector_perf_copy_factor: int
     vector_perf_strided_factor: int
     vector_perf_tt_factor: int
+    scalar_perf_half_factor: int
     stride_penalty_bytes: int
     # --- DMA
     dma_engines: int

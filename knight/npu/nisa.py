@@ -26,6 +26,7 @@ from knight.npu.program import (
     PERF_COPY_STRIDED,
     PERF_COPY_UNIT,
     PERF_NONE,
+    PERF_SCALAR_HALF,
     PERF_TT,
     DmaShape,
     Instr,
@@ -161,10 +162,13 @@ def _alu(name, loc: SourceLoc):
 
 
 def _vector_perf(op: str, engine: str, srcs: list[View], dst: View, strided: bool) -> str:
-    """Which Trn2 VectorE performance mode applies (NPU.md 4); they change no bits."""
+    """Which performance mode applies (NPU.md 4): VectorE's on Trn2 and later, ScalarE's 16-bit
+    copy mode on Trn3 (the preset holds the factors; they change no bits)."""
+    half = all(v.dtype in HALF_DTYPES for v in srcs) and dst.dtype in HALF_DTYPES
+    if engine == "scalar" and op in ("tensor_copy", "tensor_scalar") and half:
+        return PERF_SCALAR_HALF
     if engine != "vector":
         return PERF_NONE
-    half = all(v.dtype in HALF_DTYPES for v in srcs) and dst.dtype in HALF_DTYPES
     in_sbuf = all(v.buffer == SBUF for v in srcs)
     if op in ("tensor_copy", "tensor_scalar"):
         if half and in_sbuf and dst.buffer == SBUF and not strided:
