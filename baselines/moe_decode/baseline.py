@@ -25,11 +25,18 @@ HALF = I // 2  # intermediate columns per core
 GU_TILES_PER_DMA = 2  # K-tiles (of 128 hidden rows) of gate/up weights fetched by one DMA
 WEIGHT_ENGINE = "sync"  # engine that triggers the weight DMAs
 WEIGHT_BUFFERS = 1  # weight buffers rotated across (token, expert) pairs
+WEIGHT_QUEUES = 1  # DMA queues the weight transfers rotate over
 TUNABLES = {
     "GU_TILES_PER_DMA": [1, 2, 4, 8, 16],
     "WEIGHT_ENGINE": ["sync", "scalar", "gpsimd"],
     "WEIGHT_BUFFERS": [1, 2],
+    "WEIGHT_QUEUES": [1, 2, 4],
 }
+
+
+def _queue(n):
+    """The engine's own queue with one queue; otherwise queues 4.. in rotation."""
+    return None if WEIGHT_QUEUES == 1 else 4 + n % WEIGHT_QUEUES
 
 
 def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
@@ -67,10 +74,13 @@ def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
 
             # Gate and up columns of this core: 2 x 192-byte pieces per hidden row.
             src = w_gate_up[e].reshape(P, KT, 2, I)
+            n = 0
             for kt in range(0, KT, GU_TILES_PER_DMA):
                 tiles = nl.ds(kt, GU_TILES_PER_DMA)
-                nisa.dma_copy(dst=wgu[buf][:, tiles], src=src[:, tiles, :, cols], engine=WEIGHT_ENGINE)
-            nisa.dma_copy(dst=wdn[buf], src=w_down[e][cols, :], engine=WEIGHT_ENGINE)
+                nisa.dma_copy(dst=wgu[buf][:, tiles], src=src[:, tiles, :, cols], engine=WEIGHT_ENGINE,
+                              queue=_queue(n))
+                n += 1
+            nisa.dma_copy(dst=wdn[buf], src=w_down[e][cols, :], engine=WEIGHT_ENGINE, queue=_queue(n))
 
             for kt in range(KT):
                 nisa.nc_matmul(ps_gate, wgu[buf][:, kt, 0, :], x[:, kt, t : t + 1], accumulate=kt > 0)
