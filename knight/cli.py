@@ -516,7 +516,7 @@ def db_upgrade_cmd(db: DbOpt = "knight.db", as_json: JsonOpt = False) -> None:
 def main() -> None:
     """Console entry point: user errors end in one line on stderr and a non-zero exit code."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns typer.Exit's code instead of raising it
     except KnightError as e:
         sys.stderr.write(f"error: {e}\n")
         sys.exit(e.exit_code)
@@ -535,6 +535,7 @@ def main() -> None:
             e.show()
             sys.exit(e.exit_code)
         raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -190,3 +190,37 @@ def test_consolidation_turns_accepted_patches_into_learned_skills(scripted_run, 
     again = json.loads(knight("skills", "consolidate", "--db", str(scripted_run / "k.db"), "--out", str(out),
                               "--json", check=True).stdout)
     assert again["written"] == [] and again["skipped"] == written
+
+
+def test_ctrl_c_records_the_run_as_interrupted_and_it_resumes(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+    env["KNIGHT_BASELINES"], env["KNIGHT_CACHE"] = str(ROOT / "baselines"), str(tmp_path / "cache")
+    db = tmp_path / "int.db"
+    proc = subprocess.Popen([sys.executable, "-m", "knight.cli", "run", "--budget", "5", "--problem", "rmsnorm",
+                             "--db", str(db), "--json"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while len(_iterations(db)) < 1 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    summary = json.loads(out)
+    assert summary["status"] == "interrupted" and "Traceback" not in err
+    with sqlite3.connect(db) as c:
+        assert c.execute("select status from runs").fetchone()[0] == "interrupted"
+    done = _iterations(db)
+    assert done == list(range(1, len(done) + 1))
+    resumed = knight("run", "--resume", "1", "--db", str(db), "--json", cwd=tmp_path)
+    assert resumed.returncode == 0 and json.loads(resumed.stdout)["iterations"] == 5
+    assert _iterations(db) == [1, 2, 3, 4, 5]
+
+
+def test_a_failing_kernel_makes_knight_eval_exit_non_zero(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import os\n\ndef rmsnorm(x, gamma, out):\n    pass\n")
+    res = knight("eval", str(bad), "--problem", "rmsnorm", "--json", cwd=tmp_path)
+    assert res.returncode == 1
+    report = json.loads(res.stdout)
+    assert report["status"] == "failed" and report["failure"]["category"] == "forbidden_construct"
+    assert report["failure"]["line"] == 1 and report["score_ns"] is None

@@ -72,8 +72,16 @@ class Worker:
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             return self._died(workload, seed)
-        line = self._read_line(time.monotonic() + timeout_s)
+        deadline = time.monotonic() + timeout_s
+        line = self._read_line(deadline)
         if line is None:
+            if time.monotonic() < deadline:  # end of file before the deadline: the worker died
+                try:
+                    self.proc.wait(timeout=5)  # it may not be reaped yet; never mistake that for a timeout
+                except subprocess.TimeoutExpired:
+                    self.kill()
+                    return _failed(workload, seed, Category.worker_crash, "the worker closed its answer channel")
+                return self._died(workload, seed)
             if self.proc.poll() is None:
                 self.kill()
                 return _failed(workload, seed, Category.timeout, f"the run exceeded the {timeout_s:.0f} s wall-clock limit")
@@ -147,6 +155,7 @@ class WorkerPool:
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
         self._idle: list[Worker] = []
+        self._all: list[Worker] = []  # every worker started, so close() can stop busy ones too
         self._lock = threading.Lock()
         self._seed = 1000
 
@@ -158,7 +167,9 @@ class WorkerPool:
                     if w.alive:
                         return w
             self._seed += 1
-            return Worker(self.memory_mb, self._seed)
+            w = Worker(self.memory_mb, self._seed)
+            self._all = [x for x in self._all if x.alive] + [w]
+            return w
 
     def _give_back(self, w: Worker) -> None:
         with self._lock:
@@ -192,7 +203,13 @@ class WorkerPool:
         return [r for r in results if r is not None]
 
     def close(self) -> None:
+        """Stop every worker: idle ones politely, busy ones (an interrupted run) at once."""
         with self._lock:
             idle, self._idle = self._idle, []
+            busy = [w for w in self._all if w not in idle]
+            self._all = []
         for w in idle:
             w.close()
+        for w in busy:
+            if w.alive:
+                w.kill()
