@@ -78,7 +78,9 @@ class LocalEvaluator:
         if failure is None:
             failure = ctx.judge(heldout, profile)
         if failure is not None:
+            # A failed candidate has no score: per-workload latencies stay as diagnostics only.
             report.status, report.failure = "failed", failure
+            report.score_ns = report.speedup = None
         report.cached_runs, report.simulated_runs = ctx.cached, ctx.simulated
         report.wall_s = time.perf_counter() - start
         return report
