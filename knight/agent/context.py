@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -120,7 +119,3 @@ def _knob_stats(session: Session, rows: list[Iteration]) -> dict[tuple[str, str]
 def _lessons(session: Session, n: int = 12) -> list[str]:
     rows = session.scalars(select(Lesson).order_by(Lesson.id.desc()).limit(n))
     return [f"[{row.kind}] {row.text}" for row in reversed(list(rows))]
-
-
-def report_dict(report: EvalReport) -> dict[str, Any]:
-    return report.model_dump(mode="json")

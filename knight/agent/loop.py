@@ -22,10 +22,9 @@ from knight.agent.policy import Verdict, judge
 from knight.errors import KnightError
 from knight.evaluation import EvalReport, Evaluator
 from knight.evaluation.categories import STAGES
-from knight.evaluation.fingerprint import harness_fingerprint
 from knight.npu.machine import load_machine
 from knight.problems import Problem
-from knight.proposal import Proposal
+from knight.proposal import Edit, Proposal
 from knight.proposers import ProposalContext, ProposalResult, Proposer
 from knight.skills import Skill
 from knight.source import canonical_source, source_hash
@@ -128,6 +127,7 @@ class _Attempt:
     fix_rounds: int = 0
     source: str | None = None
     candidate_hash: str | None = None
+    edits: list[Edit] = field(default_factory=list)  # as applied: the proposal's edits plus its knob settings
     rungs: list[str] = field(default_factory=list)
     diff: str = ""
     report: EvalReport | None = None
@@ -257,6 +257,7 @@ class Runner:
     def _try(self, att: _Attempt, ctx: ProposalContext, result: ProposalResult, config: RunConfig) -> str | None:
         """One round: apply and evaluate. Returns an error text worth a fix round, else None."""
         att.source = att.candidate_hash = att.report = att.failure = None
+        att.edits = []
         att.proposal = result.proposal
         if result.proposal is None:
             cat = result.error_category or "proposer_error"
@@ -264,8 +265,8 @@ class Runner:
             return None
         kernel = self.problem.spec.kernel_file
         try:
-            edits = list(result.proposal.edits) + knob_edits(att.parent.source, result.proposal.knobs, kernel)
-            applied = apply_edits({kernel: att.parent.source}, edits, editable=[kernel])
+            att.edits = list(result.proposal.edits) + knob_edits(att.parent.source, result.proposal.knobs, kernel)
+            applied = apply_edits({kernel: att.parent.source}, att.edits, editable=[kernel])
         except ValueError as e:
             att.verdict = Verdict("failed", "malformed_proposal", str(e))
             return None
@@ -313,7 +314,7 @@ class Runner:
                 hypothesis=prop.hypothesis if prop else f"({v.category})",
                 rationale=prop.rationale if prop else v.message,
                 tags=list(prop.tags) if prop else [], skills_cited=list(prop.skills_used) if prop else [],
-                edits=[e.model_dump() for e in prop.edits] if prop else [],
+                edits=[e.model_dump() for e in (att.edits or (prop.edits if prop else []))],
                 patch_rungs=att.rungs, diff=att.diff, score_ns=score, parent_score_ns=att.parent.score_ns,
                 speedup_vs_baseline=(run.baseline_score_ns / score) if score else None,
                 speedup_vs_parent=(att.parent.score_ns / score) if score else None,
@@ -324,8 +325,6 @@ class Runner:
                 fix_rounds=att.fix_rounds, proposer=self.proposer.name,
                 transcript=[turn for r in att.results for turn in r.transcript] or None,
             )
-            if prop is not None and prop.knobs:
-                it.edits = it.edits + [{"file": "(knobs)", "search": "", "replace": repr(prop.knobs)}]
             s.add(it)
             for i, r in enumerate(att.results):
                 for call in r.llm_calls:
@@ -396,7 +395,3 @@ class Runner:
                 speedup=run.baseline_score_ns / run.best_score_ns, champion_hash=run.champion_hash,
                 cost_usd=cost, stop_reason=reason, wall_s=wall_s,
             )
-
-
-def harness_of(problem: Problem, machine: str | None = None) -> str:
-    return harness_fingerprint(problem, load_machine(machine or problem.spec.machine))

@@ -94,7 +94,7 @@ def replay(db: Database, problem: Problem, evaluator: Evaluator, run_id: int, to
             step.message = f"the chain is broken: iteration {number}'s parent {parent[:12]} is not the replayed kernel"
             break
         try:
-            applied = apply_edits({kernel: source}, [Edit(**e) for e in edits if e["file"] != "(knobs)"], [kernel])
+            applied = apply_edits({kernel: source}, [Edit(**e) for e in edits], [kernel])
         except PatchError as e:
             step.message = f"the recorded edits no longer apply: {e.message}"
             break

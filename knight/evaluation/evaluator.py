@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from knight.errors import KnightError
-from knight.evaluation.cache import FileCache, MemoryCache, RunCache
+from knight.evaluation.cache import FileCache, RunCache
 from knight.evaluation.categories import Category
 from knight.evaluation.compare import attribute_mismatch, same_outputs
 from knight.evaluation.fingerprint import harness_fingerprint, versions
@@ -348,8 +348,3 @@ class _Context:
             r.score_ns = weighted_geomean({w.name: w.latency_ns for w in visible}, weights)
             r.baseline_score_ns = weighted_geomean({w.name: w.baseline_latency_ns for w in visible}, weights)
             r.speedup = r.baseline_score_ns / r.score_ns
-
-
-def memory_cache() -> MemoryCache:
-    """A cache that lives as long as the evaluator (tests, `knight eval --no-cache`)."""
-    return MemoryCache()
