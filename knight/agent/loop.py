@@ -342,6 +342,11 @@ class Runner:
     def _learn(self, s, run_id: int, att: _Attempt, score: float | None) -> None:
         """Skill events and lessons: wins, regressions to undo, and failures to avoid."""
         v, prop = att.verdict, att.proposal
+        for r in att.results:
+            for t in r.transcript:
+                if t.get("kind") == "tool_use" and t.get("name") == "read_skill":
+                    name = str((t.get("input") or {}).get("name", ""))[:120]
+                    s.add(SkillEvent(run_id=run_id, iteration_number=att.number, skill=name, event="retrieved"))
         if prop is None:
             return
         for skill in prop.skills_used:
