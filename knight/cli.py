@@ -222,7 +222,7 @@ class _Progress:
         if self.quiet:
             return
         what = o.status if o.category is None else f"{o.status} ({o.category})"
-        sp = f" {o.speedup_vs_baseline:.2f}x" if o.speedup_vs_baseline else ""
+        sp = f" {o.speedup_vs_baseline:.2f}x vs baseline" if o.speedup_vs_baseline else ""
         color = {"accepted": "green", "rejected": "yellow"}.get(o.status, "red")
         err.print(f"  #{o.number} [{color}]{what}[/{color}]{sp} — {o.hypothesis[:90]}  [dim](best {best:.2f}x)[/dim]")
 
