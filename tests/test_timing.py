@@ -226,6 +226,67 @@ def test_swdge_holds_gpsimd_per_descriptor():
     assert s.occupancy_ps[0] == pytest.approx(expect, abs=1)
 
 
+def test_scalar_hwdge_issues_on_its_own_dge_unit():
+    issue = int(M2.dma_t_issue_hwdge_ns * 1000)
+    act = I("activation", "scalar", writes=[R(9)], elems=4096)  # 0: ~3.5 us of ScalarE compute
+    load_a = dma(dst=1, engine="scalar", queue=1)  # 1: independent of 0: does not wait for it
+    act2 = I("activation", "scalar", writes=[R(8)], elems=16)  # 2: not delayed by the DMA issue
+    load_b = dma(dst=2, engine="scalar", queue=2, src_off=P * 4096)  # 3: in order behind 1 on the DGE
+    dep = dma(dst=3, engine="scalar", queue=3, src_off=2 * P * 4096, deps_on=(R(8),))  # 4: RAW on 2
+    s = schedule(prog([act, load_a, act2, load_b, dep]), M2)
+    occ = instruction_cost(act, M2)[0]
+    assert s.unit == ["scalar", "scalar-dge", "scalar", "scalar-dge", "scalar-dge"]
+    assert s.engine == ["scalar"] * 5 and s.dma[1].trigger == "scalar"
+    assert s.start_ps[1] == 0 and s.bind_kind[1] == "none"
+    assert s.start_ps[2] == occ and s.bind[2] == 0  # behind the activation only
+    assert s.start_ps[3] == issue and (s.bind[3], s.bind_kind[3]) == (1, "engine")
+    assert s.start_ps[4] == s.finish_ps[2] and (s.bind[4], s.bind_kind[4]) == (2, "dep")
+    assert s.occupancy_ps[1] == s.occupancy_ps[3] == issue
+
+
+def test_sync_hwdge_and_gpsimd_swdge_still_hold_their_engine():
+    for engine in ("sync", "gpsimd"):
+        work = vec(writes=[R(9)], elems=4096, engine=engine)
+        load = dma(dst=1, engine=engine, queue=1)
+        after = vec(writes=[R(8)], elems=16, engine=engine)
+        s = schedule(prog([work, load, after]), M2)
+        assert s.unit == [engine] * 3
+        assert s.start_ps[1] == s.occupancy_ps[0] and s.bind_kind[1] == "engine"
+        assert s.start_ps[2] == s.start_ps[1] + s.occupancy_ps[1]
+
+
+def test_barrier_fences_the_scalar_dge():
+    stream = [
+        vec(writes=[R(9)], elems=4096, engine="scalar"),
+        I("barrier", "sync"),
+        dma(dst=1, engine="scalar", queue=1),
+    ]
+    s = schedule(prog(stream), M2)
+    assert s.unit[2] == "scalar-dge"
+    assert s.start_ps[1] == s.finish_ps[0]  # the barrier waits for ScalarE's compute
+    assert s.start_ps[2] == s.finish_ps[1] and s.bind[2] == 1  # the DGE's next DMA waits for it
+
+
+def test_scalar_dge_in_profile_trace_and_critical_path():
+    issue = int(M2.dma_t_issue_hwdge_ns * 1000)
+    loads = [dma(dst=1 + k, engine="scalar", queue=k, chunk=512, src_off=k * P * 512, line=20 + k) for k in range(4)]
+    p = prog([vec(writes=[R(9)], elems=8192, engine="scalar", line=10), *loads,
+              vec(reads=[R(1 + k, b1=512) for k in range(4)], writes=[R(8)], line=30)])
+    s = schedule(p, M2)
+    assert [s.start_ps[1 + k] for k in range(4)] == [k * issue for k in range(4)]
+    prof = make_profile(p, s, M2)
+    assert prof.engines["core0.scalar-dge"]["busy_ns"] == pytest.approx(4 * issue / 1000)
+    assert prof.engines["core0.scalar"]["busy_ns"] == pytest.approx(s.occupancy_ps[0] / 1000)
+    assert sum(v for _, v in prof.critical_by_engine) == pytest.approx(prof.total_ns, rel=1e-9)
+    assert sum(t1 - t0 for _, t0, t1, _ in s.critical_segments()) == s.makespan_ps
+    assert "scalar-dge" in prof.summary_text()
+    trace = chrome_trace(p, s)["traceEvents"]
+    tids = {e["args"]["name"]: e["tid"] for e in trace if e["ph"] == "M" and e["name"] == "thread_name"}
+    dge = [e for e in trace if e["ph"] == "X" and e["tid"] == tids["scalar-dge"]]
+    assert len(dge) == 4 and all(e["name"] == "dma_copy" and e["args"]["trigger"] == "scalar" for e in dge)
+    assert [e["dur"] for e in dge] == [issue / 1e6] * 4
+
+
 def test_calendar_fills_gaps_and_merges():
     cal = Calendar()
     assert cal.fill(100, 50, owner=1) == (100, 100, 150, -1)
@@ -298,7 +359,8 @@ def test_chrome_trace_structure():
     threads = [(e["pid"], e["tid"], e["args"]["name"]) for e in meta if e["name"] == "thread_name"]
     assert len({(p_, t) for p_, t, _ in threads}) == len(threads)  # one name per track
     labels = {n for _, _, n in threads}
-    assert {"tensor", "vector", "scalar", "gpsimd", "sync", "dma queue 0", "dma queue 1", "dma queue 2"} <= labels
+    assert {"tensor", "vector", "scalar", "gpsimd", "sync", "scalar-dge", "dma queue 0", "dma queue 1",
+            "dma queue 2"} <= labels
     for e in spans:
         assert {"name", "ph", "ts", "dur", "pid", "tid", "args"} <= e.keys()
         assert e["ts"] >= 0 and e["dur"] >= 0

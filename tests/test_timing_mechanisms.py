@@ -8,8 +8,8 @@ asserted bounds are deliberately looser than the printed numbers, because differ
 are within model error (NPU.md 1).
 
 Single-core micro-kernels run with grid=1 so that one core's engines and queues are measured;
-the two-core test compares grid=1 with grid=2. The last section holds strict-xfail tests for
-published behaviours (NPU.md) the model does not reproduce yet; see docs/npu-model.md.
+the two-core test compares grid=1 with grid=2. Published behaviours (NPU.md) the model does not
+reproduce yet get strict-xfail tests in the last section (none at present); see docs/npu-model.md.
 """
 
 from __future__ import annotations
@@ -754,51 +754,64 @@ def test_same_kernel_gives_identical_latency_and_bits_across_runs_and_processes(
     assert seen[0] == a and seen[1] == a
 
 
-# ----------------------------------------------------------------------------- known gaps (strict xfail)
-#
-# Published behaviours that NPU.md states and the timing model does not reproduce yet. Each test
-# asserts the published behaviour; `strict=True` turns a fix into a failure, so the marker is
-# removed when the model catches up.
+# ----------------------------------------------------------------------------- 13. ScalarE HWDGE hides behind compute
 
 
-def _scalar_dma_after_compute(trigger: str):
-    """ScalarE runs ~14 us of activations; then a DMA, independent of them, is triggered from
-    `trigger`. On ScalarE the DGE is a separate unit from the compute pipeline (ARCH2)."""
+def _scalar_dma_and_compute(trigger: str, dma_first: bool):
+    """ScalarE runs ~16 us of compute (a memset, then activations); a DMA independent of them is
+    triggered from `trigger`, after them in program order or (dma_first) before them. On ScalarE
+    the descriptor generator is a separate unit from the compute pipeline (NPU.md 2.4, 5.1; ARCH2)."""
 
     def kernel(w, out_a, out_w):
         a = nl.ndarray((P, 2048), dtype=nl.float32, name="a")
-        nisa.memset(a, 0.5, engine="gpsimd")
+        t = nl.ndarray((P, w.shape[1]), dtype=nl.bfloat16, name="t")
+        if dma_first:
+            nisa.dma_copy(dst=t, src=w, engine=trigger, queue=3)
+        nisa.memset(a, 0.5, engine="scalar")
         for _ in range(8):
             nisa.activation(a, nl.square, a)
-        t = nl.ndarray((P, w.shape[1]), dtype=nl.bfloat16, name="t")
-        nisa.dma_copy(dst=t, src=w, engine=trigger, queue=3)
+        if not dma_first:
+            nisa.dma_copy(dst=t, src=w, engine=trigger, queue=3)
         nisa.dma_copy(dst=out_w, src=t, engine="sync", queue=4)
         nisa.dma_copy(dst=out_a, src=a, engine="sync", queue=5)
 
     return kernel
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="model gap: an HWDGE DMA triggered from ScalarE holds ScalarE's in-order queue for "
-    "t_issue, so it waits for earlier ScalarE compute; NPU.md 2.4 and ARCH2 say it can hide behind "
-    "earlier compute (the DGE and ScalarE's compute pipeline are independent resources)",
-)
-def test_scalar_hwdge_issue_hides_behind_earlier_scalar_compute():
+@pytest.mark.parametrize("dma_first", [False, True], ids=["dma-after-compute", "dma-before-compute"])
+def test_scalar_hwdge_issue_hides_behind_earlier_scalar_compute(dma_first):
     w = _bf16(np.random.default_rng(12), (P, 4096))
     outs = {"out_a": ((P, 2048), np.float32), "out_w": (w.shape, BF16)}
-    on_scalar = _run(_scalar_dma_after_compute("scalar"), {"w": w}, outs)
-    on_sync = _run(_scalar_dma_after_compute("sync"), {"w": w}, outs)
+    on_scalar = _run(_scalar_dma_and_compute("scalar", dma_first), {"w": w}, outs)
+    on_sync = _run(_scalar_dma_and_compute("sync", dma_first), {"w": w}, outs)
     _same_bits(on_scalar, on_sync)
     (rs,), (ry,) = _records(on_scalar, "t"), _records(on_sync, "t")
+    m = M2
+    cold = m.dma_t_issue_hwdge_ns + m.dma_t_fix_ns + 8 * (m.dma_s0_bytes + 8192) / m.dma_bw_engine_bytes_per_ns
+    acts = [on_scalar.schedule.start_ps[i] for i in _instrs(on_scalar, "activation")]
+    acts_sync = [on_sync.schedule.start_ps[i] for i in _instrs(on_sync, "activation")]
+    first_compute = on_scalar.schedule.start_ps[_instrs(on_scalar, "memset")[0]]
+    busy_s, busy_y = on_scalar.profile.engines, on_sync.profile.engines
     _report(
-        "HWDGE on busy ScalarE vs idle SyncE (known gap)",
+        "HWDGE on busy ScalarE vs idle SyncE" + (" (DMA first)" if dma_first else ""),
         scalar_arrival_us=_us(rs.finish_ps / 1000),
         sync_arrival_us=_us(ry.finish_ps / 1000),
+        scalar_us=_us(on_scalar.latency_ns),
+        sync_us=_us(on_sync.latency_ns),
     )
-    # Published: the ScalarE-triggered transfer is not delayed by the ~14 us of earlier activations.
+    # Published: the ScalarE-triggered transfer is not delayed by the ~14 us of earlier activations
+    # (NPU.md 2.4); it is issued on ScalarE's DGE at once: t_issue + t_fix + its data phase.
     assert rs.finish_ps <= 1.1 * ry.finish_ps
+    assert rs.issue_start_ps == 0 and rs.finish_ps / 1000 == pytest.approx(cold, rel=0.01)
+    # ...and it does not delay ScalarE's compute either: the activations run as with a SyncE trigger.
+    assert first_compute == 0 and acts == acts_sync
+    assert busy_s["core0.scalar"]["busy_ns"] == busy_y["core0.scalar"]["busy_ns"]
+    assert busy_s["core0.scalar-dge"]["busy_ns"] == pytest.approx(m.dma_t_issue_hwdge_ns)
+    assert busy_y["core0.scalar-dge"]["busy_ns"] == 0.0
+    assert on_scalar.latency_ns <= on_sync.latency_ns
+
+
+# ----------------------------------------------------------------------------- 14. trn3 ScalarE copy mode
 
 
 def _engine_copy_chain(engine: str, dtype, reps: int = 8):
@@ -822,5 +835,13 @@ def test_trn3_scalar_engine_has_a_2x_bf16_copy_mode():
     _same_bits(bf, fp)
     occ_bf = {bf.schedule.occupancy_ps[i] for i in _instrs(bf, "tensor_copy")}.pop()
     occ_fp = {fp.schedule.occupancy_ps[i] for i in _instrs(fp, "tensor_copy")}.pop()
-    _report("trn3 ScalarE copy bf16 vs fp32 (known gap)", per_copy_ratio=occ_fp / occ_bf)
+    _report("trn3 ScalarE copy bf16 vs fp32", per_copy_ratio=occ_fp / occ_bf)
     assert occ_fp / occ_bf > 1.8
+
+
+# ----------------------------------------------------------------------------- known gaps (strict xfail)
+#
+# Published behaviours that NPU.md states and the timing model does not reproduce yet go here, each
+# as a test asserting the published behaviour under `pytest.mark.xfail(strict=True,
+# raises=AssertionError)`; `strict=True` turns a fix into a failure, so the marker is removed when
+# the model catches up. None at present (docs/npu-model.md 10.1).

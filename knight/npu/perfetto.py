@@ -1,8 +1,9 @@
 """Export a schedule as a Chrome Trace Event file, viewable in Perfetto or chrome://tracing.
 
-One process per physical core, one track per engine (instruction occupancy) and one per DMA
-queue (fixed latency and data phase of each transfer), as the Neuron profiler's timeline shows
-(NPU.md 1, PROF). Times are microseconds, as the format requires.
+One process per physical core, one track per in-order unit (instruction occupancy: the five
+engines, then "scalar-dge", ScalarE's descriptor generator, where ScalarE-triggered HWDGE DMAs are
+issued) and one per DMA queue (fixed latency and data phase of each transfer), as the Neuron
+profiler's timeline shows (NPU.md 1, PROF). Times are microseconds, as the format requires.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from __future__ import annotations
 import json
 import os
 
-from knight.npu.program import ENGINES, Program
-from knight.npu.timing import Schedule
+from knight.npu.program import Program
+from knight.npu.timing import UNITS, Schedule
 
-QUEUE_TID_BASE = 100  # DMA queue q of a core is track 100 + q; engines are tracks 1..5
+QUEUE_TID_BASE = 100  # DMA queue q of a core is track 100 + q; units are tracks 1..6 (UNITS order)
 LINK_TID = 99  # sendrecv transfers
 
 
@@ -30,7 +31,7 @@ def chrome_trace(program: Program, schedule: Schedule) -> dict:
     for c in cores:
         meta.append({"ph": "M", "name": "process_name", "pid": c, "tid": 0, "args": {"name": f"core {c}"}})
         meta.append({"ph": "M", "name": "process_sort_index", "pid": c, "tid": 0, "args": {"sort_index": c}})
-        for k, e in enumerate(ENGINES):
+        for k, e in enumerate(UNITS):
             tracks.add((c, k + 1, e))
     for i in range(len(schedule)):
         ins = schedule.instrs[i]
@@ -41,9 +42,11 @@ def chrome_trace(program: Program, schedule: Schedule) -> dict:
         rec = schedule.dma.get(i)
         if rec is not None:
             args["bytes"] = rec.bytes
+            args["trigger"] = schedule.engine[i]
+        unit = schedule.unit[i]
         events.append({
-            "ph": "X", "name": ins.op, "cat": schedule.engine[i], "pid": c,
-            "tid": ENGINES.index(schedule.engine[i]) + 1,
+            "ph": "X", "name": ins.op, "cat": unit, "pid": c,
+            "tid": UNITS.index(unit) + 1,
             "ts": _us(schedule.start_ps[i]), "dur": _us(schedule.occupancy_ps[i]), "args": args,
         })
     for rec in schedule.dma.values():

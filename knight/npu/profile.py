@@ -12,14 +12,15 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 
 from knight.npu.machine import MachineSpec
-from knight.npu.program import ENGINES, Program
-from knight.npu.timing import DmaRecord, Schedule
+from knight.npu.program import Program
+from knight.npu.timing import UNITS, DmaRecord, Schedule
 
 # Descriptor-size buckets (NPU.md 2.4): overhead-bound, improving, near peak, saturating.
 BUCKETS = (("<256B", 0, 256), ("256B-2KiB", 256, 2048), ("2-4KiB", 2048, 4096), (">=4KiB", 4096, 1 << 62))
 # Critical-path categories besides the compute engines.
 DMA_PARTS = ("dma_issue", "dma_fixed", "dma_transfer")
-ENGINE_LABEL = {"tensor": "TensorE", "vector": "VectorE", "scalar": "ScalarE", "gpsimd": "GpSimd", "sync": "SyncE"}
+ENGINE_LABEL = {"tensor": "TensorE", "vector": "VectorE", "scalar": "ScalarE", "gpsimd": "GpSimd", "sync": "SyncE",
+                "scalar-dge": "ScalarE DGE"}
 
 
 @dataclass
@@ -29,7 +30,7 @@ class Profile:
     machine: str
     total_ns: float
     n_instructions: int
-    engines: dict[str, dict[str, float]]  # "core0.tensor" -> busy_ns, utilisation
+    engines: dict[str, dict[str, float]]  # "core0.tensor", "core0.scalar-dge", "core0.dma" -> busy_ns, utilisation
     dma: dict
     cross_core: dict
     op_counts: dict[str, int]
@@ -110,16 +111,17 @@ def make_profile(program: Program, schedule: Schedule, m: MachineSpec) -> Profil
 
 
 def _engine_usage(schedule: Schedule, m: MachineSpec, span: int) -> dict[str, dict[str, float]]:
-    """Busy time (summed occupancy) and utilisation per core per engine, plus the DMA engines."""
+    """Busy time (summed occupancy) and utilisation per core per in-order unit (the engines and
+    ScalarE's descriptor generator, "scalar-dge"), plus the DMA engines."""
     busy: dict[str, int] = defaultdict(int)
-    for c, e, o in zip(schedule.core, schedule.engine, schedule.occupancy_ps, strict=True):
-        busy[f"core{c}.{e}"] += o
+    for c, u, o in zip(schedule.core, schedule.unit, schedule.occupancy_ps, strict=True):
+        busy[f"core{c}.{u}"] += o
     for r in schedule.dma.values():
         if r.mode != "sendrecv":
             busy[f"core{r.core}.dma"] += r.engine_busy_ps
     out: dict[str, dict[str, float]] = {}
     for c in sorted(set(schedule.core)):
-        for e in (*ENGINES, "dma"):
+        for e in (*UNITS, "dma"):
             b = busy.get(f"core{c}.{e}", 0)
             cap = span * (m.dma_engines if e == "dma" else 1)
             out[f"core{c}.{e}"] = {"busy_ns": b / 1000.0, "utilisation": b / cap if cap else 0.0}

@@ -4,6 +4,14 @@ Lowering merges the two cores' streams in program order (core 0 then core 1 at e
 infers dependencies from the regions each instruction reads and writes (NPU.md 5.2) and looks up
 memoised costs. Scheduling is the single in-order pass of NPU.md 5.3 over integer picoseconds;
 DMA transfers (NPU.md 2.4, 5.5), `sendrecv` and `barrier` (NPU.md 2.5) take a slower side path.
+
+The in-order resources ("units") of a core are its five engines plus ScalarE's descriptor
+generator (`scalar-dge`): an HWDGE DMA triggered from ScalarE is issued by the DGE hardware
+attached to ScalarE, not by ScalarE's compute pipeline (NPU.md 2.4: "On ScalarE this can hide
+behind earlier compute"; 5.1: "2 HWDGE units"), so those DMAs are in order among themselves and
+hold that unit for t_issue, but neither wait for nor delay ScalarE compute. SyncE-triggered HWDGE
+DMAs hold SyncE (it has no compute to hide behind); SWDGE DMAs hold GpSimd (descriptors are made
+in software there).
 """
 
 from __future__ import annotations
@@ -19,6 +27,10 @@ from knight.npu.program import ENGINES, DmaShape, Instr, Program, Region
 
 N_ENGINES = len(ENGINES)
 ENGINE_INDEX = {name: i for i, name in enumerate(ENGINES)}
+# In-order scheduler resources per core: the engines, then ScalarE's HWDGE descriptor generator.
+UNITS = (*ENGINES, "scalar-dge")
+N_UNITS = len(UNITS)
+SCALAR_DGE = UNITS.index("scalar-dge")
 
 # Instruction classes of the lowered program (0 takes the fast path).
 COMPUTE, DMA, SENDRECV, BARRIER = 0, 1, 2, 3
@@ -43,9 +55,10 @@ class Lowered:
     instrs: list[Instr]
     origin: list[tuple[int, int]]  # merged index -> (core, index in core)
     core: list[int]
-    engine: list[str]
-    res: list[int]  # in-order engine resource: core * N_ENGINES + engine index
-    occ: list[int]  # occupancy (DMA: issue time on the trigger engine)
+    engine: list[str]  # the engine the kernel named (a DMA's trigger engine)
+    unit: list[str]  # the in-order resource it occupies: its engine, or "scalar-dge" (UNITS)
+    res: list[int]  # in-order resource: core * N_UNITS + index in UNITS
+    occ: list[int]  # occupancy (DMA: issue time on its trigger unit)
     lat: list[int]  # latency (compute only)
     deps: list[tuple[int, ...]]  # merged indices this instruction waits for (all earlier)
     cls: list[int]  # COMPUTE, DMA, SENDRECV or BARRIER
@@ -83,6 +96,7 @@ def lower(program: Program, m: MachineSpec) -> Lowered:
     n_cores = max(1, len(program.cores))
     tracker = _DepTracker(n_cores, m.dma_queues)
     res: list[int] = []
+    unit: list[str] = []
     occ: list[int] = []
     lat: list[int] = []
     deps: list[tuple[int, ...]] = []
@@ -94,7 +108,7 @@ def lower(program: Program, m: MachineSpec) -> Lowered:
     issue_hw, t_swdge, per_desc = ns_to_ps(m.dma_t_issue_hwdge_ns), m.dma_t_swdge_ns, m.dma_t_swdge_per_desc_ns
     for i, ins in enumerate(instrs):
         kind = _CLASS.get(ins.op, COMPUTE)
-        r = ins.core * N_ENGINES + ENGINE_INDEX[ins.engine]
+        u = ENGINE_INDEX[ins.engine]
         if kind == COMPUTE:
             o, lt = instruction_cost(ins, m)
         elif kind == DMA:
@@ -102,6 +116,7 @@ def lower(program: Program, m: MachineSpec) -> Lowered:
             assert shape is not None, f"dma_copy without a DmaShape at {ins.loc}"
             plans[i] = _dma_plan(ins, shape, m)
             o, lt = _issue_ps(shape, issue_hw, t_swdge, per_desc), 0
+            u = _issue_unit(ins.engine, shape, u)
         else:
             o, lt = (issue_hw if kind == SENDRECV else 0), 0
             if kind == SENDRECV:
@@ -111,21 +126,33 @@ def lower(program: Program, m: MachineSpec) -> Lowered:
                 first_half[(ins.index, kind)] = i
             else:
                 partner[i], partner[j] = j, i
+        r = ins.core * N_UNITS + u
         res.append(r)
+        unit.append(UNITS[u])
         occ.append(o)
         lat.append(lt)
         cls.append(kind)
         deps.append(tracker.add(i, ins, r, kind))
     return Lowered(
-        instrs, origin, [ins.core for ins in instrs], [ins.engine for ins in instrs],
+        instrs, origin, [ins.core for ins in instrs], [ins.engine for ins in instrs], unit,
         res, occ, lat, deps, cls, partner, plans, xfer, n_cores,
     )
 
 
+def _issue_unit(engine: str, shape: DmaShape, u: int) -> int:
+    """The in-order unit that issues a transfer (index in UNITS; `u` is the trigger engine's).
+
+    An HWDGE DMA triggered from ScalarE goes to ScalarE's descriptor generator, a unit of its own,
+    so the issue can hide behind earlier ScalarE compute (NPU.md 2.4, 5.1). Every other DMA holds
+    its trigger engine: SyncE (HWDGE, no compute to hide behind) or GpSimd (SWDGE, software).
+    """
+    return SCALAR_DGE if engine == "scalar" and shape.mode == "hwdge" else u
+
+
 def _issue_ps(shape: DmaShape, issue_hw: int, t_swdge: float, per_desc: float) -> int:
-    """Time the trigger engine is held to issue a transfer (NPU.md 2.4, 5.5 step 1)."""
+    """Time the issuing unit is held to issue a transfer (NPU.md 2.4, 5.5 step 1)."""
     if shape.mode == "hwdge":
-        return issue_hw  # HWDGE holds ScalarE or SyncE ~0.6 us
+        return issue_hw  # HWDGE holds SyncE or ScalarE's DGE ~0.6 us
     if shape.mode == "swdge":  # descriptors are generated on GpSimd, per descriptor
         return ns_to_ps(t_swdge + shape.partitions * shape.chunks_per_partition * per_desc)
     return 0  # mode "none": precomputed descriptors, no device cost
@@ -266,8 +293,9 @@ class _DepTracker:
             self.writers[t] = [entry]
 
     def _fence_deps(self, i: int, ins: Instr, r: int, kind: int, stream: int, deps: set[int]) -> None:
-        """A barrier waits for everything before it on its core; each engine's next instruction
-        waits for the barrier (model of NPU.md 2.5: a barrier synchronises the whole core)."""
+        """A barrier waits for everything before it on its core; each unit's next instruction
+        (engines and ScalarE's DGE) waits for the barrier (model of NPU.md 2.5: a barrier
+        synchronises the whole core)."""
         c = ins.core
         fence = self.fence[c]
         if fence:
@@ -279,8 +307,8 @@ class _DepTracker:
             deps.update(self.unordered[c])
             self.last_ordered[c] = {}
             self.unordered[c] = []
-            base = c * N_ENGINES
-            self.fence[c] = {base + e: i for e in range(N_ENGINES) if base + e != r}
+            base = c * N_UNITS
+            self.fence[c] = {base + e: i for e in range(N_UNITS) if base + e != r}
         elif stream >= 0:
             self.last_ordered[c][stream] = i
         else:
@@ -404,7 +432,7 @@ class DmaRecord(NamedTuple):
 
     index: int  # merged index
     core: int
-    trigger: str  # engine that issued it
+    trigger: str  # engine that triggered it (ScalarE's HWDGE DMAs are issued on "scalar-dge")
     mode: str  # "hwdge", "swdge", "none" or "sendrecv"
     queue: int  # queue id (-1 for sendrecv)
     bytes: int
@@ -443,7 +471,8 @@ class Schedule:
     """Per instruction (merged order) timing, plus DMA records and the way back to the program."""
 
     core: list[int]
-    engine: list[str]
+    engine: list[str]  # the engine the kernel named (a DMA's trigger engine)
+    unit: list[str]  # the in-order resource occupied: the engine, or "scalar-dge" (UNITS)
     start_ps: list[int]
     finish_ps: list[int]
     occupancy_ps: list[int]
@@ -514,8 +543,8 @@ def schedule(program: Program, m: MachineSpec) -> Schedule:
 def run_schedule(low: Lowered, m: MachineSpec) -> Schedule:
     """The single in-order pass of NPU.md 5.3 over a lowered program."""
     n = len(low.res)
-    free = [0] * (low.n_cores * N_ENGINES)  # when each in-order engine can start its next instruction
-    last = [-1] * (low.n_cores * N_ENGINES)  # the engine predecessor
+    free = [0] * (low.n_cores * N_UNITS)  # when each in-order unit can start its next instruction
+    last = [-1] * (low.n_cores * N_UNITS)  # the unit predecessor
     start: list[int] = []
     fin: list[int] = []
     bind: list[int] = []
@@ -546,6 +575,7 @@ def run_schedule(low: Lowered, m: MachineSpec) -> Schedule:
     return Schedule(
         core=low.core,
         engine=low.engine,
+        unit=low.unit,
         start_ps=start,
         finish_ps=fin,
         occupancy_ps=occ_out,
