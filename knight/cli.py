@@ -25,7 +25,7 @@ out = Console(highlight=False, soft_wrap=True)  # data
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # messages and progress
 
 ProblemOpt = Annotated[str | None, typer.Option("--problem", "-p", help="Problem id or folder (default: moe_decode).")]
-MachineOpt = Annotated[str | None, typer.Option("--machine", "-m", help="Machine preset: trn2 or trn3 (default: the problem's).")]
+MachineOpt = Annotated[str | None, typer.Option("--machine", "-m", help="Machine preset: trn2, trn3 or a preset .toml file (default: the problem's; with a run id, the run's).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")]
 
 
@@ -43,10 +43,17 @@ def _read_kernel(path: Path) -> str:
 
 
 def _machine(name: str | None) -> str | None:
-    from knight.npu.machine import PRESET_NAMES
+    """Check a --machine value (a preset name or a preset .toml file) before any work starts."""
+    from knight.npu.machine import PRESET_NAMES, load_machine
 
-    if name is not None and name not in PRESET_NAMES and not name.endswith(".toml"):
-        raise UsageError(f"unknown machine {name!r}; choose one of {', '.join(PRESET_NAMES)}")
+    if name is None:
+        return None
+    if name not in PRESET_NAMES and not name.endswith(".toml"):
+        raise UsageError(f"unknown machine {name!r}; choose one of {', '.join(PRESET_NAMES)} or a preset .toml file")
+    try:
+        load_machine(name)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"cannot load machine preset {name}: {e}") from None
     return name
 
 
@@ -233,7 +240,7 @@ class _Progress:
 
 @app.command("run")
 def run_cmd(
-    budget: Annotated[int | None, typer.Option("--budget", "-n", help="Iterations to run (default 10; with --resume: the run's own).")] = None,
+    budget: Annotated[int | None, typer.Option("--budget", "-n", help="Total iterations of the run (default 10; with --resume: the run's own, or this larger total).")] = None,
     problem: ProblemOpt = None,
     machine: MachineOpt = None,
     proposer: Annotated[str | None, typer.Option("--proposer", help="offline, scripted, claude or command (default: claude if ANTHROPIC_API_KEY is set, else offline).")] = None,
@@ -264,13 +271,29 @@ def run_cmd(
         raise UsageError("--min-gain must be at least 1.0")
     if fix_rounds < 0:
         raise UsageError("--fix-rounds cannot be negative")
-    database = _open_db(db, create=True)
-    prob = load_problem(problem if resume is None else (problem or _run_problem(database, resume)))
+    machine = _machine(machine)
+    from knight.proposers.select import NAMES
+
+    if proposer is not None and proposer not in NAMES:
+        raise UsageError(f"unknown proposer {proposer!r}; choose one of {', '.join(NAMES)}")
+    if resume is None:
+        prob = load_problem(problem)  # before the database exists: a typo leaves no file behind
+    database = _open_db(db, create=resume is None)
+    if resume is not None:
+        # A resumed run keeps what it was started with: problem, machine, seed, limits, proposer.
+        run_row = _run_row(database, resume)
+        prob = load_problem(problem or run_row["problem"])
+        machine = machine or run_row["machine"]
+        seed = run_row["seed"]
+        proposer = proposer or run_row["proposer"]
+        script = script or (Path(run_row["script"]) if run_row.get("script") else None)
+        command = command or run_row.get("command")
+        model = model or run_row.get("model")
     skills = load_skills()
     prop = make_proposer(proposer, seed=seed, script=script, command=command, model=model,
                          skill_reader=lambda name: skills[name].body if name in skills else None, note=err.print)
     events = _Progress(quiet=False)
-    with LocalEvaluator(_machine(machine), workers=workers, cache=StoreRunCache(database)) as ev:
+    with LocalEvaluator(machine, workers=workers, cache=StoreRunCache(database)) as ev:
         runner = Runner(database, prob, ev, prop, skills=skills, events=events, machine=machine)
         if resume is not None:
             summary = runner.resume(resume, budget)
@@ -298,10 +321,17 @@ def run_cmd(
 
 
 def _run_problem(database, run_id: int) -> str:
+    return _run_row(database, run_id)["problem"]
+
+
+def _run_row(database, run_id: int) -> dict:
+    """What a run was started with (problem, machine, seed, proposer settings)."""
     from knight.store import get_run
 
     with database.session() as s:
-        return get_run(s, run_id).problem_id
+        run = get_run(s, run_id)
+        return {"problem": run.problem_id, "machine": run.machine, "seed": run.seed, "proposer": run.proposer,
+                **{k: v for k, v in (run.config or {}).items() if k in ("script", "command", "model")}}
 
 
 @app.command("history")
@@ -383,11 +413,14 @@ def replay_cmd(
     from knight.evaluation import LocalEvaluator, MemoryCache
     from knight.problems import load_problem
 
+    machine = _machine(machine)
     database = _open_db(db, create=False)
     run_id = resolve_run_id(database, run)
-    prob = load_problem(_run_problem(database, run_id))
-    err.print(f"replaying run {run_id} ({prob.id}) from the baseline ...")
-    with LocalEvaluator(_machine(machine), workers=workers, cache=MemoryCache()) as ev:
+    row = _run_row(database, run_id)
+    prob = load_problem(row["problem"])
+    machine = machine or row["machine"]
+    err.print(f"replaying run {run_id} ({prob.id}) on {machine} from the baseline ...")
+    with LocalEvaluator(machine, workers=workers, cache=MemoryCache()) as ev:
         result = replay(database, prob, ev, run_id, to=to, machine=machine)
     if out_file is not None:
         out_file.write_text(result.final_source)
@@ -528,10 +561,9 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
-    except Exception as e:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:  # usage errors arrive here in non-standalone mode
+        # Typer bundles its own click, so match click's exception interface, not its class.
+        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             sys.exit(e.exit_code)
         raise

@@ -162,6 +162,8 @@ def test_help_is_complete():
     (["run", "--budget", "0"], 2, "--budget"),
     (["run", "--proposer", "nonsense", "--db", "x.db"], 2, "unknown proposer"),
     (["eval", "README.md", "--machine", "trn9"], 2, "unknown machine"),
+    (["eval", "README.md", "--machine", "nope.toml"], 2, "cannot load machine preset"),
+    (["run", "--machine", "trn9", "--db", "x.db"], 2, "unknown machine"),
 ])
 def test_user_errors_are_one_line_without_traceback(tmp_path, args, code, words):
     (tmp_path / "README.md").write_text("x")
@@ -169,6 +171,25 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, args, code, words)
     assert res.returncode == code, (res.stdout, res.stderr)
     assert words in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.db").exists()  # refused before any database is created
+
+
+@pytest.mark.parametrize("args", [["problems", "--bogus"], ["history", "--limit", "abc"], ["eval"]])
+def test_usage_mistakes_exit_2_without_traceback(tmp_path, args):
+    res = knight(*args, cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "Error" in res.stderr
+
+
+def test_resume_keeps_the_runs_machine_and_a_spent_script_ends_the_run(tmp_path):
+    script = tmp_path / "one.jsonl"
+    script.write_text(json.dumps(SCRIPT[0]) + "\n")
+    first = knight("run", "-p", "rmsnorm", "--machine", "trn3", "--proposer", "scripted", "--script", str(script),
+                   "--budget", "3", "--db", "m.db", "--json", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    summary = json.loads(first.stdout)
+    assert summary["iterations"] == 1 and summary["status"] == "finished" and "exhausted" in summary["stop_reason"]
+    replayed = json.loads(knight("replay", "--db", "m.db", "--json", cwd=tmp_path, check=True).stdout)
+    assert replayed["machine"] == "trn3" and replayed["all_match"] and replayed["same_harness"]
 
 
 def test_bad_run_id_is_a_clear_error(scripted_run):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from knight.evaluation.cache import cacheable
 from knight.evaluation.report import RunResult
 from knight.store import Database, cached_evaluation, save_evaluation
 
@@ -18,7 +19,7 @@ class StoreRunCache:
             return RunResult.model_validate(row.report) if row is not None else None
 
     def put(self, candidate: str, harness: str, result: RunResult) -> None:
-        if result.failure is not None and result.failure.category in ("timeout", "memory_limit", "worker_crash"):
+        if not cacheable(result):
             return  # machine trouble is not a property of the candidate
         with self.db.session() as s:
             save_evaluation(

@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from knight.skills import Skill, load_skills, write_skill
+from knight.skills import Skill, write_skill
 from knight.store import Database, get_run, list_iterations
 
 MIN_REPEATS = 2  # a failure category seen this often in one run is a pitfall
@@ -27,7 +27,8 @@ class ConsolidationResult:
 
 def consolidate(db: Database, run_id: int, root: Path) -> ConsolidationResult:
     """Write learned skills and pitfalls for `run_id` under `root` (existing names are kept)."""
-    existing = set(load_skills(root)) if root.is_dir() else set()
+    # Every existing folder counts, deprecated skills included: a person's verdict is never undone.
+    existing = {p.name for p in root.iterdir() if (p / "SKILL.md").is_file()} if root.is_dir() else set()
     result = ConsolidationResult([], [])
     for skill in _skills_for_run(db, run_id):
         if skill.name in existing:

@@ -59,7 +59,7 @@ def build_context(
         knob_choices={k: list(v.allowed) for k, v in sorted(knobs.items())},
         knob_stats=_knob_stats(session, rows),
         recent=[_attempt(it) for it in recent],
-        lessons=_lessons(session),
+        lessons=_lessons(session, run.problem_id),
         skills=[SkillSummary(s.name, s.description) for s in sorted(skills.values(), key=lambda s: s.name)],
         iteration=iteration,
         seed=run.seed,
@@ -116,6 +116,10 @@ def _knob_stats(session: Session, rows: list[Iteration]) -> dict[tuple[str, str]
     return stats
 
 
-def _lessons(session: Session, n: int = 12) -> list[str]:
-    rows = session.scalars(select(Lesson).order_by(Lesson.id.desc()).limit(n))
+def _lessons(session: Session, problem_id: str, n: int = 12) -> list[str]:
+    """The most recent lessons learned on this problem (other problems' knobs would mislead)."""
+    rows = session.scalars(
+        select(Lesson).join(Run, Run.id == Lesson.run_id).where(Run.problem_id == problem_id)
+        .order_by(Lesson.id.desc()).limit(n)
+    )
     return [f"[{row.kind}] {row.text}" for row in reversed(list(rows))]

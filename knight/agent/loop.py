@@ -135,6 +135,10 @@ class _Attempt:
     failure: dict[str, Any] | None = None
 
 
+class _Exhausted(Exception):
+    """The proposer ran out of proposals: the run ends early, without spending an iteration."""
+
+
 class Runner:
     """Runs (or resumes) one optimisation run of one problem."""
 
@@ -220,6 +224,8 @@ class Runner:
                 self.events.iteration_started(done + 1, config.budget)
                 champion, category = self._iteration(run_id, done + 1, champion, config)
                 failing = failing + 1 if category == "proposer_error" else 0
+        except _Exhausted as e:
+            reason = str(e)
         except KeyboardInterrupt:
             self._close_run(run_id, "interrupted")
             return self._summary(run_id, "interrupted by the user", time.perf_counter() - t0)
@@ -237,6 +243,8 @@ class Runner:
         with self.db.session() as s:
             ctx = build_context(s, get_run(s, run_id), self.problem, champion, number, self.skills)
         result = self.proposer.propose(ctx)
+        if result.exhausted:
+            raise _Exhausted(result.error_message or "the proposer has nothing left to propose")
         while True:
             att.results.append(result)
             error = self._try(att, ctx, result, config)

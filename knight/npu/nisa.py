@@ -324,8 +324,10 @@ def nc_matmul(dst: View, stationary: View, moving: View, accumulate: bool | None
             loc,
         )
     regs = tr.regs
-    if accumulate not in (True, False, None):
-        raise ShapeError(f"accumulate must be True, False or None, not {accumulate!r}", loc)
+    if accumulate is not None:
+        if not isinstance(accumulate, (bool, int, np.bool_, np.integer)):
+            raise ShapeError(f"accumulate must be True, False or None, not {accumulate!r}", loc)
+        accumulate = bool(accumulate)
     acc = accumulate is not False
 
     def run() -> None:
@@ -504,6 +506,7 @@ def tensor_copy(dst: View, src: View, engine: str = "vector") -> None:
             dst.mask(regs)[...] = True
             if dst._tensor.matmul_written is not None:
                 dst.mm_mask()[...] = False
+                dst.group_mask()[...] = False
         else:
             _store(dst, regs, numerics.to_fp32(data))
 

@@ -101,6 +101,7 @@ class ProposalResult:
     error_message: str | None = None
     llm_calls: list[LLMCallRecord] = field(default_factory=list)
     transcript: list[dict[str, Any]] = field(default_factory=list)  # readable conversation turns
+    exhausted: bool = False  # the proposer has nothing left to propose (the run ends; no iteration is spent)
 
     @property
     def cost_usd(self) -> float:

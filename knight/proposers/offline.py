@@ -95,6 +95,7 @@ class OfflineProposer:
                 proposal=None,
                 error_category="proposer_error",
                 error_message=f"offline proposer: search space exhausted ({len(singles) + len(pairs)} moves tried)",
+                exhausted=True,
             )
         ranked = rank_moves(ctx, knobs, untried, random.Random(self.seed ^ ctx.iteration))
         return ProposalResult(proposal=_proposal(ctx, knobs, ranked[0], len(untried)))

@@ -74,6 +74,7 @@ class ScriptedProposer:
                 proposal=None,
                 error_category="proposer_error",
                 error_message=f"script exhausted after {len(self.lines)} proposals",
+                exhausted=True,
             )
         if ctx.iteration < 1:
             return ProposalResult(
