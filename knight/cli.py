@@ -215,6 +215,14 @@ def _open_db(where: str, create: bool):
     return open_database(where, create=create)
 
 
+def _open_run(where: str, run: int | None):
+    """An existing database and a run in it (the latest when `run` is None)."""
+    from knight.agent.replay import resolve_run_id
+
+    database = _open_db(where, create=False)
+    return database, resolve_run_id(database, run)
+
+
 class _Progress:
     """Live progress on stderr: iteration, last outcome, best speed-up."""
 
@@ -344,13 +352,11 @@ def history_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """What was tried in a run, what happened, and why."""
-    from knight.agent.replay import resolve_run_id
     from knight.store import list_iterations
 
     if status is not None and status not in ("accepted", "rejected", "failed"):
         raise UsageError("--status must be accepted, rejected or failed")
-    database = _open_db(db, create=False)
-    run_id = resolve_run_id(database, run)
+    database, run_id = _open_run(db, run)
     with database.session() as s:
         rows = list_iterations(s, run_id=run_id, status=status, category=category, limit=limit)
         items = [{
@@ -384,11 +390,9 @@ def show_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """One iteration in full: hypothesis, edits, evaluation, failure attribution, conversation."""
-    from knight.agent.replay import resolve_run_id
     from knight.agent.show import iteration_view
 
-    database = _open_db(db, create=False)
-    run_id = resolve_run_id(database, run)
+    database, run_id = _open_run(db, run)
     view = iteration_view(database, run_id, iteration)
     if as_json:
         _print_json(view)
@@ -409,13 +413,12 @@ def replay_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Rebuild the best kernel from the baseline, re-applying and re-verifying every accepted patch."""
-    from knight.agent.replay import replay, resolve_run_id
+    from knight.agent.replay import replay
     from knight.evaluation import LocalEvaluator, MemoryCache
     from knight.problems import load_problem
 
     machine = _machine(machine)
-    database = _open_db(db, create=False)
-    run_id = resolve_run_id(database, run)
+    database, run_id = _open_run(db, run)
     row = _run_row(database, run_id)
     prob = load_problem(row["problem"])
     machine = machine or row["machine"]
@@ -510,10 +513,8 @@ def skills_consolidate_cmd(
 ) -> None:
     """Turn a run's accepted patches into learned skills, and its recurring failures into pitfalls."""
     from knight.agent.consolidate import consolidate
-    from knight.agent.replay import resolve_run_id
 
-    database = _open_db(db, create=False)
-    run_id = resolve_run_id(database, run)
+    database, run_id = _open_run(db, run)
     result = consolidate(database, run_id, out_dir)
     if as_json:
         _print_json({"run_id": run_id, "written": result.written, "skipped": result.skipped})
