@@ -14,9 +14,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from knight.errors import KnightError, NotFoundError, UsageError
-from knight.store.migrate import check_revision, current_revision, upgrade_to_head
-
-BUSY_TIMEOUT_MS = 5000
+from knight.store.migrate import (
+    BUSY_TIMEOUT_MS,
+    check_revision,
+    current_revision,
+    sqlite_file,
+    upgrade_to_head,
+)
 
 
 def database_url(url_or_path: str) -> URL:
@@ -28,13 +32,6 @@ def database_url(url_or_path: str) -> URL:
         return make_url(url_or_path)
     except ArgumentError as error:
         raise UsageError(f"not a database URL: {url_or_path!r} ({error})") from error
-
-
-def _sqlite_file(url: URL) -> Path | None:
-    """The file of a SQLite URL, or None for other backends and in-memory databases."""
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return None
-    return Path(url.database)
 
 
 def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -55,7 +52,7 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def _create_engine(url: URL, where: str) -> Engine:
     """An engine for `url`, with Knight's SQLite settings when it is SQLite."""
     options: dict[str, Any] = {}
-    if url.get_backend_name() == "sqlite" and _sqlite_file(url) is None:
+    if url.get_backend_name() == "sqlite" and sqlite_file(url) is None:
         # Each connection to :memory: is a separate database: share one connection instead.
         options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
     try:
@@ -126,7 +123,7 @@ def open_database(url_or_path: str, *, create: bool = True, migrate: bool = True
     upgrade`, which then calls `Database.upgrade`); a schema newer than this Knight always fails.
     """
     url = database_url(url_or_path)
-    path = _sqlite_file(url)
+    path = sqlite_file(url)
     where = str(path) if path is not None else url.render_as_string(hide_password=True)
     if path is not None and not path.exists():
         if not create:

@@ -11,7 +11,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy import URL, Connection, Engine, create_engine, event, inspect
 from sqlalchemy.pool import NullPool
 
 from knight import __version__
@@ -73,10 +73,18 @@ def check_revision(connection: Connection, where: str) -> str | None:
     return revision
 
 
+BUSY_TIMEOUT_MS = 5000  # how long a connection waits for another writer's lock
+
+
+def sqlite_file(url: URL) -> Path | None:
+    """The file of a SQLite URL, or None for other backends and in-memory databases."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
+
+
 def _is_sqlite_file(engine: Engine) -> bool:
-    """True for a SQLite database stored in a file (not in memory)."""
-    url = engine.url
-    return url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+    return sqlite_file(engine.url) is not None
 
 
 def _locked_sqlite_engine(engine: Engine) -> Engine:
@@ -92,7 +100,7 @@ def _locked_sqlite_engine(engine: Engine) -> Engine:
         # Batch migrations drop and recreate tables: with foreign keys on, dropping `runs` would
         # cascade-delete every iteration. The keys are checked once, before commit.
         cursor.execute("PRAGMA foreign_keys=OFF")
-        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.close()
 
     @event.listens_for(migrator, "begin")
