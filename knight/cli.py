@@ -478,19 +478,14 @@ def skills_list_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """The skill catalog (name, origin, status, description), with usage counts from the database."""
-    from sqlalchemy import func, select
-
     from knight.skills import load_skills, skills_dir
-    from knight.store import SkillEvent
+    from knight.store import skill_usage
 
     skills = load_skills()
     counts: dict[str, dict[str, int]] = {}
     if db is not None:
-        database = _open_db(db, create=False)
-        with database.session() as s:
-            q = select(SkillEvent.skill, SkillEvent.event, func.count()).group_by(SkillEvent.skill, SkillEvent.event)
-            for skill, event, n in s.execute(q):
-                counts.setdefault(skill, {})[event] = n
+        with _open_db(db, create=False).session() as s:
+            counts = skill_usage(s)
     items = [{"name": k.name, "description": k.description, "origin": k.metadata.get("origin", ""),
               "status": k.metadata.get("status", ""), "usage": counts.get(k.name, {})} for k in skills.values()]
     if as_json:

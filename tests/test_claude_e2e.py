@@ -67,7 +67,8 @@ def stand_in():
 def _knight(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC")}
     env.update(ANTHROPIC_API_KEY="sk-test-not-a-real-key", ANTHROPIC_BASE_URL=url,
-               KNIGHT_BASELINES=str(ROOT / "baselines"), KNIGHT_CACHE=str(tmp_path / "cache"))
+               KNIGHT_BASELINES=str(ROOT / "baselines"), KNIGHT_SKILLS=str(ROOT / "skills"),
+               KNIGHT_CACHE=str(tmp_path / "cache"))
     return subprocess.run([sys.executable, "-m", "knight.cli", *args], capture_output=True, text=True,
                           cwd=tmp_path, env=env, timeout=300)
 
@@ -106,3 +107,6 @@ def test_claude_run_sends_the_tool_schema_applies_the_patch_and_records_usage(tm
     assert second["llm_calls"][0]["cache_read_tokens"] == 2500
     stored = (tmp_path / "k.db").read_bytes()
     assert b"sk-test-not-a-real-key" not in stored
+    listed = json.loads(_knight(tmp_path, url, "skills", "list", "--db", "k.db", "--json").stdout)
+    usage = {s["name"]: s["usage"] for s in listed}
+    assert usage["reading-the-profile"]["cited"] == 2 and usage["reading-the-profile"]["won"] >= 1

@@ -29,6 +29,7 @@ from knight.store.queries import (
     list_runs,
     next_iteration_number,
     save_evaluation,
+    skill_usage,
     source_hash,
 )
 
@@ -60,6 +61,7 @@ __all__ = [
     "next_iteration_number",
     "open_database",
     "save_evaluation",
+    "skill_usage",
     "source_hash",
     "utcnow",
 ]

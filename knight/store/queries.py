@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from knight.errors import NotFoundError
 from knight.source import canonical_source, source_hash
-from knight.store.models import Base, Candidate, Evaluation, Iteration, Run
+from knight.store.models import Base, Candidate, Evaluation, Iteration, Run, SkillEvent
 
 
 def _insert_ignore(
@@ -148,3 +148,12 @@ def accepted_chain(session: Session, run_id: int) -> list[Iteration]:
             select(Iteration).filter_by(run_id=run_id, status="accepted").order_by(Iteration.number)
         ).all()
     )
+
+
+def skill_usage(session: Session) -> dict[str, dict[str, int]]:
+    """How often each skill was retrieved, cited, won and failed, over the whole database."""
+    q = select(SkillEvent.skill, SkillEvent.event, func.count()).group_by(SkillEvent.skill, SkillEvent.event)
+    usage: dict[str, dict[str, int]] = {}
+    for skill, event, n in session.execute(q):
+        usage.setdefault(skill, {})[event] = n
+    return usage
