@@ -325,7 +325,7 @@ class _Context:
             ok = all(r.ok for r in runs)
             lat = sum(r.latency_ns for r in runs) / len(runs) if ok else None
             floor = min((r.floor_ns for r in bruns if r.floor_ns), default=None)
-            correct = ok and all(attribute_mismatch(c, b) is None for c, b in zip(runs, bruns, strict=True))
+            correct = ok and all(same_outputs(c, b) for c, b in zip(runs, bruns, strict=True))
             self.workloads.append(WorkloadReport(
                 name=w.name, heldout=heldout, weight=0.0 if heldout else w.weight, latency_ns=lat,
                 baseline_latency_ns=sum(r.latency_ns for r in bruns) / len(bruns), floor_ns=floor,

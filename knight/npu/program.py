@@ -38,24 +38,6 @@ class Region:
     b0: int
     b1: int
 
-    def overlaps(self, other: Region) -> bool:
-        return (
-            self.tensor == other.tensor
-            and self.p0 < other.p1
-            and other.p0 < self.p1
-            and self.b0 < other.b1
-            and other.b0 < self.b1
-        )
-
-    def covers(self, other: Region) -> bool:
-        return (
-            self.tensor == other.tensor
-            and self.p0 <= other.p0
-            and other.p1 <= self.p1
-            and self.b0 <= other.b0
-            and other.b1 <= self.b1
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class DmaShape:

@@ -203,7 +203,7 @@ class _DepTracker:
     """Region dependencies per tensor (NPU.md 5.2): the last writers and the readers since.
 
     Entries are (p0, p1, b0, b1, merged index, tag), the rectangle of a `Region` unpacked so the
-    overlap and cover tests (`Region.overlaps`, `Region.covers`) run inline. A writer's tag is
+    overlap and cover tests run inline on the hot path. A writer's tag is
     its tensor-engine resource for a matmul (the accumulate exemption), else -1. A reader's tag
     names an ordered stream on which finishes never decrease in program order (a compute engine,
     or a FIFO DMA queue), else -1.
