@@ -23,10 +23,20 @@ from knight.npu.tensor import HBM, PSUM, SBUF, Tensor
 _NPU_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
+_inside_npu: dict[str, bool] = {}  # filename -> is it part of the simulator (memoised: hot path)
+
+
+def _in_npu(filename: str) -> bool:
+    hit = _inside_npu.get(filename)
+    if hit is None:
+        hit = _inside_npu[filename] = os.path.dirname(os.path.abspath(filename)) == _NPU_DIR
+    return hit
+
+
 def caller_loc() -> SourceLoc:
     """The first stack frame outside `knight/npu`: the kernel statement being traced."""
     f = sys._getframe(1)
-    while f is not None and os.path.dirname(os.path.abspath(f.f_code.co_filename)) == _NPU_DIR:
+    while f is not None and _in_npu(f.f_code.co_filename):
         f = f.f_back
     if f is None:
         return SourceLoc("<unknown>", 0)
