@@ -1063,10 +1063,9 @@ def max8(dst: View, src: View, name=None) -> None:
 
 
 def nc_find_index8(dst: View, data: View, vals: View, name=None) -> None:
-    """VectorE: for each of the 8 values per partition in `vals`, the index of its occurrence in
-    `data` (uint32 dst [P, 8]). Repeated values take successive occurrences, so `max8` followed
-    by this gives the top-8 indices with ties to the lower index. A value absent from the data
-    yields 0xFFFFFFFF."""
+    """VectorE: for each of the 8 values per partition in `vals`, the index of its first
+    occurrence in `data` (uint32 dst [P, 8]); a value absent from the data gives 0xFFFFFFFF.
+    After `max8`, tied values therefore share the lower index."""
     tr, loc = active(), caller_loc()
     _name(name, loc)
     di, data, vals = _tile(dst, "dst", loc), _tile(data, "data", loc), _tile(vals, "vals", loc)
@@ -1086,18 +1085,11 @@ def nc_find_index8(dst: View, data: View, vals: View, name=None) -> None:
     regs = tr.regs
 
     def run() -> None:
-        x = numerics.to_fp32(_read(data, regs, "nc_find_index8 data")).reshape(p, -1)
-        v = numerics.to_fp32(_read(vals, regs, "nc_find_index8 vals")).reshape(p, 8)
-        out = np.full((p, 8), 0xFFFFFFFF, dtype=np.uint32)
-        for row in range(p):
-            used: set[int] = set()
-            for j in range(8):
-                hits = np.flatnonzero(x[row] == v[row, j])
-                free = [int(h) for h in hits if int(h) not in used]
-                if free:
-                    out[row, j] = free[0]
-                    used.add(free[0])
-        di.data(regs)[...] = out
+        x = numerics.to_fp32(_read(data, regs, "nc_find_index8 data")).reshape(p, 1, -1)
+        v = numerics.to_fp32(_read(vals, regs, "nc_find_index8 vals")).reshape(p, 8, 1)
+        hit = x == v  # [P, 8, N]
+        first = np.argmax(hit, axis=-1).astype(np.uint32)
+        di.data(regs)[...] = np.where(hit.any(axis=-1), first, np.uint32(0xFFFFFFFF))
         _mark_written(di, regs)
 
     instr = _compute(tr, "nc_find_index8", "vector", loc, [data, vals], [di], run)
