@@ -521,3 +521,17 @@ def test_critical_path_tiles_the_makespan_with_dma_contention():
     assert total == s.makespan_ps
     assert all(t1 > t0 for _, t0, t1, _ in segs)
     assert any(s.finish_bind[i].kind in ("dma_engine", "queue") for i in s.finish_bind)
+
+
+def test_cost_memo_is_shared_by_equal_machines_and_bounded():
+    """Issue 10 item 5: a memo keyed by the machine object kept one table per run alive."""
+    from knight.npu import costs
+
+    one = I("activation", "scalar", elems=7)
+    first = instruction_cost(one, load_machine("trn2"))
+    for _ in range(20):  # every run loads its own (equal) machine object
+        assert instruction_cost(one, load_machine("trn2")) == first
+    assert costs._CACHES[M2.hash] is costs._CACHES[load_machine("trn2").hash]
+    for k in range(10):  # distinct presets evict the oldest tables
+        instruction_cost(one, dataclasses.replace(M2, t_fixed_cycles=100 + k))
+    assert costs.cached_machines() <= costs.MAX_MACHINES

@@ -13,6 +13,7 @@ import hashlib
 import json
 import tomllib
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from importlib import resources
 
 PRESET_NAMES = ("trn2", "trn3")
@@ -79,7 +80,7 @@ class MachineSpec:
     tensor_throttle_window_ns: float
     notes: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
-    @property
+    @cached_property
     def hash(self) -> str:
         """A stable digest of every constant's value (notes excluded)."""
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "notes"}
