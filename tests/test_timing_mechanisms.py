@@ -36,6 +36,7 @@ M2 = load_machine("trn2")
 M3 = load_machine("trn3")
 P = 128
 BF16 = ml_dtypes.bfloat16
+TRIGGERS = (nisa.engine.sync, nisa.engine.scalar)  # HWDGE triggers: each has its own DMA queue
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -133,14 +134,15 @@ def test_contiguous_dma_is_at_least_3x_faster_than_192_byte_chunks():
 
 
 def _queues_kernel(n_queues: int):
-    """Eight independent 128 x 2 KiB loads on `n_queues` queues of SyncE, then one store."""
+    """Eight independent 128 x 2 KiB loads on `n_queues` queues (SyncE's, then ScalarE's: the
+    queue follows the trigger engine), then one store."""
 
     def kernel(w, out):
         n = w.shape[0]
         t = nl.ndarray((P, n, w.shape[2]), dtype=nl.bfloat16, name="t")
         for k in range(n):
-            nisa.dma_copy(dst=t[:, k, :], src=w[k], engine="sync", queue=k % n_queues)
-        nisa.dma_copy(dst=out.permute(1, 0, 2), src=t, engine="sync", queue=0)
+            nisa.dma_copy(dst=t[:, k, :], src=w[k], engine=TRIGGERS[k % n_queues])
+        nisa.dma_copy(dst=out.permute(1, 0, 2), src=t, engine=nisa.engine.sync)
 
     return kernel
 
@@ -177,8 +179,8 @@ def _buffered_loop(n_buffers: int):
         res = nl.ndarray((P, n), dtype=nl.float32, name="res")
         for i in range(n):
             buf = bufs[i % n_buffers]
-            nisa.dma_copy(dst=buf, src=w[i], engine="sync", queue=i % 2)
-            nisa.tensor_reduce(res[:, i : i + 1], buf, nl.add)
+            nisa.dma_copy(dst=buf, src=w[i], engine=TRIGGERS[i % 2])
+            nisa.tensor_reduce(res[:, i : i + 1], nl.add, buf, axis=1, keepdims=True)
         nisa.dma_copy(dst=out, src=res)
 
     return kernel
@@ -212,9 +214,9 @@ def _gemv_banks(n_banks: int):
     def kernel(w, x, out):
         _, kt_n, j_n, _ = w.shape
         wt = nl.ndarray((P, kt_n, j_n, P), dtype=nl.bfloat16, name="w")
-        nisa.dma_copy(dst=wt, src=w, engine="sync")
+        nisa.dma_copy(dst=wt, src=w, engine=nisa.engine.sync)
         xt = nl.ndarray((P, kt_n), dtype=nl.bfloat16, name="x")
-        nisa.dma_copy(dst=xt, src=x, engine="scalar")
+        nisa.dma_copy(dst=xt, src=x, engine=nisa.engine.scalar)
         banks = [
             nl.ndarray((P, 1), dtype=nl.float32, buffer=nl.psum, name=f"bank{b}")
             for b in range(n_banks)
@@ -270,7 +272,7 @@ def _readout_kernel(batched: bool):
         wt = nl.ndarray((P, 16, P), dtype=nl.bfloat16, name="w")
         nisa.dma_copy(dst=wt, src=w)
         xt = nl.ndarray((P, 1), dtype=nl.bfloat16, name="x")
-        nisa.dma_copy(dst=xt, src=x, engine="scalar")
+        nisa.dma_copy(dst=xt, src=x, engine=nisa.engine.scalar)
         ps = nl.ndarray((P, 8, 512), dtype=nl.float32, buffer=nl.psum, name="ps")  # all 8 banks
         for g in range(16):
             nisa.nc_matmul(ps[:, g % 8, g // 8 : g // 8 + 1], wt[:, g, :], xt)
@@ -331,7 +333,7 @@ def test_one_batched_psum_readout_beats_sixteen():
 
 def _split_copy(n_buffers: int = 4):
     """A DMA-bound copy of w[N, P, F] (16 KiB runs). Core c of g copies chunks [cN/g, (c+1)N/g):
-    loads on SyncE queues 0-3, stores on ScalarE queues 4-7, buffers rotated (WAR)."""
+    loads on SyncE's queue, stores on ScalarE's, buffers rotated (WAR)."""
 
     def kernel(w, out):
         n, _, f = w.shape
@@ -339,8 +341,8 @@ def _split_copy(n_buffers: int = 4):
         bufs = [nl.ndarray((P, f), dtype=nl.bfloat16, name=f"buf{b}") for b in range(n_buffers)]
         for k, i in enumerate(range(c * n // g, (c + 1) * n // g)):
             buf = bufs[k % n_buffers]
-            nisa.dma_copy(dst=buf, src=w[i], engine="sync", queue=k % n_buffers)
-            nisa.dma_copy(dst=out[i], src=buf, engine="scalar", queue=n_buffers + k % n_buffers)
+            nisa.dma_copy(dst=buf, src=w[i], engine=nisa.engine.sync)
+            nisa.dma_copy(dst=out[i], src=buf, engine=nisa.engine.scalar)
 
     return kernel
 
@@ -382,7 +384,7 @@ def test_splitting_a_dma_bound_kernel_across_cores_is_capped_by_shared_hbm():
 CRIT_REDUCES = 5
 
 
-def _first_expert_kernel(first_engine: str, first_queue: int, busy_engine: str, busy_queue: int):
+def _first_expert_kernel(first_engine: str, busy_engine: str):
     """Three large 'rest' transfers (partitions 64-127: DMA engines 8-15) are issued first on a busy
     trigger/queue; then the critical first expert (partitions 0-63: engines 0-7, so no DMA engine is
     shared) on `first_engine`; then heavy VectorE work on the first expert (five reduces, ~43 us),
@@ -395,28 +397,23 @@ def _first_expert_kernel(first_engine: str, first_queue: int, busy_engine: str, 
             nisa.dma_copy(
                 dst=rest[64:128, e],
                 src=w_rest[e].permute(1, 0, 2),
-                engine=busy_engine,
-                queue=busy_queue,
+                engine=nisa.engine[busy_engine],
             )
         crit = nl.ndarray((P, w_first.shape[1]), dtype=nl.bfloat16, name="crit")
-        nisa.dma_copy(dst=crit[0:64], src=w_first, engine=first_engine, queue=first_queue)
+        nisa.dma_copy(dst=crit[0:64], src=w_first, engine=nisa.engine[first_engine])
         r0 = nl.ndarray((P, CRIT_REDUCES), dtype=nl.float32, name="r0")
         for j in range(CRIT_REDUCES):
-            nisa.tensor_reduce(r0[0:64, j : j + 1], crit[0:64], nl.add)
+            nisa.tensor_reduce(r0[0:64, j : j + 1], nl.add, crit[0:64], axis=1, keepdims=True)
         rr = nl.ndarray((P, n_rest), dtype=nl.float32, name="rr")
-        nisa.tensor_reduce(rr[64:128], rest[64:128, :, 0, 0:64], nl.add, keepdims=False)
-        nisa.dma_copy(dst=out_first, src=r0[0:64], engine="scalar", queue=5)
-        nisa.dma_copy(dst=out_rest, src=rr[64:128], engine="scalar", queue=6)
+        nisa.tensor_reduce(rr[64:128], nl.add, rest[64:128, :, 0, 0:64], axis=2)
+        nisa.dma_copy(dst=out_first, src=r0[0:64], engine=nisa.engine.scalar)
+        nisa.dma_copy(dst=out_rest, src=rr[64:128], engine=nisa.engine.scalar)
 
     return kernel
 
 
-@pytest.mark.parametrize(
-    "busy_engine, busy_queue, behind_queue",
-    [("sync", 0, 0), ("gpsimd", 2, 3)],
-    ids=["behind-sync-queue", "behind-busy-gpsimd-swdge"],
-)
-def test_first_expert_on_idle_scalar_hwdge_arrives_earlier(busy_engine, busy_queue, behind_queue):
+@pytest.mark.parametrize("busy_engine", ["sync", "gpsimd"], ids=["behind-sync-queue", "behind-busy-gpsimd-swdge"])
+def test_first_expert_on_idle_scalar_hwdge_arrives_earlier(busy_engine):
     rng = np.random.default_rng(7)
     inputs = {"w_first": _bf16(rng, (64, 8192)), "w_rest": _bf16(rng, (3, 32, 64, 256))}
     outs = {"out_first": ((64, CRIT_REDUCES), np.float32), "out_rest": ((64, 3), np.float32)}
@@ -424,9 +421,9 @@ def test_first_expert_on_idle_scalar_hwdge_arrives_earlier(busy_engine, busy_que
     # as three large transfers; gpsimd: its own queue, but GpSimd is busy generating the earlier
     # transfers' SWDGE descriptors). Idle: triggered from ScalarE (HWDGE), queue 1.
     behind = _run(
-        _first_expert_kernel(busy_engine, behind_queue, busy_engine, busy_queue), inputs, outs
+        _first_expert_kernel(busy_engine, busy_engine), inputs, outs
     )
-    idle = _run(_first_expert_kernel("scalar", 1, busy_engine, busy_queue), inputs, outs)
+    idle = _run(_first_expert_kernel("scalar", busy_engine), inputs, outs)
     _same_bits(behind, idle)
     (rb,), (ri,) = _records(behind, "crit"), _records(idle, "crit")
     m = M2
@@ -468,7 +465,7 @@ def _gemv_orientation(weight_stationary: bool):
         kt_n, mt_n = h // P, n // P
         # Hidden row h = KT*p + kt on partition p (contiguous runs for both x^T and W).
         xt = nl.ndarray((P, kt_n, t_n), dtype=nl.bfloat16, name="x")
-        nisa.dma_copy(dst=xt, src=xT.reshape(P, kt_n, t_n), engine="scalar")
+        nisa.dma_copy(dst=xt, src=xT.reshape(P, kt_n, t_n), engine=nisa.engine.scalar)
         wt = nl.ndarray((P, kt_n, n), dtype=nl.bfloat16, name="w")
         nisa.dma_copy(dst=wt, src=w.reshape(P, kt_n, n))
         if weight_stationary:
@@ -683,10 +680,10 @@ def _mixed_kernel(x, w, y):
     """Two cores, several DMA queues and trigger engines, matmuls, ScalarE, VectorE and a sendrecv."""
     c = nl.program_id(0)
     xt = nl.ndarray((P, 2), dtype=nl.bfloat16, name="x")
-    nisa.dma_copy(dst=xt, src=x, engine="scalar")
+    nisa.dma_copy(dst=xt, src=x, engine=nisa.engine.scalar)
     wt = nl.ndarray((P, 2, 256), dtype=nl.bfloat16, name="w")
     for kt in range(2):
-        nisa.dma_copy(dst=wt[:, kt], src=w[:, kt], engine=("sync", "gpsimd")[kt], queue=4 + kt)
+        nisa.dma_copy(dst=wt[:, kt], src=w[:, kt], engine=(nisa.engine.sync, nisa.engine.gpsimd)[kt])
     ps = nl.ndarray((P, 2, 512), dtype=nl.float32, buffer=nl.psum, name="ps")
     for m in range(2):
         for kt in range(2):
@@ -698,7 +695,10 @@ def _mixed_kernel(x, w, y):
     mine = nl.ndarray((P, 2), dtype=nl.bfloat16, name="mine")
     nisa.tensor_copy(mine, act.reshape(P, 2))
     theirs = nl.ndarray((P, 2), dtype=nl.bfloat16, name="theirs")
-    nisa.sendrecv(dst=theirs, src=mine)
+    nisa.sendrecv(
+        src=mine, dst=theirs, send_to_rank=1 - c, recv_from_rank=1 - c, pipe_id=0,
+        dma_engine=nisa.dma_engine.gpsimd_dma,
+    )
     tot = nl.ndarray((P, 2), dtype=nl.bfloat16, name="tot")
     nisa.tensor_tensor(tot, mine, theirs, nl.add)
     nisa.dma_copy(dst=y[c], src=tot)
@@ -761,7 +761,7 @@ def test_same_kernel_gives_identical_latency_and_bits_across_runs_and_processes(
 
 
 def _scalar_dma_and_compute(trigger: str, dma_first: bool):
-    """ScalarE runs ~16 us of compute (a memset, then activations); a DMA independent of them is
+    """ScalarE runs ~14 us of compute (activations after a VectorE memset); a DMA independent of them is
     triggered from `trigger`, after them in program order or (dma_first) before them. On ScalarE
     the descriptor generator is a separate unit from the compute pipeline (NPU.md 2.4, 5.1; ARCH2)."""
 
@@ -769,14 +769,14 @@ def _scalar_dma_and_compute(trigger: str, dma_first: bool):
         a = nl.ndarray((P, 2048), dtype=nl.float32, name="a")
         t = nl.ndarray((P, w.shape[1]), dtype=nl.bfloat16, name="t")
         if dma_first:
-            nisa.dma_copy(dst=t, src=w, engine=trigger, queue=3)
-        nisa.memset(a, 0.5, engine="scalar")
+            nisa.dma_copy(dst=t, src=w, engine=nisa.engine[trigger])
+        nisa.memset(a, 0.5, engine=nisa.engine.vector)
         for _ in range(8):
             nisa.activation(a, nl.square, a)
         if not dma_first:
-            nisa.dma_copy(dst=t, src=w, engine=trigger, queue=3)
-        nisa.dma_copy(dst=out_w, src=t, engine="sync", queue=4)
-        nisa.dma_copy(dst=out_a, src=a, engine="sync", queue=5)
+            nisa.dma_copy(dst=t, src=w, engine=nisa.engine[trigger])
+        nisa.dma_copy(dst=out_w, src=t, engine=nisa.engine.sync)
+        nisa.dma_copy(dst=out_a, src=a, engine=nisa.engine.sync)
 
     return kernel
 
@@ -826,7 +826,7 @@ def _engine_copy_chain(engine: str, dtype, reps: int = 8):
         nisa.dma_copy(dst=a, src=x)
         for r in range(reps):
             src, dst = (a, b) if r % 2 == 0 else (b, a)
-            nisa.tensor_copy(dst, src, engine=engine)
+            nisa.tensor_copy(dst, src, engine=nisa.engine[engine])
         nisa.dma_copy(dst=out, src=a)
 
     return kernel
