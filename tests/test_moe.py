@@ -120,7 +120,10 @@ def test_profiles_show_fragmentation_in_the_baseline_and_streaming_in_the_calibr
     assert small["count"] > 0.9 * pb.dma["descriptors"]  # 192-byte pieces dominate
     big = {b["bucket"]: b for b in po.dma["histogram"]}[">=4KiB"]
     assert big["bytes"] > 0.99 * po.dma["bytes"]
-    assert po.dma["active_share"] > 0.7 > pb.dma["active_share"]
+    # Both keep the DMA engines busy (the baseline's 192-byte runs are packet-rate bound, DMAOV),
+    # but the calibration kernel moves bytes several times faster.
+    assert po.dma["active_share"] > 0.7
+    assert po.dma["bandwidth_gbps"] > 3 * pb.dma["bandwidth_gbps"]
     # The optimized kernel runs within 2x of the physical floor, never below it.
     w = problem.workload("t1")
     inputs = problem.make_inputs(w, w.seeds[0])

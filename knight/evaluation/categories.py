@@ -26,6 +26,7 @@ class Category(StrEnum):
     dtype_error = "dtype_error"
     uninitialized_read = "uninitialized_read"
     host_sync = "host_sync"
+    race = "race"
     kernel_exception = "kernel_exception"
     # run
     timeout = "timeout"
@@ -56,7 +57,7 @@ STAGES: dict[str, tuple[Category, ...]] = {
     "static": (Category.syntax_error, Category.forbidden_construct),
     "trace": (
         Category.shape_error, Category.resource_overflow, Category.illegal_access, Category.dtype_error,
-        Category.uninitialized_read, Category.host_sync, Category.kernel_exception,
+        Category.uninitialized_read, Category.host_sync, Category.race, Category.kernel_exception,
     ),
     "run": (Category.timeout, Category.memory_limit, Category.worker_crash),
     "correctness": (
@@ -84,6 +85,7 @@ HINTS: dict[Category, str] = {
     Category.dtype_error: "kernel-language",
     Category.uninitialized_read: "kernel-language",
     Category.host_sync: "kernel-rules",
+    Category.race: "kernel-rules",
     Category.kernel_exception: "kernel-language",
     Category.timeout: "kernel-rules",
     Category.memory_limit: "kernel-rules",

@@ -21,9 +21,13 @@ from knight.npu.program import (
 SCHEDULER_OPS = frozenset({"dma_copy", "sendrecv", "barrier"})
 TENSOR_OPS = frozenset({"matmul", "transpose"})
 
-# id(machine) -> (machine, {signature: (occupancy_ps, latency_ps)}); the machine is kept alive
-# in the value so that its id cannot be reused by another object while the entry exists.
-_CACHES: dict[int, tuple[MachineSpec, dict[tuple, tuple[int, int]]]] = {}
+# Machine hash -> {signature: (occupancy_ps, latency_ps)}. Keyed by the preset's content, not the
+# object, so the many equal MachineSpec objects that runs load share one table and nothing per
+# run stays alive (issue 10: pooled workers grew ~50 MB per evaluation). Bounded: a table is
+# dropped when it grows past MAX_SIGNATURES, and only the most recent MAX_MACHINES are kept.
+MAX_MACHINES = 4
+MAX_SIGNATURES = 50_000
+_CACHES: dict[str, dict[tuple, tuple[int, int]]] = {}
 
 
 def signature(instr: Instr) -> tuple:
@@ -45,15 +49,29 @@ def signature(instr: Instr) -> tuple:
 
 def instruction_cost(instr: Instr, m: MachineSpec) -> tuple[int, int]:
     """(occupancy_ps, latency_ps) of a non-DMA instruction on machine `m`, memoised."""
-    entry = _CACHES.get(id(m))
-    if entry is None or entry[0] is not m:
-        entry = _CACHES[id(m)] = (m, {})
-    cache = entry[1]
+    cache = _CACHES.get(m.hash)
+    if cache is None or len(cache) > MAX_SIGNATURES:
+        cache = _table(m.hash)
     key = signature(instr)
     cost = cache.get(key)
     if cost is None:
         cost = cache[key] = _cost(instr, m)
     return cost
+
+
+def _table(key: str) -> dict[tuple, tuple[int, int]]:
+    """A fresh cost table for machine `key`, evicting the oldest machines past MAX_MACHINES."""
+    _CACHES.pop(key, None)
+    while len(_CACHES) >= MAX_MACHINES:
+        del _CACHES[next(iter(_CACHES))]
+    table: dict[tuple, tuple[int, int]] = {}
+    _CACHES[key] = table
+    return table
+
+
+def cached_machines() -> int:
+    """How many machines have a cost table (for tests of the memo's bound)."""
+    return len(_CACHES)
 
 
 def _cost(instr: Instr, m: MachineSpec) -> tuple[int, int]:
@@ -96,7 +114,9 @@ def compute_cost(
     if strided:
         work *= 2  # an innermost stride above 16 B halves SBUF/PSUM bandwidth (NPU.md 4, ARCH1)
     if dynamic:
-        work = max(m.dynamic_copy_min_cycles, work)  # copy with a dynamic offset: max(600, N) (NPU.md 4)
+        work = max(
+            m.dynamic_copy_min_cycles, work
+        )  # copy with a dynamic offset: max(600, N) (NPU.md 4)
     # Static overhead plus at least MIN_II cycles; the write-back is seen only by dependants (5.4).
     occupancy = m.t_fixed_cycles + max(m.min_ii_cycles, work)
     latency = occupancy + m.t_wb_cycles

@@ -15,6 +15,7 @@ CATEGORIES = (
     "dtype_error",
     "uninitialized_read",
     "host_sync",
+    "race",
     "kernel_exception",
 )
 
@@ -89,6 +90,12 @@ class UninitializedRead(NpuError):
 
 class HostSync(NpuError):
     category = "host_sync"
+
+
+class Race(NpuError):
+    """Both cores touch the same HBM bytes, at least one writing, with no core_barrier between."""
+
+    category = "race"
 
 
 class KernelException(NpuError):

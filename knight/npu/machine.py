@@ -1,8 +1,9 @@
 """Machine presets: every modelling constant of a chip, loaded from a data file with its source.
 
 A preset is a TOML file in `knight/npu/presets/`. Each constant is a table
-`name = { value = ..., basis = "published" | "model", note = "source or calibration note" }`,
-so the provenance of every number travels with it. `MachineSpec.hash` is stable across
+`name = { value = ..., basis = "published" | "fitted" | "model", note = "source or calibration note" }`,
+so the provenance of every number travels with it: "published" is stated by a public source,
+"fitted" is fitted to a published figure (the note names it), "model" is our own choice. `MachineSpec.hash` is stable across
 processes and platforms and is part of every evaluation's harness fingerprint.
 """
 
@@ -12,9 +13,11 @@ import hashlib
 import json
 import tomllib
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from importlib import resources
 
 PRESET_NAMES = ("trn2", "trn3")
+BASES = ("published", "fitted", "model")  # where a constant's value comes from
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,12 @@ class MachineSpec:
     dma_queues: int
     dma_partitions_per_engine: int
     dma_bw_engine_bytes_per_ns: float
-    dma_s0_bytes: int
-    dma_t_fix_ns: float
+    dma_desc_knee_bytes: float
+    dma_desc_knee_sharpness: float
+    dma_first_byte_ns: float
+    dma_first_byte_swdge_ns: float
+    dma_completion_ns: float
+    dma_queue_pipelined: bool
     dma_t_issue_hwdge_ns: float
     dma_t_swdge_ns: float
     dma_t_swdge_per_desc_ns: float
@@ -66,10 +73,14 @@ class MachineSpec:
     hbm_efficiency: float
     # --- cross-core
     sendrecv_max_partition_bytes: int
+    # --- TensorE warm-up throttling (dI/dt limit)
     tensor_throttle: bool
+    tensor_throttle_floor: float
+    tensor_throttle_ramp_ns: float
+    tensor_throttle_window_ns: float
     notes: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
-    @property
+    @cached_property
     def hash(self) -> str:
         """A stable digest of every constant's value (notes excluded)."""
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "notes"}
@@ -105,7 +116,9 @@ def load_machine(name: str = "trn2") -> MachineSpec:
             raw = tomllib.load(fh)
     else:
         if name not in PRESET_NAMES:
-            raise UnknownMachine(f"unknown machine preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
+            raise UnknownMachine(
+                f"unknown machine preset {name!r}; choose one of {', '.join(PRESET_NAMES)}"
+            )
         text = resources.files("knight.npu").joinpath(f"presets/{name}.toml").read_text()
         raw = tomllib.loads(text)
     return _spec_from_toml(raw)
@@ -119,10 +132,16 @@ def _spec_from_toml(raw: dict) -> MachineSpec:
             continue
         for key, entry in table.items():
             values[key] = entry["value"]
+            if entry.get("basis", "model") not in BASES:
+                raise ValueError(
+                    f"preset {raw.get('name')}: {key} has basis {entry.get('basis')!r}, not one of {BASES}"
+                )
             notes[key] = f"[{entry.get('basis', 'model')}] {entry.get('note', '')}".strip()
     known = {f.name for f in fields(MachineSpec)} - {"notes"}
     missing = known - values.keys()
     extra = values.keys() - known
     if missing or extra:
-        raise ValueError(f"preset {raw.get('name')}: missing {sorted(missing)}, unknown {sorted(extra)}")
+        raise ValueError(
+            f"preset {raw.get('name')}: missing {sorted(missing)}, unknown {sorted(extra)}"
+        )
     return MachineSpec(**values, notes=notes)

@@ -169,7 +169,7 @@ def _dma_stats(transfers: list[DmaRecord], span: int, cores: list[int]) -> dict:
 def _union_ps(transfers: list[DmaRecord]) -> int:
     """Length of the union of data phases: "time when at least one DMA is transferring" (PROF)."""
     total, cur_lo, cur_hi = 0, -1, -1
-    for lo, hi in sorted((r.first_data_ps, r.finish_ps) for r in transfers):
+    for lo, hi in sorted((r.first_data_ps, r.data_end_ps) for r in transfers):
         if lo > cur_hi:
             total += cur_hi - cur_lo
             cur_lo, cur_hi = lo, hi

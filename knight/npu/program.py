@@ -25,7 +25,9 @@ PERF_SCALAR_HALF = "scalar_half"  # ScalarE tensor_copy / tensor_scalar on 16-bi
 
 @dataclass(frozen=True, slots=True)
 class Region:
-    """A rectangle of memory an instruction touches: partitions [p0, p1) x bytes [b0, b1).
+    """Memory an instruction touches: partitions p0, p0+pstep, ... < p1, and within each the bytes
+    [b0, b1), or exactly the intervals `runs` = (starts, ends) when they are not one dense block
+    (exact access patterns, `knight.npu.access`).
 
     For on-chip buffers the byte range is within each partition of the tensor's allocation;
     for HBM tensors p0=0, p1=1 and the byte range is within the tensor.
@@ -37,6 +39,8 @@ class Region:
     p1: int
     b0: int
     b1: int
+    pstep: int = 1
+    runs: tuple[tuple[int, ...], tuple[int, ...]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from knight.npu.access import region_for
 from knight.npu.errors import HostSync, IllegalAccess, ShapeError, SourceLoc
 from knight.npu.program import Region
 
@@ -341,28 +342,13 @@ def _reshape_no_copy(arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def region_of(view: View) -> Region:
-    """The bounding rectangle of memory a view touches (conservative for strided views)."""
+    """The exact memory a view touches (partition set x byte intervals, `knight.npu.access`)."""
     t = view._tensor
     if view._dynamic:
         pstride = t.data.strides[0] if t.on_chip else 0
         per = pstride if t.on_chip else t.data.nbytes
         return Region(t.id, 0, t.shape[0] if t.on_chip else 1, t.base, t.base + per)
-    arr = view._arr
-    off = arr.__array_interface__["data"][0] - t.data.__array_interface__["data"][0]
-    lo = hi = 0
-    dims = range(1, arr.ndim) if t.on_chip else range(arr.ndim)
-    for d in dims:
-        span = (arr.shape[d] - 1) * arr.strides[d]
-        lo += min(0, span)
-        hi += max(0, span)
-    hi += arr.itemsize
-    if not t.on_chip:
-        return Region(t.id, 0, 1, off + lo, off + hi)
-    pstride = t.data.strides[0]
-    p0, inpart = divmod(off, pstride)
-    pstep = arr.strides[0] // pstride if arr.shape[0] > 1 else 1
-    p1 = p0 + (arr.shape[0] - 1) * pstep + 1
-    return Region(t.id, p0, p1, t.base + inpart + lo, t.base + inpart + hi)
+    return region_for(t.id, view._arr, t.data, t.on_chip, t.base)
 
 
 def partition_range(view: View) -> tuple[int, int, int]:

@@ -6,12 +6,13 @@ memoised costs. Scheduling is the single in-order pass of NPU.md 5.3 over intege
 DMA transfers (NPU.md 2.4, 5.5), `sendrecv` and `barrier` (NPU.md 2.5) take a slower side path.
 
 The in-order resources ("units") of a core are its five engines plus ScalarE's descriptor
-generator (`scalar-dge`): an HWDGE DMA triggered from ScalarE is issued by the DGE hardware
-attached to ScalarE, not by ScalarE's compute pipeline (NPU.md 2.4: "On ScalarE this can hide
-behind earlier compute"; 5.1: "2 HWDGE units"), so those DMAs are in order among themselves and
-hold that unit for t_issue, but neither wait for nor delay ScalarE compute. SyncE-triggered HWDGE
-DMAs hold SyncE (it has no compute to hide behind); SWDGE DMAs hold GpSimd (descriptors are made
-in software there).
+generator (`scalar-dge`). An HWDGE DMA triggered from ScalarE is dispatched in ScalarE's in-order
+stream (it waits there for its inputs, and later ScalarE instructions wait for that dispatch), but
+its ~600 ns of descriptor generation runs on the DGE, which is independent of ScalarE's compute
+pipeline, so it hides behind *earlier* ScalarE compute (ARCH2 "Descriptor Generation Engine":
+"could be hidden behind earlier compute instructions ... in program order"). SyncE-triggered
+HWDGE DMAs hold SyncE; SWDGE DMAs hold GpSimd while it generates descriptors (DGE); `none` DMAs
+(precomputed descriptors) hold no engine.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from knight.npu.access import covers, overlaps
 from knight.npu.costs import instruction_cost
+from knight.npu.errors import Race
 from knight.npu.machine import MachineSpec
 from knight.npu.program import ENGINES, DmaShape, Instr, Program, Region
 
@@ -32,8 +35,10 @@ UNITS = (*ENGINES, "scalar-dge")
 N_UNITS = len(UNITS)
 SCALAR_DGE = UNITS.index("scalar-dge")
 
+TENSOR = ENGINE_INDEX["tensor"]
+
 # Instruction classes of the lowered program (0 takes the fast path).
-COMPUTE, DMA, SENDRECV, BARRIER = 0, 1, 2, 3
+COMPUTE, DMA, SENDRECV, BARRIER, THROTTLED = 0, 1, 2, 3, 4
 _CLASS = {"dma_copy": DMA, "sendrecv": SENDRECV, "barrier": BARRIER}
 
 # Binding kinds: what determined an instruction's start (or a transfer's finish).
@@ -66,6 +71,9 @@ class Lowered:
     dma_plans: dict[int, _DmaPlan]
     xfer_ps: dict[int, int]  # sendrecv: transfer time after both sides issued
     n_cores: int
+    dispatch: dict[
+        int, int
+    ]  # ScalarE-triggered HWDGE DMA -> ScalarE's resource (its dispatch stream)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +102,7 @@ def lower(program: Program, m: MachineSpec) -> Lowered:
     instrs = merge_order(program.cores)
     origin = [(ins.core, ins.index) for ins in instrs]
     n_cores = max(1, len(program.cores))
-    tracker = _DepTracker(n_cores, m.dma_queues)
+    tracker = _DepTracker(n_cores, m.dma_queues, instrs, program.tensors)
     res: list[int] = []
     unit: list[str] = []
     occ: list[int] = []
@@ -105,18 +113,29 @@ def lower(program: Program, m: MachineSpec) -> Lowered:
     xfer: dict[int, int] = {}
     first_half: dict[tuple[int, int], int] = {}  # (index in core, class) -> merged index
     partner: dict[int, int] = {}
-    issue_hw, t_swdge, per_desc = ns_to_ps(m.dma_t_issue_hwdge_ns), m.dma_t_swdge_ns, m.dma_t_swdge_per_desc_ns
+    issue_hw, t_swdge, per_desc = (
+        ns_to_ps(m.dma_t_issue_hwdge_ns),
+        m.dma_t_swdge_ns,
+        m.dma_t_swdge_per_desc_ns,
+    )
+    dispatch: dict[int, int] = {}
+    throttled = m.tensor_throttle
     for i, ins in enumerate(instrs):
         kind = _CLASS.get(ins.op, COMPUTE)
         u = ENGINE_INDEX[ins.engine]
         if kind == COMPUTE:
             o, lt = instruction_cost(ins, m)
+            if throttled and u == TENSOR:
+                kind = THROTTLED  # TensorE warm-up throttling (PROF), see `_Throttle`
         elif kind == DMA:
             shape = ins.dma
             assert shape is not None, f"dma_copy without a DmaShape at {ins.loc}"
             plans[i] = _dma_plan(ins, shape, m)
             o, lt = _issue_ps(shape, issue_hw, t_swdge, per_desc), 0
-            u = _issue_unit(ins.engine, shape, u)
+            issuer = _issue_unit(ins.engine, shape, u)
+            if issuer != u:
+                dispatch[i] = ins.core * N_UNITS + u
+            u = issuer
         else:
             o, lt = (issue_hw if kind == SENDRECV else 0), 0
             if kind == SENDRECV:
@@ -132,19 +151,32 @@ def lower(program: Program, m: MachineSpec) -> Lowered:
         occ.append(o)
         lat.append(lt)
         cls.append(kind)
-        deps.append(tracker.add(i, ins, r, kind))
+        deps.append(tracker.add(i, ins, r, COMPUTE if kind == THROTTLED else kind))
     return Lowered(
-        instrs, origin, [ins.core for ins in instrs], [ins.engine for ins in instrs], unit,
-        res, occ, lat, deps, cls, partner, plans, xfer, n_cores,
+        instrs,
+        origin,
+        [ins.core for ins in instrs],
+        [ins.engine for ins in instrs],
+        unit,
+        res,
+        occ,
+        lat,
+        deps,
+        cls,
+        partner,
+        plans,
+        xfer,
+        n_cores,
+        dispatch,
     )
 
 
 def _issue_unit(engine: str, shape: DmaShape, u: int) -> int:
     """The in-order unit that issues a transfer (index in UNITS; `u` is the trigger engine's).
 
-    An HWDGE DMA triggered from ScalarE goes to ScalarE's descriptor generator, a unit of its own,
-    so the issue can hide behind earlier ScalarE compute (NPU.md 2.4, 5.1). Every other DMA holds
-    its trigger engine: SyncE (HWDGE, no compute to hide behind) or GpSimd (SWDGE, software).
+    An HWDGE DMA triggered from ScalarE runs on ScalarE's descriptor generator, a unit of its own
+    (it is still dispatched in ScalarE's stream: `Lowered.dispatch`). Every other DMA holds its
+    trigger engine: SyncE (HWDGE), GpSimd (SWDGE); a `none` DMA holds it for no time.
     """
     return SCALAR_DGE if engine == "scalar" and shape.mode == "hwdge" else u
 
@@ -167,8 +199,7 @@ def _dma_plan(ins: Instr, shape: DmaShape, m: MachineSpec) -> _DmaPlan:
         for e in range(shape.p0 // per_eng, (shape.p0 + shape.partitions - 1) // per_eng + 1):
             lo, hi = max(shape.p0, e * per_eng), min(shape.p0 + shape.partitions, (e + 1) * per_eng)
             parts_on[e % m.dma_engines] = parts_on.get(e % m.dma_engines, 0) + hi - lo
-    # Each descriptor costs t_desc = s0 / BW_eng on top of its bytes / BW_eng (efficiency s/(s+s0)).
-    per_chunk_ns = (m.dma_s0_bytes + shape.chunk_bytes) / m.dma_bw_engine_bytes_per_ns
+    per_chunk_ns = descriptor_ns(shape.chunk_bytes, m)
     jobs = tuple(
         (core * m.dma_engines + e, ns_to_ps(p * shape.chunks_per_partition * per_chunk_ns))
         for e, p in sorted(parts_on.items())
@@ -183,12 +214,35 @@ def _dma_plan(ins: Instr, shape: DmaShape, m: MachineSpec) -> _DmaPlan:
         jobs=jobs,
         groups=groups,
         info=(
-            ins.core, ins.engine, shape.mode, shape.queue, shape.total_bytes, shape.hbm_bytes,
-            shape.partitions * shape.chunks_per_partition, shape.chunk_bytes,
-            tuple(e for e, _ in jobs), sum(need for _, need in jobs),
+            ins.core,
+            ins.engine,
+            shape.mode,
+            shape.queue,
+            shape.total_bytes,
+            shape.hbm_bytes,
+            shape.partitions * shape.chunks_per_partition,
+            shape.chunk_bytes,
+            tuple(e for e, _ in jobs),
+            sum(need for _, need in jobs),
         ),
         hbm_ps=ns_to_ps(shape.hbm_bytes / hbm_rate),
     )
+
+
+def descriptor_ns(chunk_bytes: int, m: MachineSpec) -> float:
+    """Time one DMA engine spends on one descriptor (a contiguous run) of `chunk_bytes` bytes.
+
+    (s^k + K^k)^(1/k) / BW_eng: bandwidth-bound for large runs, bounded below by a per-descriptor
+    time K / BW_eng (the packet rate) for small ones; K and k are fitted to the DMAOV
+    throughput-vs-size figure (docs/npu-model.md).
+    """
+    k, knee = m.dma_desc_knee_sharpness, m.dma_desc_knee_bytes
+    return (chunk_bytes**k + knee**k) ** (1.0 / k) / m.dma_bw_engine_bytes_per_ns
+
+
+def dma_efficiency(chunk_bytes: int, m: MachineSpec) -> float:
+    """Share of an engine's peak rate reached with descriptors of `chunk_bytes` bytes."""
+    return chunk_bytes / m.dma_bw_engine_bytes_per_ns / descriptor_ns(chunk_bytes, m)
 
 
 def _sendrecv_ps(ins: Instr, m: MachineSpec) -> int:
@@ -202,25 +256,36 @@ def _sendrecv_ps(ins: Instr, m: MachineSpec) -> int:
 class _DepTracker:
     """Region dependencies per tensor (NPU.md 5.2): the last writers and the readers since.
 
-    Entries are (p0, p1, b0, b1, merged index, tag), the rectangle of a `Region` unpacked so the
-    overlap and cover tests run inline on the hot path. A writer's tag is
-    its tensor-engine resource for a matmul (the accumulate exemption), else -1. A reader's tag
-    names an ordered stream on which finishes never decrease in program order (a compute engine,
-    or a FIFO DMA queue), else -1.
+    Entries are (p0, p1, b0, b1, merged index, tag, fine), the bounding box of a `Region`
+    unpacked so the overlap and cover tests run inline on the hot path; `fine` is the Region
+    itself when it is not dense (strided partitions or byte runs: `knight.npu.access`), and then
+    boxes that overlap are checked exactly. A writer's tag is its tensor-engine resource for a
+    matmul (the accumulate exemption), else -1. A reader's tag names an ordered stream on which
+    finishes never decrease in program order (a compute engine, or a FIFO DMA queue), else -1.
+
+    Tensors touched by both cores are shared HBM. Two accesses to the same bytes from different
+    cores, at least one a write, with no `core_barrier` between them, are a data race on
+    hardware (the cores run unsynchronised): a `Race` error at the later instruction's line.
     """
 
-    def __init__(self, n_cores: int, n_queues: int) -> None:
+    def __init__(
+        self, n_cores: int, n_queues: int, instrs: list[Instr], names: dict[int, str]
+    ) -> None:
         self.n_queues = n_queues
-        self.writers: dict[int, list[tuple[int, int, int, int, int, int]]] = {}
-        self.readers: dict[int, list[tuple[int, int, int, int, int, int]]] = {}
+        self.instrs, self.names = instrs, names
+        self.writers: dict[int, list[tuple]] = {}
+        self.readers: dict[int, list[tuple]] = {}
         # Barrier fence state per core (NPU.md 2.5): what a barrier waits for, and who waits for it.
         self.last_ordered: list[dict[int, int]] = [{} for _ in range(n_cores)]  # stream -> last
         self.unordered: list[list[int]] = [[] for _ in range(n_cores)]
         self.fence: list[dict[int, int]] = [{} for _ in range(n_cores)]
+        self.epoch = [0] * n_cores  # core_barriers passed so far, per core
+        self.epoch_of: list[int] = []  # merged index -> its core's epoch when it was issued
 
     def add(self, i: int, ins: Instr, r: int, kind: int) -> tuple[int, ...]:
         """Record instruction `i` and return its dependencies (all earlier in merged order)."""
         deps: set[int] = set()
+        self.epoch_of.append(self.epoch[ins.core])
         # An accumulating matmul is pipelined behind the previous matmul of the same group on the
         # same TensorE (in-order issue already orders them); it still waits for other writers.
         pipe = r if ins.op == "matmul" else -1
@@ -230,21 +295,34 @@ class _DepTracker:
             lst = writers.get(reg.tensor)
             if lst:
                 p0, p1, b0, b1 = reg.p0, reg.p1, reg.b0, reg.b1
-                for q0, q1, c0, c1, j, tag in lst:
+                fine = reg if (reg.pstep != 1 or reg.runs is not None) else None
+                for q0, q1, c0, c1, j, tag, qf in lst:
                     if q0 < p1 and p0 < q1 and c0 < b1 and b0 < c1 and tag != exempt:
-                        deps.add(j)
+                        if (fine is None and qf is None) or overlaps(
+                            reg, qf or _box(q0, q1, c0, c1)
+                        ):
+                            deps.add(j)
         for reg in ins.writes:
             p0, p1, b0, b1 = reg.p0, reg.p1, reg.b0, reg.b1
+            fine = reg if (reg.pstep != 1 or reg.runs is not None) else None
             lst = readers.get(reg.tensor)
             if lst:  # WAR: all readers since the region's last write
-                for q0, q1, c0, c1, j, _ in lst:
+                for q0, q1, c0, c1, j, _, qf in lst:
                     if q0 < p1 and p0 < q1 and c0 < b1 and b0 < c1:
-                        deps.add(j)
+                        if (fine is None and qf is None) or overlaps(
+                            reg, qf or _box(q0, q1, c0, c1)
+                        ):
+                            deps.add(j)
             lst = writers.get(reg.tensor)
             if lst:  # WAW: the last overlapping writer
-                for q0, q1, c0, c1, j, tag in lst:
+                for q0, q1, c0, c1, j, tag, qf in lst:
                     if q0 < p1 and p0 < q1 and c0 < b1 and b0 < c1 and tag != exempt:
-                        deps.add(j)
+                        if (fine is None and qf is None) or overlaps(
+                            reg, qf or _box(q0, q1, c0, c1)
+                        ):
+                            deps.add(j)
+        if len(self.epoch) > 1:
+            self._check_races(i, ins, deps)
         mono = self._stream(ins, r, kind)
         self._fence_deps(i, ins, r, kind, mono, deps)
         deps.discard(i)
@@ -252,7 +330,20 @@ class _DepTracker:
             self._add_reader(reg, i, mono)
         for reg in ins.writes:
             self._add_writer(reg, i, pipe)
+        if kind == BARRIER:
+            self.epoch[ins.core] += 1
         return tuple(sorted(deps)) if len(deps) > 1 else tuple(deps)
+
+    def _check_races(self, i: int, ins: Instr, deps: set[int]) -> None:
+        """A data dependency on the other core's access with no core_barrier between is a race."""
+        instrs, epoch_of, mine = self.instrs, self.epoch_of, self.epoch[ins.core]
+        for j in deps:
+            other = instrs[j]
+            if other.core != ins.core and epoch_of[j] >= mine:
+                # Barrier k (counted per core) orders everything before it on both cores: the
+                # access j happened before its core's barrier number epoch_of[j] + 1, which this
+                # core has not passed yet.
+                raise _race(ins, other, self.names)
 
     def _stream(self, ins: Instr, r: int, kind: int) -> int:
         """The ordered stream of an instruction: finishes are monotone along an in-order engine
@@ -266,33 +357,55 @@ class _DepTracker:
     def _add_reader(self, reg: Region, i: int, mono: int) -> None:
         lst = self.readers.setdefault(reg.tensor, [])
         p0, p1, b0, b1 = reg.p0, reg.p1, reg.b0, reg.b1
+        fine = reg if (reg.pstep != 1 or reg.runs is not None) else None
         if mono >= 0:
             # A later reader on the same ordered stream finishes no earlier, so it stands in for
             # the readers whose regions it covers (checked over a short window to stay O(1)).
             for k in range(len(lst) - 1, max(-1, len(lst) - 9), -1):
-                q0, q1, c0, c1, _, tag = lst[k]
+                q0, q1, c0, c1, _, tag, qf = lst[k]
                 if tag == mono and p0 <= q0 and q1 <= p1 and b0 <= c0 and c1 <= b1:
-                    del lst[k]
-        lst.append((p0, p1, b0, b1, i, mono))
+                    if fine is None or covers(reg, qf or _box(q0, q1, c0, c1)):
+                        del lst[k]
+        lst.append((p0, p1, b0, b1, i, mono, fine))
 
     def _add_writer(self, reg: Region, i: int, pipe: int) -> None:
         # Entries fully covered by this write are superseded: later accesses wait for this write,
         # which waited for them (WAR/WAW), so the lists stay short.
         t = reg.tensor
         p0, p1, b0, b1 = reg.p0, reg.p1, reg.b0, reg.b1
+        fine = reg if (reg.pstep != 1 or reg.runs is not None) else None
+        entry = (p0, p1, b0, b1, i, pipe, fine)
+        if fine is None:
+            lst = self.readers.get(t)
+            if lst:
+                self.readers[t] = [
+                    e for e in lst if not (p0 <= e[0] and e[1] <= p1 and b0 <= e[2] and e[3] <= b1)
+                ]
+            lst = self.writers.get(t)
+            if lst:
+                lst = [
+                    e for e in lst if not (p0 <= e[0] and e[1] <= p1 and b0 <= e[2] and e[3] <= b1)
+                ]
+                lst.append(entry)
+                self.writers[t] = lst
+            else:
+                self.writers[t] = [entry]
+            return
+        # A strided write supersedes only entries with exactly its own pattern.
         lst = self.readers.get(t)
         if lst:
-            self.readers[t] = [e for e in lst if not (p0 <= e[0] and e[1] <= p1 and b0 <= e[2] and e[3] <= b1)]
+            self.readers[t] = [e for e in lst if e[6] != reg]
         lst = self.writers.get(t)
-        entry = (p0, p1, b0, b1, i, pipe)
         if lst:
-            lst = [e for e in lst if not (p0 <= e[0] and e[1] <= p1 and b0 <= e[2] and e[3] <= b1)]
+            lst = [e for e in lst if e[6] != reg]
             lst.append(entry)
             self.writers[t] = lst
         else:
             self.writers[t] = [entry]
 
-    def _fence_deps(self, i: int, ins: Instr, r: int, kind: int, stream: int, deps: set[int]) -> None:
+    def _fence_deps(
+        self, i: int, ins: Instr, r: int, kind: int, stream: int, deps: set[int]
+    ) -> None:
         """A barrier waits for everything before it on its core; each unit's next instruction
         (engines and ScalarE's DGE) waits for the barrier (model of NPU.md 2.5: a barrier
         synchronises the whole core)."""
@@ -313,6 +426,26 @@ class _DepTracker:
             self.last_ordered[c][stream] = i
         else:
             self.unordered[c].append(i)
+
+
+def _box(p0: int, p1: int, b0: int, b1: int) -> Region:
+    """A dense region for an entry stored without its Region (tensor id unused by the tests)."""
+    return Region(-1, p0, p1, b0, b1)
+
+
+def _race(ins: Instr, other: Instr, names: dict[int, str]) -> Race:
+    mine = {reg.tensor for reg in (*ins.reads, *ins.writes)}
+    shared = [reg.tensor for reg in (*other.reads, *other.writes) if reg.tensor in mine]
+    name = names.get(shared[0], "a shared HBM tensor") if shared else "a shared HBM tensor"
+    what = "writes" if any(reg.tensor in shared for reg in ins.writes) else "reads"
+    return Race(
+        f"core {ins.core} {what} bytes of {name!r} that core {other.core} also accesses "
+        f"({other.op} at {other.loc}) with no core_barrier between them: the cores are not "
+        "synchronised, so the result depends on timing on hardware",
+        ins.loc,
+        engine=ins.engine,
+        core=ins.core,
+    )
 
 
 # ----------------------------------------------------------------------------- calendars
@@ -370,7 +503,9 @@ class Calendar:
             k = bisect_right(ends, t)
 
 
-def _insert(starts: list[int], ends: list[int], owners: list[int], k: int, a: int, b: int, owner: int) -> None:
+def _insert(
+    starts: list[int], ends: list[int], owners: list[int], k: int, a: int, b: int, owner: int
+) -> None:
     """Insert the busy piece [a, b) before interval k, merging with touching neighbours."""
     left = k > 0 and ends[k - 1] == a
     right = k < len(starts) and starts[k] == b
@@ -400,7 +535,9 @@ class _EngineCalendars:
             shared = Calendar(frozenset(range(c * per_core, (c + 1) * per_core)))
             self.of.extend([shared] * per_core)
 
-    def fill(self, groups: tuple[tuple[int, frozenset[int]], ...], ready: int, owner: int) -> tuple[int, int, int, int]:
+    def fill(
+        self, groups: tuple[tuple[int, frozenset[int]], ...], ready: int, owner: int
+    ) -> tuple[int, int, int, int]:
         """Place a transfer's per-engine work; return (first start, last start, end, blame) of the
         engine that finishes last."""
         first, best = -1, (ready, ready, -1)
@@ -424,6 +561,51 @@ class _EngineCalendars:
         return (first if first >= 0 else ready), last, end, blame
 
 
+# ----------------------------------------------------------------------------- throttling
+
+
+class _Throttle:
+    """TensorE dI/dt throttling (PROF, Neuron Explorer "Understanding throttling"): after idling,
+    utilization is limited to ~50 % of peak and the limit ramps to 100 % over ~3 us of work; it
+    re-engages when utilization falls below 50 % over a ~3 us window.
+
+    Model: the limit at time t is floor + (1 - floor) * min(1, (t - ramp start) / ramp). An idle
+    gap of at least half the window restarts the ramp (a window that is at least half idle is
+    below 50 %). The limit caps utilization, not speed: an instruction of full-rate occupancy W
+    holds TensorE until the work integrated under the limit reaches W, less the idle time since
+    the previous instruction (sparse work under the cap is not slowed).
+    """
+
+    def __init__(self, m: MachineSpec, n_cores: int) -> None:
+        self.floor = float(m.tensor_throttle_floor)
+        self.ramp = ns_to_ps(m.tensor_throttle_ramp_ns)
+        self.reset_gap = ns_to_ps(m.tensor_throttle_window_ns) // 2
+        self.ramp_start = [0] * n_cores  # per core: when the current ramp began
+        self.full_at = [0] * n_cores  # ... and when it reaches full utilization
+        self.busy_end = [-self.reset_gap] * n_cores  # the first instruction starts a ramp
+
+    def hold(self, c: int, s: int, work: int, gap: int) -> int:
+        """How long TensorE of core `c` is held by `work` ps of full-rate work starting at `s`,
+        `gap` ps after its previous instruction ended."""
+        if gap >= self.reset_gap:  # an idle half-window: the limit re-engages
+            self.ramp_start[c], self.full_at[c] = s, s + self.ramp
+            gap = 0
+        return max(work, self._duration(s, work, self.ramp_start[c]) - gap)
+
+    def _duration(self, s: int, work: int, rs: int) -> int:
+        """Time from `s` to complete `work` ps of full-rate work under the ramping limit."""
+        f, ramp = self.floor, self.ramp
+        if ramp <= 0 or s >= rs + ramp:
+            return work
+        l0 = f + (1.0 - f) * (s - rs) / ramp  # limit at s
+        a = (1.0 - f) / (2.0 * ramp)  # the limit grows linearly: work(u) = l0 u + a u^2
+        u_end = rs + ramp - s
+        before = l0 * u_end + a * u_end * u_end
+        if work >= before:
+            return int(round(u_end + (work - before)))
+        return int(round((-l0 + (l0 * l0 + 4.0 * a * work) ** 0.5) / (2.0 * a)))
+
+
 # ----------------------------------------------------------------------------- schedule
 
 
@@ -443,11 +625,14 @@ class DmaRecord(NamedTuple):
     engine_busy_ps: int  # summed over the engines used
     issue_start_ps: int
     issue_end_ps: int
-    queue_start_ps: int  # left the queue: the fixed latency starts
-    data_start_ps: int  # earliest data movement (queue start + t_fix)
+    queue_start_ps: (
+        int  # the first-byte latency starts (the trigger, or the queue's previous finish)
+    )
+    data_start_ps: int  # earliest data movement (first-byte latency, descriptors, queue FIFO)
     first_data_ps: int  # first byte actually moved (engines may be busy)
-    finish_ps: int
+    finish_ps: int  # dependants may start: last byte + the completion latency
     limit: str  # what set the finish: "engines", "hbm" or "link" (sendrecv)
+    data_end_ps: int  # last byte moved
 
 
 class FinishBinding(NamedTuple):
@@ -506,7 +691,9 @@ class Schedule:
             if i < 0:
                 break
             fb = self.finish_bind.get(i)
-            if fb is None or t <= fb.issue_end_ps:  # a compute instruction, or reached via its issue
+            if (
+                fb is None or t <= fb.issue_end_ps
+            ):  # a compute instruction, or reached via its issue
                 if t > self.start_ps[i]:
                     out.append((i, self.start_ps[i], t, "compute" if fb is None else "issue"))
                 t, i = self.start_ps[i], self.bind[i]
@@ -518,13 +705,21 @@ class Schedule:
             t, i = rel, pred
         return out
 
-    def _special_parts(self, i: int, t0: int, t1: int, fb: FinishBinding) -> list[tuple[int, int, int, str]]:
+    def _special_parts(
+        self, i: int, t0: int, t1: int, fb: FinishBinding
+    ) -> list[tuple[int, int, int, str]]:
         """Split a DMA / joint-event segment [t0, t1] into issue, fixed and transfer parts."""
         rec = self.dma.get(i)
         if rec is None or rec.mode == "sendrecv":
             cuts = [(fb.issue_end_ps, "issue"), (t1, "cross_core")]
         else:
-            cuts = [(rec.issue_end_ps, "issue"), (rec.queue_start_ps, "fixed"), (rec.data_start_ps, "fixed"), (t1, "transfer")]
+            cuts = [
+                (rec.issue_end_ps, "issue"),
+                (rec.queue_start_ps, "fixed"),
+                (rec.data_start_ps, "fixed"),
+                (rec.data_end_ps, "transfer"),
+                (t1, "fixed"),
+            ]
         out = []
         lo = t0
         for cut, part in cuts:
@@ -550,9 +745,13 @@ def run_schedule(low: Lowered, m: MachineSpec) -> Schedule:
     bind: list[int] = []
     kinds: list[str] = []
     occ_out = list(low.occ)
-    side = _SidePath(low, m, fin, free, occ_out)
+    side = _SidePath(low, m, fin, free, occ_out, start, last)
     s_add, f_add, b_add, k_add = start.append, fin.append, bind.append, kinds.append
-    for i, e, o, lt, ds, c in zip(range(n), low.res, low.occ, low.lat, low.deps, low.cls, strict=True):
+    thr = side.throttle
+    thr_end, thr_full, thr_reset = thr.busy_end, thr.full_at, thr.reset_gap
+    for i, e, o, lt, ds, c in zip(
+        range(n), low.res, low.occ, low.lat, low.deps, low.cls, strict=True
+    ):
         # start(i) = max(free(e), max over deps of finish(d)); remember which one bound it.
         s = free[e]
         b = last[e]
@@ -561,17 +760,27 @@ def run_schedule(low: Lowered, m: MachineSpec) -> Schedule:
             f = fin[d]
             if f > s:
                 s, b, k = f, d, "dep"
-        s_add(s)
-        b_add(b)
-        k_add(k)
-        last[e] = i
-        if c:
-            hold, f = side.run(c, i, s, b, k)
+        if c == THROTTLED:
+            # TensorE warm-up throttling, inlined: the common case (ramp over, no long idle gap)
+            # costs two comparisons (PROF; `_Throttle`).
+            tc = e // N_UNITS
+            gap = s - thr_end[tc]
+            if gap >= thr_reset or s < thr_full[tc]:
+                o = thr.hold(tc, s, o, gap)
+                occ_out[i] = o
+            free[e] = thr_end[tc] = s + o
+            f_add(s + lt + (o - low.occ[i]))
+        elif c:
+            s, b, k, hold, f = side.run(c, i, s, b, k)
             free[e] = s + hold
             f_add(f)
         else:
             free[e] = s + o
             f_add(s + lt)
+        s_add(s)
+        b_add(b)
+        k_add(k)
+        last[e] = i
     return Schedule(
         core=low.core,
         engine=low.engine,
@@ -592,40 +801,107 @@ def run_schedule(low: Lowered, m: MachineSpec) -> Schedule:
 class _SidePath:
     """DMA transfers and the two cores' joint events: everything that is not an in-order engine."""
 
-    def __init__(self, low: Lowered, m: MachineSpec, fin: list[int], free: list[int], occ: list[int]) -> None:
-        self.low, self.fin, self.free, self.occ = low, fin, free, occ
-        self.t_fix = ns_to_ps(m.dma_t_fix_ns)
+    def __init__(
+        self,
+        low: Lowered,
+        m: MachineSpec,
+        fin: list[int],
+        free: list[int],
+        occ: list[int],
+        start: list[int],
+        last: list[int],
+    ) -> None:
+        self.low, self.fin, self.free, self.occ, self.start, self.last = (
+            low,
+            fin,
+            free,
+            occ,
+            start,
+            last,
+        )
+        # Cross-engine fixed latency of a joint event (sendrecv, barrier): trigger -> first byte
+        # plus completion -> consumer, DMABW's "~1300 ns cross-engine" (NPU.md 2.5, model).
+        self.t_fix = ns_to_ps(m.dma_first_byte_ns + m.dma_completion_ns)
+        self.first_byte = {
+            "hwdge": ns_to_ps(m.dma_first_byte_ns),
+            "none": ns_to_ps(m.dma_first_byte_ns),
+            "swdge": ns_to_ps(m.dma_first_byte_swdge_ns),
+        }
+        self.completion = ns_to_ps(m.dma_completion_ns)
+        self.pipelined = m.dma_queue_pipelined
+        self.dispatched: list[int] = [0] * (low.n_cores * N_UNITS)  # last DMA dispatch per stream
+        self.throttle = _Throttle(m, low.n_cores)
         self.engines = _EngineCalendars(low.n_cores, m.dma_engines)
         self.hbm = Calendar()  # one HBM-stack cap for the core pair (NPU.md 5.5 step 5)
         # per (core, queue): (free at, last transfer); FIFO (NPU.md 2.4)
         self.queue_free: list[tuple[int, int]] = [(0, -1)] * (low.n_cores * m.dma_queues)
         self.plans, self.low_occ = low.dma_plans, low.occ
-        self.pending: dict[int, tuple[int, int, str, int]] = {}  # first half -> (start, bind, kind, issue end)
+        self.pending: dict[
+            int, tuple[int, int, str, int]
+        ] = {}  # first half -> (start, bind, kind, issue end)
         self.records: dict[int, DmaRecord] = {}
         self.finish_bind: dict[int, FinishBinding] = {}
 
-    def run(self, cls: int, i: int, s: int, b: int, k: str) -> tuple[int, int]:
-        """Time instruction `i` issued at `s`; return (engine hold, finish)."""
+    def run(self, cls: int, i: int, s: int, b: int, k: str) -> tuple[int, int, str, int, int]:
+        """Time instruction `i`, ready at `s` (bound by `b`, kind `k`); return
+        (start, bind, bind kind, engine hold, finish)."""
         if cls == DMA:
-            return self._dma(i, s, b, k)
+            d = self.low.dispatch.get(i)
+            if d is not None:
+                s, b, k = self._dispatch(i, d, s, b, k)
+            return (s, b, k, *self._dma(i, s, b, k))
         if cls == SENDRECV:
-            return self._sendrecv(i, s, b, k)
-        return self._barrier(i, s, b, k)
+            return (s, b, k, *self._sendrecv(i, s, b, k))
+        return (s, b, k, *self._barrier(i, s, b, k))
+
+    def _dispatch(self, i: int, stream: int, s: int, b: int, k: str) -> tuple[int, int, str]:
+        """A ScalarE-triggered HWDGE DMA waits for its inputs in ScalarE's in-order stream: it is
+        dispatched no earlier than the previous ScalarE instruction started, and ScalarE's next
+        instruction waits for that dispatch. Its DGE work then overlaps earlier compute (ARCH2)."""
+        ready, rb, rk = 0, -1, "none"
+        for d in self.low.deps[i]:
+            f = self.fin[d]
+            if f > ready:
+                ready, rb, rk = f, d, "dep"
+        prev = self.last[stream]
+        if prev >= 0 and self.start[prev] > ready:
+            ready, rb, rk = self.start[prev], prev, "engine"
+        if self.dispatched[stream] > ready:
+            ready = self.dispatched[stream]
+        self.dispatched[stream] = ready
+        if self.free[stream] < ready:
+            self.free[stream] = ready  # ScalarE's next instruction waits for the dispatch
+        if ready > s:
+            return ready, rb, rk
+        return s, b, k
 
     def _dma(self, i: int, s: int, b: int, k: str) -> tuple[int, int]:
-        """NPU.md 5.5: issue, FIFO queue, fixed latency, engines (calendars), HBM cap."""
+        """NPU.md 5.5: issue, first-byte latency, FIFO queue, engines (calendars), HBM cap,
+        completion latency."""
         plan = self.plans[i]
         issue = self.low_occ[i]
         issue_end = s + issue
         q_free, q_prev = self.queue_free[plan.queue_key]
-        # FIFO per queue: the fixed latency is serial per queue, so queues overlap theirs (2.4).
-        q_start = issue_end if issue_end > q_free else q_free
-        ready = q_start + self.t_fix
+        lat = self.first_byte[plan.info[2]]
+        # The latency phase starts at the trigger; with a non-pipelined queue it waits for the
+        # queue's previous transfer to finish. Data never starts before the descriptors exist,
+        # and is FIFO per queue either way (DMAOV).
+        q_start = s if self.pipelined or s >= q_free else q_free
+        ready = q_start + lat
+        if issue_end > ready:
+            ready = issue_end
+        if q_free > ready:
+            ready = q_free
         first, eng_last, eng_end, eng_blame = self.engines.fill(plan.groups, ready, i)
-        _, hbm_last, hbm_end, hbm_blame = self.hbm.fill(ready, plan.hbm_ps, i)
-        finish = eng_end if eng_end >= hbm_end else hbm_end  # the last engine and the HBM share
-        self.queue_free[plan.queue_key] = (finish, i)
-        own = (q_prev, "queue", q_start) if q_start > issue_end else (b, k, s)
+        _, hbm_last, hbm_end, hbm_blame = self.hbm.fill(first, plan.hbm_ps, i)
+        data_end = eng_end if eng_end >= hbm_end else hbm_end  # the last engine and the HBM share
+        finish = data_end + self.completion  # the completion semaphore reaches the consumer
+        self.queue_free[plan.queue_key] = (data_end, i)
+        own = (
+            (q_prev, "queue", q_free)
+            if q_free > issue_end and q_free >= q_start + lat
+            else (b, k, s)
+        )
         if hbm_end > eng_end and hbm_blame >= 0:
             bound = (hbm_blame, "hbm", hbm_last)
         elif eng_end >= hbm_end and eng_blame >= 0:
@@ -634,7 +910,9 @@ class _SidePath:
             bound = own
         self.finish_bind[i] = FinishBinding(issue_end, *bound, *own)
         limit = "hbm" if hbm_end > eng_end else "engines"
-        self.records[i] = DmaRecord(i, *plan.info, s, issue_end, q_start, ready, first, finish, limit)
+        self.records[i] = DmaRecord(
+            i, *plan.info, s, issue_end, q_start, ready, first, finish, limit, data_end
+        )
         return issue, finish
 
     def _sendrecv(self, i: int, s: int, b: int, k: str) -> tuple[int, int]:
@@ -680,7 +958,16 @@ class _SidePath:
         return finish - s, finish
 
     def _joint_records(
-        self, i: int, p: int, s: int, b: int, k: str, issue_end: int, finish: int, later: bool, peer_end: int
+        self,
+        i: int,
+        p: int,
+        s: int,
+        b: int,
+        k: str,
+        issue_end: int,
+        finish: int,
+        later: bool,
+        peer_end: int,
     ) -> None:
         """Finish binding (the side that issued later binds both) and, for sendrecv, a record."""
         own = (b, k, s)
@@ -690,6 +977,23 @@ class _SidePath:
         if ins.op == "sendrecv":
             xfer = self.low.xfer_ps[i]
             self.records[i] = DmaRecord(
-                i, ins.core, ins.engine, "sendrecv", -1, ins.xfer_bytes, 0, 0, 0, (), xfer,
-                s, issue_end, finish - xfer - self.t_fix, finish - xfer, finish - xfer, finish, "link",
+                i,
+                ins.core,
+                ins.engine,
+                "sendrecv",
+                -1,
+                ins.xfer_bytes,
+                0,
+                0,
+                0,
+                (),
+                xfer,
+                s,
+                issue_end,
+                finish - xfer - self.t_fix,
+                finish - xfer,
+                finish - xfer,
+                finish,
+                "link",
+                finish,
             )

@@ -1,0 +1,95 @@
+"""Calibration variant: the baseline plus ONE mechanism, engine/queue spread.
+
+Identical to `baselines/moe_decode/baseline.py` (96/96 split of I across the cores, 192-byte
+gate/up pieces, one weight buffer, one PSUM bank) except that the weight transfers rotate over the
+three trigger engines, SyncE and ScalarE (HWDGE) and GpSimd (SWDGE), and so over three DMA queues
+(the queue follows the trigger engine and descriptor mode). Output bits equal the baseline's.
+"""
+
+from knight.npu import nisa, nl
+
+H = 2048  # hidden size
+I = 192  # expert intermediate size per tensor-parallel rank  # noqa: E741
+K = 8  # experts per token (top-8)
+P = 128  # partitions
+KT = H // P  # K-tiles of the hidden dimension
+HALF = I // 2  # intermediate columns per core
+GU_TILES_PER_DMA = 2  # as in the baseline
+WEIGHT_BUFFERS = 1
+TRIGGERS = ("sync", "scalar", "gpsimd")  # the one mechanism: transfers rotate over trigger engines
+
+
+def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
+    T = hidden.shape[0]
+    c = nl.program_id(0)
+    other = 1 - c
+    cols = nl.ds(c * HALF, HALF)
+
+    # Activations with hidden row h = 16p + kt on partition p, column kt (a contiguous reshape).
+    x = nl.ndarray((P, KT, T), dtype=nl.bfloat16, name="x")
+    nisa.dma_copy(dst=x, src=hidden.reshape(T, P, KT).permute(1, 2, 0))
+    ids = nl.ndarray((1, T * K), dtype=nl.int32, name="ids")
+    nisa.dma_copy(dst=ids, src=expert_ids.reshape(1, T * K))
+    wts = nl.ndarray((P, T * K), dtype=nl.float32, name="routing_weights")
+    nisa.dma_copy(dst=wts, src=expert_weights.reshape(1, T * K).broadcast_to(P, T * K))
+
+    wgu = [
+        nl.ndarray((P, KT, 2, HALF), dtype=nl.bfloat16, name=f"w_gate_up{b}")
+        for b in range(WEIGHT_BUFFERS)
+    ]
+    wdn = [
+        nl.ndarray((HALF, H), dtype=nl.bfloat16, name=f"w_down{b}") for b in range(WEIGHT_BUFFERS)
+    ]
+    ps_gate = nl.ndarray((HALF, 1), dtype=nl.float32, buffer=nl.psum, name="ps_gate")
+    ps_up = nl.ndarray((HALF, 1), dtype=nl.float32, buffer=nl.psum, name="ps_up")
+    ps_down = nl.ndarray((P, 1), dtype=nl.float32, buffer=nl.psum, name="ps_down")
+    act = nl.ndarray((HALF, 1), dtype=nl.float32, name="silu_gate")
+    inter = nl.ndarray((HALF, 1), dtype=nl.bfloat16, name="intermediate")
+    partial = nl.ndarray((P, KT), dtype=nl.float32, name="partial")
+    theirs = nl.ndarray((P, KT // 2), dtype=nl.float32, name="their_partial")
+    expert_out = nl.ndarray((P, KT // 2), dtype=nl.bfloat16, name="expert_out")
+    scaled = nl.ndarray((P, KT // 2), dtype=nl.bfloat16, name="scaled")
+    acc = nl.ndarray((P, KT // 2), dtype=nl.bfloat16, name="acc")
+
+    for t in range(T):
+        for k in range(K):
+            slot = t * K + k
+            buf = slot % WEIGHT_BUFFERS
+            e = nisa.register_load(ids[0:1, slot : slot + 1])
+
+            # Gate and up columns of this core: 2 x 192-byte pieces per hidden row.
+            src = w_gate_up[e].reshape(P, KT, 2, I)
+            n = 0
+            for kt in range(0, KT, GU_TILES_PER_DMA):
+                tiles = nl.ds(kt, GU_TILES_PER_DMA)
+                nisa.dma_copy(
+                    dst=wgu[buf][:, tiles], src=src[:, tiles, :, cols], engine=TRIGGERS[n % 3]
+                )
+                n += 1
+            nisa.dma_copy(dst=wdn[buf], src=w_down[e][cols, :], engine=TRIGGERS[n % 3])
+
+            for kt in range(KT):
+                nisa.nc_matmul(
+                    ps_gate, wgu[buf][:, kt, 0, :], x[:, kt, t : t + 1], accumulate=kt > 0
+                )
+            for kt in range(KT):
+                nisa.nc_matmul(ps_up, wgu[buf][:, kt, 1, :], x[:, kt, t : t + 1], accumulate=kt > 0)
+            nisa.activation(act, nl.silu, ps_gate)
+            nisa.tensor_tensor(inter, act, ps_up, nl.multiply)
+
+            # Down projection: output h = 128j + p; one bank, one read-out per tile.
+            for j in range(KT):
+                nisa.nc_matmul(ps_down, wdn[buf][:, j * P : (j + 1) * P], inter)
+                nisa.tensor_copy(partial[:, j : j + 1], ps_down)
+
+            # Swap partials: each core finishes output tiles [8c, 8c+8).
+            nisa.sendrecv(dst=theirs, src=partial[:, other * 8 : other * 8 + 8])
+            nisa.tensor_tensor(expert_out, partial[:, c * 8 : c * 8 + 8], theirs, nl.add)
+            nisa.tensor_scalar(scaled, expert_out, nl.multiply, wts[:, slot : slot + 1])
+            if k == 0:
+                nisa.tensor_copy(acc, scaled)
+            else:
+                nisa.tensor_tensor(acc, acc, scaled, nl.add)
+
+        dst = out[t].reshape(KT, P)[c * 8 : c * 8 + 8, :].permute(1, 0)
+        nisa.dma_copy(dst=dst, src=acc)
