@@ -513,9 +513,7 @@ class _Context:
             by_shape.setdefault(key, w)
         todo = []
         for w in by_shape.values():
-            if self.ev.cache.get(self.cand_hash, self.harness, w.name + DETERMINISM, 0) is not None:
-                self.cached += 1
-            else:
+            if self.ev.cache.get(self.cand_hash, self.harness, w.name + DETERMINISM, 0) is None:
                 todo.append(w)
         if todo:
             filename = self.problem.spec.kernel_file
