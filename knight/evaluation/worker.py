@@ -18,11 +18,13 @@ answer. The two roles never share a process:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
 import sys
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +36,14 @@ from knight.evaluation.wire import MAX_MESSAGE_CHARS, clean, clean_text
 from knight.npu import numerics
 from knight.npu.calllog import CallLog
 from knight.npu.errors import NpuError
-from knight.npu.machine import load_machine
+from knight.npu.machine import MachineSpec, load_machine
 from knight.npu.perfetto import chrome_trace
-from knight.npu.runtime import run, trace
+from knight.npu.runtime import Executable, trace
 from knight.problems.kernel import load_kernel
 
 ROLES = ("trace", "execute")
+_EXECUTABLES_KEPT = 4  # replayed programs an executor keeps (one per shape in flight)
+_executables: OrderedDict[str, Executable] = OrderedDict()
 
 
 class TensorDecl(BaseModel):
@@ -136,8 +140,11 @@ def _execute(req: ExecuteRequest) -> RunResult:
         problem, workload, req.seed, Path(req.input_cache) if req.input_cache else None
     )
     machine = load_machine(req.machine)
-    log = CallLog.from_json(req.call_log)
-    sim = run(log, inputs, problem.output_specs(workload), machine=machine, grid=problem.spec.grid)
+    outputs = problem.output_specs(workload)
+    exe = _executable(
+        req.call_log, problem.input_specs(workload), outputs, machine, problem.spec.grid
+    )
+    sim = exe.execute(inputs)
     mutated = [
         n
         for n, a in inputs.items()
@@ -160,6 +167,31 @@ def _execute(req: ExecuteRequest) -> RunResult:
         profile=profile,
         trace=trace_json,
     )
+
+
+def _executable(
+    call_log: str, inputs: dict, outputs: dict, machine: MachineSpec, grid: int
+) -> Executable:
+    """The replayed program for a call log and shapes: replayed once, executed for every seed."""
+    key = hashlib.sha256(
+        "|".join(
+            [
+                call_log,
+                machine.name,
+                str(grid),
+                repr(sorted(inputs.items())),
+                repr(sorted(outputs.items())),
+            ]
+        ).encode()
+    ).hexdigest()
+    exe = _executables.get(key)
+    if exe is None:
+        exe = Executable(CallLog.from_json(call_log), inputs, outputs, machine=machine, grid=grid)
+        _executables[key] = exe
+        while len(_executables) > _EXECUTABLES_KEPT:
+            _executables.popitem(last=False)
+    _executables.move_to_end(key)
+    return exe
 
 
 # ----------------------------------------------------------------------------- failures
