@@ -498,5 +498,5 @@ def test_protocol_doc_covers_the_taxonomy_and_every_report_field():
         for field in model.model_fields:
             assert f"`{field}`" in doc, f"{model.__name__}.{field} is not documented"
     for step in ("Static checks", "Runs", "Failures", "Input mutation", "Input independence", "Bit-exact comparison",
-                 "Physical floor", "Determinism re-run", "Held-out"):
+                 "Physical floor", "Determinism re-trace", "Held-out"):
         assert f"**{step}" in doc, step
