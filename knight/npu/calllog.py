@@ -15,6 +15,7 @@ carries no cost metadata to trust. Errors raised while replaying point at the re
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import math
@@ -35,6 +36,8 @@ MAX_DEPTH = 16  # nesting of tuples/lists in one argument
 MAX_LOG_BYTES = 64 << 20  # a log larger than this is refused unread
 
 # Indexing steps of a View (tensor.View._steps) and the public method that re-applies each.
+_REG_FIELDS = tuple(f.name for f in dataclasses.fields(RegExpr))  # reg, scale, offset (, core)
+
 STEP_METHODS = {
     "index": "__getitem__",
     "reshape": "reshape",
@@ -236,7 +239,7 @@ class _Recorder:
         if isinstance(x, View):
             return {"view": self._view(x)}
         if t is RegExpr:
-            return {"reg": [x.reg, x.scale, x.offset]}
+            return {"reg": [getattr(x, f) for f in _REG_FIELDS]}
         if t is tuple:
             return {"tuple": [self.encode(v, depth + 1) for v in x]}
         if t is list:
@@ -353,12 +356,20 @@ class _Replayer:
             return _resolve_public(val)
         if kind == "view" and _is_int(val):
             return self._view(val, core)
-        if kind == "reg" and _list_of_ints(val, 3):
-            if val[0] not in self.registers:
+        if kind == "reg" and _list_of_ints(val, len(_REG_FIELDS)):
+            reg = RegExpr(**dict(zip(_REG_FIELDS, val, strict=True)))
+            owner = self.registers.get(reg.reg)
+            if owner is None:
                 raise CallLogError(
-                    f"the call log uses register {val[0]}, which no register_load made"
+                    f"the call log uses register {reg.reg}, which no register_load made"
                 )
-            return RegExpr(val[0], val[1], val[2])
+            if (
+                getattr(reg, "core", owner) != owner
+            ):  # the log may not move a register to another core
+                raise CallLogError(
+                    f"the call log says register {reg.reg} is core {reg.core}'s; core {owner} loaded it"
+                )
+            return reg
         if kind == "tuple" and isinstance(val, list):
             return tuple(self.decode(v, depth + 1, core) for v in val)
         if kind == "slice" and isinstance(val, list) and len(val) == 3:
