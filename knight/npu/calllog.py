@@ -191,6 +191,7 @@ class _Recorder:
         self.cores: list[list[Call]] = [[] for _ in range(n_cores)]
         self.views: list[list[Any]] = []
         self._view_ids: dict[int, tuple[int, View]] = {}  # id(view) -> (index, view kept alive)
+        self._by_key: dict[tuple, int] = {}  # (tensor id, frozen steps) -> index
         self.constants = _public_constants()
         self.core = 0
         self.depth = 0
@@ -257,13 +258,19 @@ class _Recorder:
         )
 
     def _view(self, v: View) -> int:
+        """The view's index in the table; equal views (same tensor, same steps) share one."""
         hit = self._view_ids.get(id(v))
         if hit is not None and hit[1] is v:
             return hit[0]
-        steps = [[kind, self.encode(arg, 1)] for kind, arg in v._steps]
-        idx = len(self.views)
-        self.views.append([v._tensor.id, steps])
-        self._view_ids[id(v)] = (idx, v)
+        # repr is exact for the ints, slices and registers that steps hold, and cheap.
+        key = (v._tensor.id, repr(v._steps))
+        idx = self._by_key.get(key)
+        if idx is None:
+            steps = [[kind, self.encode(arg, 1)] for kind, arg in v._steps]
+            idx = len(self.views)
+            self.views.append([v._tensor.id, steps])
+            self._by_key[key] = idx
+        self._view_ids[id(v)] = (idx, v)  # the view is kept alive, so its id is not reused
         return idx
 
 
