@@ -202,6 +202,35 @@ class WorkerPool:
         self._all: list[Worker] = []  # every worker started, so close() can stop busy ones too
         self._lock = threading.Lock()
         self._seed = 1000
+        # Workers are started from one long-lived thread: bubblewrap's --die-with-parent fires when
+        # the *thread* that started it ends, and the lanes of run_many end after every batch.
+        self._spawns: queue.Queue[tuple[WorkerKind, int, queue.Queue] | None] = queue.Queue()
+        self._spawner: threading.Thread | None = None
+
+    def _spawn(self, kind: WorkerKind, hash_seed: int) -> Worker:
+        with self._lock:
+            if self._spawner is None or not self._spawner.is_alive():
+                self._spawner = threading.Thread(
+                    target=self._spawn_loop, daemon=True, name="knight-spawner"
+                )
+                self._spawner.start()
+        done: queue.Queue[Worker | BaseException] = queue.Queue(maxsize=1)
+        self._spawns.put((kind, hash_seed, done))
+        w = done.get()
+        if isinstance(w, BaseException):
+            raise w
+        return w
+
+    def _spawn_loop(self) -> None:
+        while True:
+            item = self._spawns.get()
+            if item is None:
+                return
+            kind, hash_seed, done = item
+            try:
+                done.put(Worker(kind, self.memory_mb, hash_seed))
+            except BaseException as e:  # noqa: BLE001 - handed to the lane that asked
+                done.put(e)
 
     def _take(self, kind: WorkerKind) -> Worker:
         with self._lock:
@@ -211,19 +240,22 @@ class WorkerPool:
                     if w.alive:
                         return w
             self._seed += 1
-            w = Worker(
-                kind, self.memory_mb, kind.hash_seed if kind.hash_seed is not None else self._seed
-            )
+            seed = kind.hash_seed if kind.hash_seed is not None else self._seed
+        w = self._spawn(kind, seed)
+        with self._lock:
             self._all = [x for x in self._all if x.alive] + [w]
-            return w
+        return w
 
     def _give_back(self, w: Worker) -> None:
         with self._lock:
             if w.alive:
                 self._idle.append(w)
-                # Keep at most `size` idle workers: close the oldest beyond that.
-                extra = self._idle[: max(0, len(self._idle) - self.size)]
-                self._idle = self._idle[len(extra) :]
+                # Keep at most `size` idle workers per kind and 3 x `size` in all: close the oldest.
+                same = [x for x in self._idle if x.kind == w.kind]
+                extra = same[: max(0, len(same) - self.size)]
+                rest = [x for x in self._idle if x not in extra]
+                extra += rest[: max(0, len(rest) - 3 * self.size)]
+                self._idle = [x for x in self._idle if x not in extra]
             else:
                 extra = []
         for x in extra:
@@ -268,3 +300,5 @@ class WorkerPool:
         for w in busy:
             if w.alive:
                 w.kill()
+        if self._spawner is not None:
+            self._spawns.put(None)
