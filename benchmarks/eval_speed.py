@@ -1,4 +1,4 @@
-"""Cost of isolation: the evaluator with worker processes vs the same pipeline in-process.
+"""Evaluation speed: cost of isolation, one full uncached evaluation, and a worker-memory soak.
 
 Judges the moe_decode baseline on every visible workload with 3 seeds each (the problem's spec
 is copied with `seeds = [0, 1, 2]`; workers look workloads up by name and take the seed from the
@@ -7,13 +7,27 @@ request, so the copy needs no folder of its own) twice, each time with an empty 
 - `LocalEvaluator(isolate=True)`: static checks, a pool of fresh worker processes (scrubbed
   environment, memory limit, timeouts, private answer channel), the determinism re-run in a
   brand-new process; the pool's start-up is included in the time.
-- `LocalEvaluator(isolate=False)`: the same runs through `run_one` in this process.
+- `LocalEvaluator(isolate=False)`: the same traces and runs (`trace_one`, `execute_one`) in this
+  process.
 
 The acceptance bar is isolated <= 3 x in-process. With several cores the pool also runs
-workloads in parallel, so the ratio can be below 1. Progress goes to stderr; the last stdout
-line is one JSON object with `isolated_s`, `inprocess_s` and `overhead_ratio`.
+workloads in parallel, so the ratio can be below 1.
+
+`full_eval_s` is one full evaluation of the moe_decode calibration kernel
+(`benchmarks/calibration/moe_optimized.py`: every visible workload and seed, the baseline's runs,
+integrity checks, the determinism re-trace) by a fresh isolated evaluator with an empty run cache
+and an empty input cache (target <= 4 s on 2 cores). `full_eval_warm_inputs_s` is the same with
+the inputs already generated (they are made once per problem version, workload and seed and then
+shared by every evaluation), which is the state of an optimisation run after its first candidate.
+
+`--soak N` instead judges N distinct candidates (variants of a baseline) with one pool and prints
+the resident memory of its workers after the first 10 evaluations and at the end (`rss_start_mb`,
+`rss_end_mb`, `rss_growth`; the bar is growth <= 10 %).
+
+Progress goes to stderr; the last stdout line is one JSON object.
 
     python benchmarks/eval_speed.py [--problem moe_decode] [--seeds 3] [--workers N]
+    python benchmarks/eval_speed.py --soak 200 [--problem rmsnorm]
 """
 
 from __future__ import annotations
@@ -22,7 +36,9 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from knight.evaluation import LocalEvaluator, MemoryCache
 from knight.problems import Problem, load_problem
@@ -35,7 +51,9 @@ def with_seeds(problem: Problem, n: int) -> Problem:
     copy.spec = problem.spec.model_copy(
         update={
             "workloads": [w.model_copy(update={"seeds": seeds}) for w in problem.spec.workloads],
-            "adversarial": [w.model_copy(update={"seeds": seeds}) for w in problem.spec.adversarial],
+            "adversarial": [
+                w.model_copy(update={"seeds": seeds}) for w in problem.spec.adversarial
+            ],
         }
     )
     return copy
@@ -49,37 +67,150 @@ def judge(problem: Problem, *, isolate: bool, workers: int | None) -> tuple[floa
     return time.perf_counter() - start, report
 
 
+CALIBRATION = Path(__file__).resolve().parent / "calibration" / "moe_optimized.py"
+
+
+def full_eval(workers: int | None, input_cache: Path) -> tuple[float, object]:
+    """One evaluation of the calibration kernel by a fresh pool with an empty run cache."""
+    problem = load_problem("moe_decode")
+    start = time.perf_counter()
+    with LocalEvaluator(
+        isolate=True, cache=MemoryCache(), workers=workers, input_cache=input_cache
+    ) as ev:
+        report = ev.evaluate(CALIBRATION.read_text(), problem)
+    return time.perf_counter() - start, report
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and its descendants (a sandboxed worker sits under bwrap)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            total += (
+                next(
+                    int(line.split()[1])
+                    for line in status.splitlines()
+                    if line.startswith("VmRSS:")
+                )
+                / 1024
+            )
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, StopIteration, ValueError):
+            continue
+    return total
+
+
+def soak(problem: Problem, n: int, workers: int | None) -> dict:
+    """Judge `n` distinct variants of the baseline with one pool; report worker memory."""
+    base = problem.baseline_source()
+    samples: list[float] = []
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LocalEvaluator(
+            isolate=True, cache=MemoryCache(), workers=workers, input_cache=Path(tmp), max_seeds=1
+        ) as ev,
+    ):
+        assert ev.pool is not None
+        for i in range(n):
+            report = ev.evaluate(base + f"\n# soak variant {i}\n", problem, profile=False)
+            if not report.ok:
+                raise SystemExit(
+                    f"variant {i} failed: {report.failure and report.failure.one_line()}"
+                )
+            if i + 1 == min(10, n) or i + 1 == n:
+                rss = sum(tree_rss_mb(w.proc.pid) for w in ev.pool._all if w.alive)
+                samples.append(rss)
+                print(f"  after {i + 1} evaluations: workers hold {rss:.0f} MB", file=sys.stderr)
+    growth = samples[-1] / samples[0] - 1 if samples[0] else 0.0
+    return {
+        "problem": problem.id,
+        "soak_evaluations": n,
+        "rss_start_mb": round(samples[0], 1),
+        "rss_end_mb": round(samples[-1], 1),
+        "rss_growth": round(growth, 3),
+        "within_bar": growth <= 0.10,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--problem", default="moe_decode")
+    parser.add_argument("--problem", default=None, help="default: moe_decode (rmsnorm with --soak)")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU cores)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: CPU cores)"
+    )
+    parser.add_argument(
+        "--soak", type=int, default=0, metavar="N", help="judge N candidates and report worker RSS"
+    )
+    parser.add_argument("--skip-full", action="store_true", help="do not measure full_eval_s")
     args = parser.parse_args()
+    if args.soak:
+        print(json.dumps(soak(load_problem(args.problem or "rmsnorm"), args.soak, args.workers)))
+        return
+    args.problem = args.problem or "moe_decode"
 
     problem = with_seeds(load_problem(args.problem), args.seeds)
     runs = sum(len(w.seeds) for w in problem.all_workloads())
     workers = args.workers or os.cpu_count() or 1
-    print(f"{problem.id}: {runs} runs ({len(problem.all_workloads())} workloads x {args.seeds} seeds) "
-          f"+ 1 determinism re-run, {workers} workers", file=sys.stderr)
+    print(
+        f"{problem.id}: {runs} runs ({len(problem.all_workloads())} workloads x {args.seeds} seeds) "
+        f"+ 1 determinism re-run, {workers} workers",
+        file=sys.stderr,
+    )
 
     inprocess_s, rep_in = judge(problem, isolate=False, workers=None)
-    print(f"  in-process: {inprocess_s:.1f} s, status {rep_in.status}, {rep_in.simulated_runs} runs simulated",
-          file=sys.stderr)
+    print(
+        f"  in-process: {inprocess_s:.1f} s, status {rep_in.status}, {rep_in.simulated_runs} runs simulated",
+        file=sys.stderr,
+    )
     isolated_s, rep_iso = judge(problem, isolate=True, workers=args.workers)
-    print(f"  isolated:   {isolated_s:.1f} s, status {rep_iso.status}, {rep_iso.simulated_runs} runs simulated",
-          file=sys.stderr)
+    print(
+        f"  isolated:   {isolated_s:.1f} s, status {rep_iso.status}, {rep_iso.simulated_runs} runs simulated",
+        file=sys.stderr,
+    )
     if not (rep_in.ok and rep_iso.ok):
         raise SystemExit(f"the baseline should be ok: {rep_in.failure} / {rep_iso.failure}")
     if rep_in.score_ns != rep_iso.score_ns:
-        raise SystemExit(f"isolated and in-process scores differ: {rep_iso.score_ns} vs {rep_in.score_ns}")
+        raise SystemExit(
+            f"isolated and in-process scores differ: {rep_iso.score_ns} vs {rep_in.score_ns}"
+        )
 
     ratio = isolated_s / inprocess_s
     print(f"  overhead ratio {ratio:.2f} (bar: <= 3)", file=sys.stderr)
-    print(json.dumps({
-        "problem": problem.id, "runs": runs, "seeds": args.seeds, "workers": workers,
-        "isolated_s": round(isolated_s, 3), "inprocess_s": round(inprocess_s, 3),
-        "overhead_ratio": round(ratio, 3), "within_bar": ratio <= 3.0,
-    }))
+    out = {
+        "problem": problem.id,
+        "runs": runs,
+        "seeds": args.seeds,
+        "workers": workers,
+        "isolated_s": round(isolated_s, 3),
+        "inprocess_s": round(inprocess_s, 3),
+        "overhead_ratio": round(ratio, 3),
+        "within_bar": ratio <= 3.0,
+    }
+    if not args.skip_full:
+        with tempfile.TemporaryDirectory() as tmp:
+            cold_s, cold = full_eval(args.workers, Path(tmp))
+            warm_s, warm = full_eval(args.workers, Path(tmp))
+        for name, rep in (("cold", cold), ("warm", warm)):
+            if not rep.ok:
+                raise SystemExit(
+                    f"the calibration kernel should be ok ({name}): {rep.failure and rep.failure.one_line()}"
+                )
+        print(
+            f"  full evaluation of the calibration kernel: {cold_s:.1f} s uncached, {warm_s:.1f} s with "
+            f"inputs already generated ({cold.simulated_runs} runs)",
+            file=sys.stderr,
+        )
+        out.update(
+            full_eval_s=round(cold_s, 3),
+            full_eval_warm_inputs_s=round(warm_s, 3),
+            full_eval_runs=cold.simulated_runs,
+            full_eval_within_target=cold_s <= 4.0,
+        )
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

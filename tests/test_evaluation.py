@@ -27,7 +27,9 @@ from knight.evaluation import (
     stage_of,
 )
 from knight.evaluation import evaluator as evaluator_module
-from knight.evaluation.pool import WorkerPool, worker_env
+from knight.evaluation import sandbox
+from knight.evaluation.pool import WorkerKind, WorkerPool, worker_env
+from knight.evaluation.worker import TensorDecl, TraceRequest, TraceResult
 from knight.evaluation.report import Failure, RunResult
 from knight.problems import load_problem
 from knight.source import source_hash
@@ -184,8 +186,8 @@ def test_honeypot_is_rejected(name, rmsnorm, inproc, isolated, cache):
         assert not any(w.name in f.message for w in rmsnorm.spec.heldout)
     if expected == Category.input_independent:
         assert f.workload == "t1" and report.integrity["input_dependent"] is False
-    if expected == Category.input_mutation:
-        assert f.details["inputs"] == ["x"] and report.integrity["inputs_unchanged"] is False
+    if name == "hp_write_into_input.py":
+        assert "writes the kernel input 'x'" in f.message and f.line is not None
     if expected == Category.nondeterministic:
         assert report.integrity["deterministic"] is False
         assert all(w.correct for w in report.workloads), "every regular run was bit-exact"
@@ -208,11 +210,11 @@ def test_hashseed_honeypot_really_depends_on_the_hash_seed():
     assert first[1001] == "normalise" and first[1002] != "normalise", first
 
 
-def test_input_mutation_leaves_later_runs_intact(rmsnorm, inproc):
-    """The worker's cached inputs are shared copy-on-write with every run: after a kernel wrote
-    into x, a (distinct) honest kernel on the same inputs in the same process is still exact."""
+def test_input_write_leaves_later_runs_intact(rmsnorm, inproc):
+    """Inputs are shared read-only with every run: after a kernel tried to write into x, a
+    (distinct) honest kernel on the same inputs in the same process is still exact."""
     bad = inproc.evaluate((HONEYPOTS / "hp_write_into_input.py").read_text(), rmsnorm)
-    assert bad.failure.category == Category.input_mutation
+    assert bad.failure.category == Category.illegal_access
     honest = inproc.evaluate(rmsnorm.baseline_source() + "\n# an honest twin with its own hash\n", rmsnorm)
     assert honest.ok, honest.failure and honest.failure.one_line()
     assert honest.simulated_runs > 0
@@ -412,17 +414,20 @@ def test_worker_env_has_no_secrets(monkeypatch):
     assert env["PYTHONHASHSEED"] == "1" and env["OPENBLAS_NUM_THREADS"] == "1"
 
 
-def _raw_request(problem, source: str) -> dict:
-    """A request straight to the pool: no static check, as if a kernel had slipped past it."""
-    return {"source": source, "filename": "kernel.py", "problem_dir": str(problem.root), "workload": "t1",
-            "seed": 0, "machine": "trn2", "profile": False}
+def _raw_trace(problem, source: str, workload: str = "t1") -> TraceRequest:
+    """A request straight to a tracer: no static check, as if a kernel had slipped past it."""
+    w = problem.workload(workload)
+    decls = {n: TensorDecl(shape=list(shape), dtype=str(dt)) for n, (shape, dt) in problem.input_specs(w).items()}
+    outs = {n: TensorDecl(shape=list(shape), dtype=str(dt)) for n, (shape, dt) in problem.output_specs(w).items()}
+    return TraceRequest(source=source, entry=problem.spec.entry, inputs=decls, outputs=outs, machine="trn2",
+                        grid=problem.spec.grid)
 
 
 def test_worker_process_sees_no_api_key_and_cannot_forge_its_answer(monkeypatch, rmsnorm):
     """Defence in depth below the static check: even a kernel that may import os finds no API key
     in its environment, and what it prints cannot pose as the worker's answer."""
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret")
-    forged = RunResult(workload="t1", seed=0, ok=True, latency_ns=1.0).model_dump_json()
+    forged = TraceResult(ok=True, call_log="{}").model_dump_json()
     source = (
         "import os, sys\n"
         f"print({forged!r})\n"
@@ -432,12 +437,13 @@ def test_worker_process_sees_no_api_key_and_cannot_forge_its_answer(monkeypatch,
     )
     pool = WorkerPool(1, timeout_s=30)
     try:
-        [result] = pool.run_many([_raw_request(rmsnorm, source)])
+        [result] = pool.run_many(WorkerKind("trace", 1001), [_raw_trace(rmsnorm, source)], TraceResult)
     finally:
         pool.close()
-    assert not result.ok and result.latency_ns is None
+    assert not result.ok and result.call_log is None
     assert result.failure.category == Category.kernel_exception
-    assert "key=None" in result.failure.message and "knight-worker-" in result.failure.message
+    home = "home=/tmp" if sandbox.mode() == "bwrap" else "knight-worker-"  # the sandbox's private /tmp
+    assert "key=None" in result.failure.message and home in result.failure.message
 
 
 @pytest.mark.parametrize("crash", [
@@ -492,5 +498,5 @@ def test_protocol_doc_covers_the_taxonomy_and_every_report_field():
         for field in model.model_fields:
             assert f"`{field}`" in doc, f"{model.__name__}.{field} is not documented"
     for step in ("Static checks", "Runs", "Failures", "Input mutation", "Input independence", "Bit-exact comparison",
-                 "Physical floor", "Determinism re-run", "Held-out"):
+                 "Physical floor", "Determinism re-trace", "Held-out"):
         assert f"**{step}" in doc, step

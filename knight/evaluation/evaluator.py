@@ -1,13 +1,20 @@
-"""The evaluator: static checks, isolated runs, bit-exact comparison, integrity, score.
+"""The evaluator: static checks, data-free traces, isolated runs, bit-exact comparison, integrity.
 
 `LocalEvaluator.evaluate(source, problem)` is the whole pipeline behind `knight eval` and the
-agent loop. A remote evaluator (docs/evaluator-protocol.md) returns the same `EvalReport`.
+agent loop. Per workload *shape* the candidate is traced once, in a tracer process that knows
+only shapes and dtypes, into a call log; per workload and seed an executor process replays that
+log on the inputs and times it. Determinism means: a second trace under another hash seed gives
+the same call log, for every shape. A remote evaluator (docs/evaluator-protocol.md) returns the
+same `EvalReport`.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from knight.errors import KnightError
@@ -15,15 +22,27 @@ from knight.evaluation.cache import FileCache, RunCache
 from knight.evaluation.categories import Category
 from knight.evaluation.compare import attribute_mismatch, same_outputs
 from knight.evaluation.fingerprint import harness_fingerprint, versions
-from knight.evaluation.pool import WorkerPool
+from knight.evaluation.inputs import cached_inputs, default_input_cache
+from knight.evaluation.pool import WorkerKind, WorkerPool
 from knight.evaluation.report import EvalReport, Failure, RunResult, WorkloadReport
 from knight.evaluation.static_check import check_source
-from knight.evaluation.worker import run_one
+from knight.evaluation.worker import (
+    ExecuteRequest,
+    TensorDecl,
+    TraceRequest,
+    TraceResult,
+    execute_one,
+    trace_one,
+)
+from knight.npu.calllog import CallLog
 from knight.npu.machine import MachineSpec, load_machine
 from knight.problems import Problem, Workload, weighted_geomean
 from knight.source import canonical_source, source_hash
 
-RERUN = "#rerun"  # cache suffix of the determinism re-run
+DETERMINISM = "#determinism"  # cache suffix of a shape's determinism verdict
+TRACE_SEED = 1001  # hash seed of the trace that is executed and scored
+CHECK_SEED = 1002  # hash seed of the determinism re-trace
+_LOGS_KEPT = 64  # call logs kept per evaluator (per candidate, shape and hash seed)
 
 
 class Evaluator(Protocol):
@@ -47,17 +66,23 @@ class LocalEvaluator:
         cache: RunCache | None = None,
         isolate: bool = True,
         max_seeds: int | None = None,
+        input_cache: Path | None = None,
     ) -> None:
         self.machine_name = machine
         self.cache: RunCache = cache if cache is not None else FileCache()
         self.isolate = isolate
         self.max_seeds = max_seeds
+        self.input_cache = input_cache or default_input_cache()
         self.pool = WorkerPool(workers, timeout_s, memory_mb) if isolate else None
+        self._aux: WorkerPool | None = None  # in-process mode: re-traces under another hash seed
+        self._aux_args = (timeout_s, memory_mb)
+        self._logs: OrderedDict[tuple, TraceResult] = OrderedDict()
         self.simulated = 0
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.close()
+        for pool in (self.pool, self._aux):
+            if pool is not None:
+                pool.close()
 
     def __enter__(self) -> LocalEvaluator:
         return self
@@ -67,7 +92,9 @@ class LocalEvaluator:
 
     # ------------------------------------------------------------------ pipeline
 
-    def evaluate(self, source: str, problem: Problem, *, heldout: bool = False, profile: bool = True) -> EvalReport:
+    def evaluate(
+        self, source: str, problem: Problem, *, heldout: bool = False, profile: bool = True
+    ) -> EvalReport:
         """Judge `source` on every visible workload and seed (and the held-out ones if asked)."""
         start = time.perf_counter()
         source = canonical_source(source)  # what runs is exactly what the cache key hashes
@@ -86,7 +113,12 @@ class LocalEvaluator:
         return report
 
     def profile_run(
-        self, source: str, problem: Problem, workload: str | None = None, seed: int | None = None, trace: bool = False
+        self,
+        source: str,
+        problem: Problem,
+        workload: str | None = None,
+        seed: int | None = None,
+        trace: bool = False,
     ) -> RunResult:
         """One isolated run with its profile (and Chrome trace): `knight profile`."""
         w = problem.workload(workload) if workload else problem.spec.workloads[0]
@@ -96,38 +128,188 @@ class LocalEvaluator:
         if failure is not None:
             return RunResult(workload=w.name, seed=s, ok=False, failure=failure)
         machine = load_machine(self.machine_name or problem.spec.machine)
-        req = {
-            "source": source, "filename": problem.spec.kernel_file, "problem_dir": str(problem.root),
-            "workload": w.name, "seed": s, "machine": machine.name, "profile": True, "trace": trace,
-        }
-        return self.runs([req])[0]
+        [traced] = self.traces(source, problem.spec.kernel_file, problem, [w], machine, TRACE_SEED)
+        if not traced.ok or traced.call_log is None:
+            return _failed_run(w.name, s, traced.failure)
+        req = ExecuteRequest(
+            call_log=traced.call_log,
+            problem_dir=str(problem.root),
+            workload=w.name,
+            seed=s,
+            machine=machine.name,
+            profile=True,
+            trace=trace,
+            input_cache=str(self.input_cache),
+        )
+        return self.execute(problem, [req])[0]
 
-    def runs(self, requests: list[dict[str, Any]], fresh: bool = False) -> list[RunResult]:
-        self.simulated += len(requests)
+    # ------------------------------------------------------------------ the two kinds of process
+
+    def traces(
+        self,
+        source: str,
+        filename: str,
+        problem: Problem,
+        workloads: list[Workload],
+        machine: MachineSpec,
+        hash_seed: int,
+    ) -> list[TraceResult]:
+        """The call log of `source` for each workload's shape, traced data-free (memoised)."""
+        answers: dict[str, TraceResult] = {}
+        todo: dict[str, TraceRequest] = {}
+        h = _hash(source)
+        for w in workloads:
+            req = _trace_request(source, filename, problem, w, machine)
+            key = shape_key(req)
+            hit = self._logs.get((h, filename, key, hash_seed))
+            if hit is not None:
+                self._logs.move_to_end((h, filename, key, hash_seed))
+                answers[key] = hit
+            else:
+                todo[key] = req
+        if todo:
+            for key, res in zip(
+                todo, self._run_traces(list(todo.values()), hash_seed), strict=True
+            ):
+                answers[key] = res
+                if res.ok or res.failure is None or cacheable_failure(res.failure):
+                    self._logs[(h, filename, key, hash_seed)] = res
+                    while len(self._logs) > _LOGS_KEPT:
+                        self._logs.popitem(last=False)
+        return [
+            answers[shape_key(_trace_request(source, filename, problem, w, machine))]
+            for w in workloads
+        ]
+
+    def _run_traces(self, reqs: list[TraceRequest], hash_seed: int) -> list[TraceResult]:
+        pool = self.pool
+        if pool is None:
+            if hash_seed == TRACE_SEED:
+                return [trace_one(r) for r in reqs]
+            if self._aux is None:  # another hash seed needs another process
+                self._aux = WorkerPool(1, *self._aux_args)
+            pool = self._aux
+        out = pool.run_many(WorkerKind("trace", hash_seed), reqs, TraceResult)
+        return [r if isinstance(r, TraceResult) else TraceResult(ok=False, failure=r) for r in out]
+
+    def execute(self, problem: Problem, reqs: list[ExecuteRequest]) -> list[RunResult]:
+        """Replay call logs on inputs, in executor processes (or in this one with isolate=False)."""
+        self.simulated += len(reqs)
         if self.pool is None:
-            return [run_one(r) for r in requests]
-        return self.pool.run_many(requests, fresh=fresh)
+            return [execute_one(r) for r in reqs]
+        kind = WorkerKind(
+            "execute", None, readable=(str(problem.root),), writable=(str(self.input_cache),)
+        )
+        out = self.pool.run_many(kind, reqs, RunResult)
+        return [
+            r if isinstance(r, RunResult) else _failed_run(q.workload, q.seed, r)
+            for q, r in zip(reqs, out, strict=True)
+        ]
+
+
+def cacheable_failure(f: Failure) -> bool:
+    """A machine hiccup (timeout, memory, crash) is retried, never remembered."""
+    return f.category not in (Category.timeout, Category.memory_limit, Category.worker_crash)
+
+
+def _failed_run(workload: str, seed: int, failure: Failure | None) -> RunResult:
+    f = (failure or Failure(category=Category.worker_crash, message="no answer")).model_copy(
+        update={"workload": workload, "seed": seed}
+    )
+    return RunResult(workload=workload, seed=seed, ok=False, failure=f)
+
+
+def _trace_request(
+    source: str, filename: str, problem: Problem, w: Workload, machine: MachineSpec
+) -> TraceRequest:
+    def decls(specs: dict) -> dict[str, TensorDecl]:
+        return {
+            n: TensorDecl(shape=list(shape), dtype=_dtype_name(dt))
+            for n, (shape, dt) in specs.items()
+        }
+
+    return TraceRequest(
+        source=source,
+        filename=filename,
+        entry=problem.spec.entry,
+        inputs=decls(problem.input_specs(w)),
+        outputs=decls(problem.output_specs(w)),
+        machine=machine.name,
+        grid=problem.spec.grid,
+    )
+
+
+def _dtype_name(dt: Any) -> str:
+    from knight.problems.spec import DTYPES
+
+    return next(name for name, d in DTYPES.items() if d == dt)
+
+
+def _trace_difference(a: TraceResult, b: TraceResult) -> str | None:
+    """How a second trace differs from the first (None: the same call log)."""
+    if not (a.ok and b.ok):
+        fa, fb = a.failure, b.failure
+        if (fa and fa.one_line()) == (fb and fb.one_line()):
+            return None
+        return f"gave another result: {fb.one_line() if fb else 'a call log'} (first: {fa.one_line() if fa else 'a call log'})"
+    if a.call_log == b.call_log:
+        return None
+    la, lb = CallLog.from_json(a.call_log or ""), CallLog.from_json(b.call_log or "")
+    for core, (ca, cb) in enumerate(zip(la.cores, lb.cores, strict=False)):
+        for i, (x, y) in enumerate(zip(ca, cb, strict=False)):
+            if x != y:
+                return (
+                    f"issues another program: on core {core}, call {i} was {x.fn} at {x.loc} and is now "
+                    f"{y.fn} at {y.loc} (iteration order of a set or dict of strings depends on the hash seed)"
+                )
+        if len(ca) != len(cb):
+            return f"issues another program: core {core} makes {len(ca)} calls, then {len(cb)}"
+    return "issues another program (the same calls on other tensors or views)"
+
+
+def shape_key(req: TraceRequest) -> str:
+    """What a trace depends on besides the source: shapes, dtypes, machine, grid."""
+    return json.dumps(req.model_dump(exclude={"source", "filename"}), sort_keys=True)
 
 
 def _static_failure(source: str, filename: str) -> Failure | None:
     try:
         source.encode("utf-8")
     except UnicodeEncodeError as e:  # lone surrogates: no file could hold this text
-        return Failure(category=Category.syntax_error, message=f"the source is not valid UTF-8 text ({e.reason})",
-                       file=filename, line=source.count("\n", 0, e.start) + 1)
+        return Failure(
+            category=Category.syntax_error,
+            message=f"the source is not valid UTF-8 text ({e.reason})",
+            file=filename,
+            line=source.count("\n", 0, e.start) + 1,
+        )
     try:
         violations = check_source(source, filename)
     except SyntaxError as e:
-        return Failure(category=Category.syntax_error, message=e.msg or "invalid syntax", file=filename, line=e.lineno)
+        return Failure(
+            category=Category.syntax_error,
+            message=e.msg or "invalid syntax",
+            file=filename,
+            line=e.lineno,
+        )
     except ValueError as e:  # e.g. NUL bytes in the source
         return Failure(category=Category.syntax_error, message=str(e), file=filename)
-    except (RecursionError, MemoryError):  # the parser or the checker gave up: never crash the judge
-        return Failure(category=Category.syntax_error, message="the source nests too deeply to be parsed", file=filename)
+    except (
+        RecursionError,
+        MemoryError,
+    ):  # the parser or the checker gave up: never crash the judge
+        return Failure(
+            category=Category.syntax_error,
+            message="the source nests too deeply to be parsed",
+            file=filename,
+        )
     if not violations:
         return None
     first = violations[0]
     return Failure(
-        category=Category.forbidden_construct, message=first.message, file=filename, line=first.line,
+        category=Category.forbidden_construct,
+        message=first.message,
+        file=filename,
+        line=first.line,
         details={"violations": [{"line": v.line, "message": v.message} for v in violations[:20]]},
     )
 
@@ -143,7 +325,9 @@ def _hash(source: str) -> str:
 class _Context:
     """One evaluation: the candidate, the baseline, the machine, and the runs gathered so far."""
 
-    def __init__(self, ev: LocalEvaluator, problem: Problem, machine: MachineSpec, source: str) -> None:
+    def __init__(
+        self, ev: LocalEvaluator, problem: Problem, machine: MachineSpec, source: str
+    ) -> None:
         self.ev, self.problem, self.machine, self.source = ev, problem, machine, source
         self.harness = harness_fingerprint(problem, machine)
         self.cand_hash = _hash(source)
@@ -156,8 +340,12 @@ class _Context:
 
     def report(self) -> EvalReport:
         self._report = EvalReport(
-            candidate_hash=self.cand_hash, problem=self.problem.id, harness=self.harness,
-            machine=self.machine.name, status="ok", versions=versions(),
+            candidate_hash=self.cand_hash,
+            problem=self.problem.id,
+            harness=self.harness,
+            machine=self.machine.name,
+            status="ok",
+            versions=versions(),
         )
         return self._report
 
@@ -171,7 +359,7 @@ class _Context:
         failure = self._check(visible, base, cand)
         self._fill_report(visible, base, cand, heldout=False)
         if failure is None:
-            failure = self._determinism(visible[0], self._seeds(visible[0])[0], cand)
+            failure = self._determinism(visible)
         if failure is None and heldout:
             failure = self._heldout()
         self._finish_report()
@@ -180,35 +368,58 @@ class _Context:
     # -- running (through the cache)
 
     def _collect(self, pairs, profile_first: bool = False) -> tuple[dict, dict]:
-        base = self._cached_runs(self.base_hash, self.base_source, pairs, "baseline.py", profile_first)
-        cand = self._cached_runs(self.cand_hash, self.source, pairs, self.problem.spec.kernel_file, profile_first)
+        base = self._cached_runs(
+            self.base_hash, self.base_source, pairs, "baseline.py", profile_first
+        )
+        cand = self._cached_runs(
+            self.cand_hash, self.source, pairs, self.problem.spec.kernel_file, profile_first
+        )
         bad = [r for r in base.values() if not r.ok]
         if bad:
             f = bad[0].failure
-            raise KnightError(f"the baseline of {self.problem.id} fails on {bad[0].workload}: {f.one_line() if f else '?'}")
+            raise KnightError(
+                f"the baseline of {self.problem.id} fails on {bad[0].workload}: {f.one_line() if f else '?'}"
+            )
         return base, cand
 
     def _cached_runs(self, h: str, source: str, pairs, filename: str, profile_first: bool) -> dict:
         out: dict[tuple[str, int], RunResult] = {}
-        todo = []
+        todo: list[tuple[Workload, int, bool]] = []
         for i, (w, s) in enumerate(pairs):
             hit = self.ev.cache.get(h, self.harness, w.name, s)
             if hit is not None and (not (profile_first and i == 0) or hit.profile):
                 out[(w.name, s)] = hit
                 self.cached += 1
             else:
-                todo.append(self._request(source, filename, w.name, s, profile=profile_first and i == 0))
-        for r in self.ev.runs(todo):
+                todo.append((w, s, profile_first and i == 0))
+        if not todo:
+            return out
+        traced = self.ev.traces(
+            source, filename, self.problem, [w for w, _, _ in todo], self.machine, TRACE_SEED
+        )
+        reqs = []
+        for (w, s, profile), t in zip(todo, traced, strict=True):
+            if t.ok and t.call_log is not None:
+                reqs.append(
+                    ExecuteRequest(
+                        call_log=t.call_log,
+                        problem_dir=str(self.problem.root),
+                        workload=w.name,
+                        seed=s,
+                        machine=self.machine.name,
+                        profile=profile,
+                        input_cache=str(self.ev.input_cache),
+                    )
+                )
+            else:  # the trace failed: the verdict holds for every seed of this shape
+                r = _failed_run(w.name, s, t.failure)
+                out[(w.name, s)] = r
+                self.ev.cache.put(h, self.harness, r)
+        for r in self.ev.execute(self.problem, reqs):
             self.simulated += 1
             out[(r.workload, r.seed)] = r
             self.ev.cache.put(h, self.harness, r)
         return out
-
-    def _request(self, source: str, filename: str, workload: str, seed: int, profile: bool = False) -> dict[str, Any]:
-        return {
-            "source": source, "filename": filename, "problem_dir": str(self.problem.root),
-            "workload": workload, "seed": seed, "machine": self.machine.name, "profile": profile,
-        }
 
     # -- checks, in the order that gives the most specific verdict
 
@@ -223,9 +434,13 @@ class _Context:
                 r = cand[(w.name, s)]
                 if r.inputs_mutated:
                     self.integrity["inputs_unchanged"] = False
-                    return Failure(category=Category.input_mutation, workload=w.name, seed=s,
-                                   message=f"the kernel wrote into its inputs {r.inputs_mutated}",
-                                   details={"inputs": r.inputs_mutated})
+                    return Failure(
+                        category=Category.input_mutation,
+                        workload=w.name,
+                        seed=s,
+                        message=f"the kernel wrote into its inputs {r.inputs_mutated}",
+                        details={"inputs": r.inputs_mutated},
+                    )
         self.integrity["inputs_unchanged"] = True
         failure = self._input_independence(workloads, base, cand)
         if failure is not None:
@@ -241,11 +456,15 @@ class _Context:
                 r = cand[(w.name, s)]
                 if r.floor_ns and r.latency_ns is not None and r.latency_ns < r.floor_ns:
                     self.integrity["above_floor"] = False
-                    return Failure(category=Category.below_physical_floor, workload=w.name, seed=s,
-                                   message=f"simulated {r.latency_ns:.0f} ns is below the physical floor of "
-                                   f"{r.floor_ns:.0f} ns for the bytes this problem must move: a simulator or "
-                                   "harness bug, never a win",
-                                   details={"latency_ns": r.latency_ns, "floor_ns": r.floor_ns})
+                    return Failure(
+                        category=Category.below_physical_floor,
+                        workload=w.name,
+                        seed=s,
+                        message=f"simulated {r.latency_ns:.0f} ns is below the physical floor of "
+                        f"{r.floor_ns:.0f} ns for the bytes this problem must move: a simulator or "
+                        "harness bug, never a win",
+                        details={"latency_ns": r.latency_ns, "floor_ns": r.floor_ns},
+                    )
         self.integrity["above_floor"] = True
         return None
 
@@ -257,9 +476,13 @@ class _Context:
                     base[(w.name, a)], base[(w.name, b)]
                 ):
                     self.integrity["input_dependent"] = False
-                    return Failure(category=Category.input_independent, workload=w.name, seed=b,
-                                   message=f"the outputs for seeds {a} and {b} are identical although the inputs "
-                                   "differ: the kernel ignores its inputs")
+                    return Failure(
+                        category=Category.input_independent,
+                        workload=w.name,
+                        seed=b,
+                        message=f"the outputs for seeds {a} and {b} are identical although the inputs "
+                        "differ: the kernel ignores its inputs",
+                    )
         self.integrity["input_dependent"] = True
         return None
 
@@ -271,35 +494,51 @@ class _Context:
                 return None
 
             def describe(name, diff):
-                inputs = self.problem.make_inputs(w, s)
+                inputs = cached_inputs(self.problem, w, s, self.ev.input_cache)
                 return hook(name, diff, inputs, dict(w.params))
 
             return describe
 
         return for_run
 
-    def _determinism(self, w: Workload, seed: int, cand: dict) -> Failure | None:
-        """Run again in a fresh process with another hash seed: same bits, same latency."""
-        key = w.name + RERUN
-        again = self.ev.cache.get(self.cand_hash, self.harness, key, seed)
-        if again is None:
-            req = self._request(self.source, self.problem.spec.kernel_file, w.name, seed)
-            again = self.ev.runs([req], fresh=True)[0]
-            self.simulated += 1
-            if again.ok:
-                self.ev.cache.put(self.cand_hash, self.harness, again.model_copy(update={"workload": key}))
-        else:
-            self.cached += 1
-        first = cand[(w.name, seed)]
-        same = again.ok and same_outputs(first, again) and first.latency_ns == again.latency_ns
-        self.integrity["deterministic"] = same
-        if same:
-            return None
-        why = (again.failure.one_line() if again.failure else
-               "different output bits" if not same_outputs(first, again) else
-               f"latency {first.latency_ns} vs {again.latency_ns} ns")
-        return Failure(category=Category.nondeterministic, workload=w.name, seed=seed,
-                       message=f"running the same inputs again in a fresh process gave {why}")
+    def _determinism(self, workloads: list[Workload]) -> Failure | None:
+        """Trace every workload shape again under another hash seed: the call log must not change."""
+        by_shape: dict[str, Workload] = {}
+        for w in workloads:
+            key = shape_key(
+                _trace_request(
+                    self.source, self.problem.spec.kernel_file, self.problem, w, self.machine
+                )
+            )
+            by_shape.setdefault(key, w)
+        todo = []
+        for w in by_shape.values():
+            if self.ev.cache.get(self.cand_hash, self.harness, w.name + DETERMINISM, 0) is None:
+                todo.append(w)
+        if todo:
+            filename = self.problem.spec.kernel_file
+            first = self.ev.traces(
+                self.source, filename, self.problem, todo, self.machine, TRACE_SEED
+            )
+            again = self.ev.traces(
+                self.source, filename, self.problem, todo, self.machine, CHECK_SEED
+            )
+            for w, a, b in zip(todo, first, again, strict=True):
+                why = _trace_difference(a, b)
+                if why is not None:
+                    self.integrity["deterministic"] = False
+                    return Failure(
+                        category=Category.nondeterministic,
+                        workload=w.name,
+                        message=f"tracing the kernel again under another hash seed {why}",
+                    )
+                self.ev.cache.put(
+                    self.cand_hash,
+                    self.harness,
+                    RunResult(workload=w.name + DETERMINISM, seed=0, ok=True),
+                )
+        self.integrity["deterministic"] = True
+        return None
 
     def _heldout(self) -> Failure | None:
         held = self.problem.spec.heldout
@@ -311,9 +550,11 @@ class _Context:
         if failure is None:
             return None
         # Held-out inputs stay secret: say that it failed and how, not on what.
-        return Failure(category=Category.heldout_failure,
-                       message=f"correct on every visible workload but failed a held-out one ({failure.category.value})",
-                       details={"underlying": failure.category.value})
+        return Failure(
+            category=Category.heldout_failure,
+            message=f"correct on every visible workload but failed a held-out one ({failure.category.value})",
+            details={"underlying": failure.category.value},
+        )
 
     # -- the report
 
@@ -326,12 +567,20 @@ class _Context:
             lat = sum(r.latency_ns for r in runs) / len(runs) if ok else None
             floor = min((r.floor_ns for r in bruns if r.floor_ns), default=None)
             correct = ok and all(same_outputs(c, b) for c, b in zip(runs, bruns, strict=True))
-            self.workloads.append(WorkloadReport(
-                name=w.name, heldout=heldout, weight=0.0 if heldout else w.weight, latency_ns=lat,
-                baseline_latency_ns=sum(r.latency_ns for r in bruns) / len(bruns), floor_ns=floor,
-                roofline_fraction=(floor / lat) if (lat and floor) else None, correct=correct, seeds=seeds,
-                failure=next((r.failure for r in runs if r.failure), None),
-            ))
+            self.workloads.append(
+                WorkloadReport(
+                    name=w.name,
+                    heldout=heldout,
+                    weight=0.0 if heldout else w.weight,
+                    latency_ns=lat,
+                    baseline_latency_ns=sum(r.latency_ns for r in bruns) / len(bruns),
+                    floor_ns=floor,
+                    roofline_fraction=(floor / lat) if (lat and floor) else None,
+                    correct=correct,
+                    seeds=seeds,
+                    failure=next((r.failure for r in runs if r.failure), None),
+                )
+            )
         if not self.profile:
             first = cand.get((workloads[0].name, self._seeds(workloads[0])[0]))
             if first is not None and first.profile:
@@ -346,5 +595,7 @@ class _Context:
         if visible and all(w.latency_ns for w in visible):
             weights = {w.name: w.weight for w in visible}
             r.score_ns = weighted_geomean({w.name: w.latency_ns for w in visible}, weights)
-            r.baseline_score_ns = weighted_geomean({w.name: w.baseline_latency_ns for w in visible}, weights)
+            r.baseline_score_ns = weighted_geomean(
+                {w.name: w.baseline_latency_ns for w in visible}, weights
+            )
             r.speedup = r.baseline_score_ns / r.score_ns

@@ -1,18 +1,20 @@
 """A pool of isolated worker processes with wall-clock timeouts and memory limits.
 
-Each worker is a fresh Python (`python -m knight.evaluation.worker`) started with a scrubbed
-environment (no API keys or other secrets, one BLAS thread, its own hash seed), in an empty
-temporary directory. Workers are reused across runs: every run re-executes the kernel source in a
-fresh namespace, and kernels cannot keep state (static checks). A worker that overruns its time
-is killed; one that dies is replaced; either way the run becomes a typed failure.
+Each worker is a fresh Python (`python -m knight.evaluation.worker --role R`) started with a
+scrubbed environment (no API keys or other secrets, one BLAS thread, its own hash seed), inside
+the OS sandbox (`sandbox.py`) when one is available, else in an empty temporary directory.
+Tracers (role "trace", kernel code, no data) and executors (role "execute", data, no kernel
+code) never share a process. A tracer's hash seed is chosen by the request, so a trace is
+reproducible and the determinism check can ask for another seed. Workers are reused across
+runs of their role, seed and sandbox view: every trace re-executes the kernel source in a fresh
+namespace. A worker that overruns its time is killed; one that dies is replaced; either way the
+run becomes a typed failure.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import queue
-import selectors
 import shutil
 import signal
 import subprocess
@@ -20,15 +22,30 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
+
+from pydantic import BaseModel
 
 import knight
+from knight.evaluation import sandbox
 from knight.evaluation.categories import Category
-from knight.evaluation.report import Failure, RunResult
+from knight.evaluation.report import Failure
+from knight.evaluation.wire import LineReader
+
+M = TypeVar("M", bound=BaseModel)
 
 # Only these variables reach a worker; everything else (API keys, tokens, proxies) is dropped.
-_PASSED_ENV = ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "VIRTUAL_ENV", "TMPDIR")
+_PASSED_ENV = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+    "VIRTUAL_ENV",
+    "TMPDIR",
+)
 
 
 def worker_env(hash_seed: int) -> dict[str, str]:
@@ -44,78 +61,110 @@ def worker_env(hash_seed: int) -> dict[str, str]:
     return env
 
 
+@dataclass(frozen=True)
+class WorkerKind:
+    """What a worker is for: its role, its hash seed (tracers), and the folders it may see."""
+
+    role: str  # "trace" or "execute"
+    hash_seed: int | None = None  # None: any (executors never run kernel code)
+    readable: tuple[str, ...] = ()
+    writable: tuple[str, ...] = ()
+
+
 class Worker:
     """One worker process and the pipes to it."""
 
-    def __init__(self, memory_mb: int, hash_seed: int) -> None:
+    def __init__(self, kind: WorkerKind, memory_mb: int, hash_seed: int) -> None:
+        self.kind = kind
         self.home = tempfile.mkdtemp(prefix="knight-worker-")
         env = worker_env(hash_seed)
         env["HOME"] = self.home
+        argv = [
+            sys.executable,
+            "-m",
+            "knight.evaluation.worker",
+            "--role",
+            kind.role,
+            "--memory-mb",
+            str(memory_mb),
+        ]
+        argv, env, cwd = sandbox.wrap(
+            argv,
+            env,
+            readable=[Path(p) for p in kind.readable],
+            writable=[Path(p) for p in kind.writable],
+        )
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "knight.evaluation.worker", "--memory-mb", str(memory_mb)],
+            argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            cwd=self.home,
+            cwd=cwd or self.home,
             env=env,
             close_fds=True,
             start_new_session=True,  # so a kill takes any child it might have made with it
         )
-        self._buffer = b""
+        assert self.proc.stdout is not None
+        self._reader = LineReader(self.proc.stdout.fileno())
 
-    def run(self, request: dict[str, Any], timeout_s: float) -> RunResult:
+    def run(self, request: BaseModel, answer: type[M], timeout_s: float) -> M | Failure:
         """Send one request and wait for its answer, at most `timeout_s` seconds."""
-        workload, seed = request["workload"], int(request["seed"])
         try:
             assert self.proc.stdin is not None
-            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            self.proc.stdin.write((request.model_dump_json() + "\n").encode())
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
-            return self._died(workload, seed)
+            return self._died()
         deadline = time.monotonic() + timeout_s
-        line = self._read_line(deadline)
+        try:
+            line = self._reader.read_line(deadline)
+        except OverflowError:
+            self.kill()
+            return Failure(
+                category=Category.worker_crash, message="the worker sent an oversized answer"
+            )
         if line is None:
             if time.monotonic() < deadline:  # end of file before the deadline: the worker died
                 try:
-                    self.proc.wait(timeout=5)  # it may not be reaped yet; never mistake that for a timeout
+                    self.proc.wait(
+                        timeout=5
+                    )  # it may not be reaped yet; never mistake that for a timeout
                 except subprocess.TimeoutExpired:
                     self.kill()
-                    return _failed(workload, seed, Category.worker_crash, "the worker closed its answer channel")
-                return self._died(workload, seed)
+                    return Failure(
+                        category=Category.worker_crash,
+                        message="the worker closed its answer channel",
+                    )
+                return self._died()
             if self.proc.poll() is None:
                 self.kill()
-                return _failed(workload, seed, Category.timeout, f"the run exceeded the {timeout_s:.0f} s wall-clock limit")
-            return self._died(workload, seed)
+                return Failure(
+                    category=Category.timeout,
+                    message=f"the run exceeded the {timeout_s:.0f} s wall-clock limit",
+                )
+            return self._died()
         try:
-            return RunResult.model_validate_json(line)
+            return answer.model_validate_json(line)
         except ValueError:
             self.kill()
-            return _failed(workload, seed, Category.worker_crash, "the worker sent an unreadable answer")
+            return Failure(
+                category=Category.worker_crash, message="the worker sent an unreadable answer"
+            )
 
-    def _read_line(self, deadline: float) -> bytes | None:
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_READ)
-            while b"\n" not in self._buffer:
-                left = deadline - time.monotonic()
-                if left <= 0 or not sel.select(left):
-                    return None
-                chunk = os.read(fd, 1 << 20)
-                if not chunk:
-                    return None
-                self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line
-
-    def _died(self, workload: str, seed: int) -> RunResult:
+    def _died(self) -> Failure:
         code = self.proc.wait()
         if code in (-signal.SIGKILL, -signal.SIGSEGV, -signal.SIGABRT) or code < 0:
-            what = "was killed (out of memory?)" if code == -signal.SIGKILL else f"died with signal {-code}"
+            what = (
+                "was killed (out of memory?)"
+                if code == -signal.SIGKILL
+                else f"died with signal {-code}"
+            )
             cat = Category.memory_limit if code == -signal.SIGKILL else Category.worker_crash
+        elif code == 137:  # bubblewrap reports its child's SIGKILL as 128 + 9
+            what, cat = "was killed (out of memory?)", Category.memory_limit
         else:
             what, cat = f"exited with code {code}", Category.worker_crash
-        return _failed(workload, seed, cat, f"the worker process {what}")
+        return Failure(category=cat, message=f"the worker process {what}")
 
     @property
     def alive(self) -> bool:
@@ -140,17 +189,12 @@ class Worker:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
-def _failed(workload: str, seed: int, category: Category, message: str) -> RunResult:
-    return RunResult(
-        workload=workload, seed=seed, ok=False,
-        failure=Failure(category=category, message=message, workload=workload, seed=seed),
-    )
-
-
 class WorkerPool:
-    """Runs requests on up to `size` workers in parallel; results come back in request order."""
+    """Runs requests on up to `size` workers in parallel; answers come back in request order."""
 
-    def __init__(self, size: int | None = None, timeout_s: float = 300.0, memory_mb: int = 6144) -> None:
+    def __init__(
+        self, size: int | None = None, timeout_s: float = 300.0, memory_mb: int = 6144
+    ) -> None:
         self.size = max(1, size or os.cpu_count() or 1)
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
@@ -158,29 +202,70 @@ class WorkerPool:
         self._all: list[Worker] = []  # every worker started, so close() can stop busy ones too
         self._lock = threading.Lock()
         self._seed = 1000
+        # Workers are started from one long-lived thread: bubblewrap's --die-with-parent fires when
+        # the *thread* that started it ends, and the lanes of run_many end after every batch.
+        self._spawns: queue.Queue[tuple[WorkerKind, int, queue.Queue] | None] = queue.Queue()
+        self._spawner: threading.Thread | None = None
 
-    def _take(self, fresh: bool) -> Worker:
+    def _spawn(self, kind: WorkerKind, hash_seed: int) -> Worker:
         with self._lock:
-            if not fresh:
-                while self._idle:
-                    w = self._idle.pop()
+            if self._spawner is None or not self._spawner.is_alive():
+                self._spawner = threading.Thread(
+                    target=self._spawn_loop, daemon=True, name="knight-spawner"
+                )
+                self._spawner.start()
+        done: queue.Queue[Worker | BaseException] = queue.Queue(maxsize=1)
+        self._spawns.put((kind, hash_seed, done))
+        w = done.get()
+        if isinstance(w, BaseException):
+            raise w
+        return w
+
+    def _spawn_loop(self) -> None:
+        while True:
+            item = self._spawns.get()
+            if item is None:
+                return
+            kind, hash_seed, done = item
+            try:
+                done.put(Worker(kind, self.memory_mb, hash_seed))
+            except BaseException as e:  # noqa: BLE001 - handed to the lane that asked
+                done.put(e)
+
+    def _take(self, kind: WorkerKind) -> Worker:
+        with self._lock:
+            for w in reversed(self._idle):
+                if w.kind == kind:
+                    self._idle.remove(w)
                     if w.alive:
                         return w
             self._seed += 1
-            w = Worker(self.memory_mb, self._seed)
+            seed = kind.hash_seed if kind.hash_seed is not None else self._seed
+        w = self._spawn(kind, seed)
+        with self._lock:
             self._all = [x for x in self._all if x.alive] + [w]
-            return w
+        return w
 
     def _give_back(self, w: Worker) -> None:
         with self._lock:
-            if w.alive and len(self._idle) < self.size:
+            if w.alive:
                 self._idle.append(w)
-                return
-        w.close()
+                # Keep at most `size` idle workers per kind and 3 x `size` in all: close the oldest.
+                same = [x for x in self._idle if x.kind == w.kind]
+                extra = same[: max(0, len(same) - self.size)]
+                rest = [x for x in self._idle if x not in extra]
+                extra += rest[: max(0, len(rest) - 3 * self.size)]
+                self._idle = [x for x in self._idle if x not in extra]
+            else:
+                extra = []
+        for x in extra:
+            x.close()
 
-    def run_many(self, requests: list[dict[str, Any]], fresh: bool = False) -> list[RunResult]:
-        """Run every request; `fresh` uses new processes (another hash seed) for each."""
-        results: list[RunResult | None] = [None] * len(requests)
+    def run_many(
+        self, kind: WorkerKind, requests: list[BaseModel], answer: type[M]
+    ) -> list[M | Failure]:
+        """Run every request on workers of `kind`; each answer is the reply or a Failure."""
+        results: list[M | Failure | None] = [None] * len(requests)
         todo: queue.Queue[int] = queue.Queue()
         for i in range(len(requests)):
             todo.put(i)
@@ -191,11 +276,13 @@ class WorkerPool:
                     i = todo.get_nowait()
                 except queue.Empty:
                     return
-                w = self._take(fresh)
-                results[i] = w.run(requests[i], self.timeout_s)
+                w = self._take(kind)
+                results[i] = w.run(requests[i], answer, self.timeout_s)
                 self._give_back(w)
 
-        lanes = [threading.Thread(target=lane, daemon=True) for _ in range(min(self.size, len(requests)))]
+        lanes = [
+            threading.Thread(target=lane, daemon=True) for _ in range(min(self.size, len(requests)))
+        ]
         for t in lanes:
             t.start()
         for t in lanes:
@@ -213,3 +300,5 @@ class WorkerPool:
         for w in busy:
             if w.alive:
                 w.kill()
+        if self._spawner is not None:
+            self._spawns.put(None)

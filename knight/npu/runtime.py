@@ -1,10 +1,16 @@
-"""Running a kernel: trace it on each physical core, execute the numerics, then time it.
+"""Running a kernel: trace it without data, replay the trace on the inputs, execute, then time it.
 
-`simulate(kernel, inputs, outputs)` is the one entry point. The kernel is a Python function
-taking HBM tensors by keyword (inputs first, then the outputs it must write). It is traced once
-per core with `program_id` bound; both traces must issue the same instruction sequence (the
-hardware runs one program on both cores). Numerics then run in merged program order, with
-`sendrecv` joining the two cores, and the timing model schedules the same program.
+The pipeline has two halves that never share a process in the evaluator:
+
+- `trace(kernel, inputs, outputs)` runs the kernel's Python once per physical core with
+  `program_id` bound, against HBM tensors that have shapes and dtypes but no values (all zeros,
+  never the inputs). It returns a `CallLog`: the public `nl`/`nisa` calls the kernel made.
+- `run(log, inputs, outputs)` replays that log through the same public functions on tensors that
+  hold the inputs (re-checking every rule, recomputing every cost), checks that both cores issue
+  the same instruction sequence, executes the numerics in merged program order (`sendrecv` joins
+  the cores) and schedules the program on the timing model.
+
+`simulate` does both in one process: tests and benchmarks that trust the kernel use it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from knight.npu import numerics, tracer
+from knight.npu.calllog import CallLog, recording, replay
 from knight.npu.errors import KernelException, NpuError, SourceLoc
 from knight.npu.machine import MachineSpec, load_machine
 from knight.npu.nisa import _Exchange, exchange
@@ -26,6 +33,8 @@ from knight.npu.tracer import SharedState, Tracer
 
 _NPU_DIR = os.path.dirname(os.path.abspath(__file__))
 _SUPPORTED = tuple(np.dtype(d) for d in (numerics.BF16, np.float16, np.float32, np.int32))
+
+TensorDecls = Mapping[str, tuple[tuple[int, ...], object]]  # name -> (shape, dtype)
 
 
 @dataclass
@@ -38,6 +47,7 @@ class SimResult:
     schedule: object | None  # knight.npu.timing.Schedule
     profile: object | None  # knight.npu.profile.Profile
     machine: MachineSpec
+    call_log: CallLog | None = None
 
     @property
     def latency_ns(self) -> float:
@@ -47,82 +57,202 @@ class SimResult:
 def simulate(
     kernel: Callable[..., None],
     inputs: Mapping[str, np.ndarray],
-    outputs: Mapping[str, tuple[tuple[int, ...], object]],
+    outputs: TensorDecls,
     *,
     machine: str | MachineSpec = "trn2",
     grid: int = 2,
     timing: bool = True,
 ) -> SimResult:
-    """Trace, execute and time `kernel` on a logical core of `grid` physical cores."""
-    numerics.check_ftz()
-    m = load_machine(machine) if isinstance(machine, str) else machine
+    """Trace `kernel` without its data, then replay, execute and time it on `inputs`."""
+    decls = {name: (tuple(np.shape(a)), np.asarray(a).dtype) for name, a in inputs.items()}
+    log = trace(kernel, decls, outputs, machine=machine, grid=grid)
+    return run(log, inputs, outputs, machine=machine, grid=grid, timing=timing)
+
+
+def trace(
+    kernel: Callable[..., None],
+    inputs: TensorDecls,
+    outputs: TensorDecls,
+    *,
+    machine: str | MachineSpec = "trn2",
+    grid: int = 2,
+) -> CallLog:
+    """Run the kernel's Python on data-less tensors and record its kernel-language calls."""
+    m = _machine(machine, grid)
+    shared = SharedState()
+    hbm = _hbm_tensors(inputs, outputs, shared, data=None)
+    with recording(grid) as rec:
+        for core in range(grid):
+            tr = Tracer(m, core, grid, shared)
+            tr.outside_api = lambda: rec.depth == 0
+            rec.core = core
+            tracer.set_active(tr)
+            try:
+                kernel(**{name: View(t) for name, t in hbm.items()})
+            except NpuError as e:
+                e.core = core
+                if e.loc is None:
+                    e.loc = _kernel_frame(e)
+                if e.instr_index is None:
+                    e.instr_index = len(tr.instrs)
+                raise
+            except MemoryError:
+                raise  # the evaluator reports memory_limit; it is not the kernel's logic failing
+            except RecursionError as e:
+                raise KernelException(
+                    "recursion too deep while tracing the kernel", _kernel_frame(e), core=core
+                ) from None
+            except Exception as e:  # the kernel's own Python failed: report it at its line
+                raise KernelException(
+                    f"{type(e).__name__}: {e}", _kernel_frame(e), core=core
+                ) from None
+            finally:
+                tracer.set_active(None)
+        return CallLog(rec.cores, rec.views)
+
+
+def run(
+    log: CallLog,
+    inputs: Mapping[str, np.ndarray],
+    outputs: TensorDecls,
+    *,
+    machine: str | MachineSpec = "trn2",
+    grid: int = 2,
+    timing: bool = True,
+) -> SimResult:
+    """Replay `log` (every rule re-checked), execute its numerics on `inputs` and time it."""
+    decls = {n: (tuple(np.shape(a)), np.asarray(a).dtype) for n, a in inputs.items()}
+    return Executable(log, decls, outputs, machine=machine, grid=grid).execute(
+        inputs, timing=timing
+    )
+
+
+class Executable:
+    """A call log replayed into a program bound to its own tensors, executable on any inputs of
+    the declared shapes. Replaying needs no input values (nothing reads them before numerics
+    run) and timing reads none, so one replay and one schedule serve every seed of a shape."""
+
+    def __init__(
+        self,
+        log: CallLog,
+        inputs: TensorDecls,
+        outputs: TensorDecls,
+        *,
+        machine: str | MachineSpec,
+        grid: int,
+    ) -> None:
+        self.machine = _machine(machine, grid)
+        self.log = log
+        self.inputs = {n: (tuple(shape), np.dtype(dt)) for n, (shape, dt) in inputs.items()}
+        self.outputs = dict(outputs)
+        self.shared = SharedState()
+        self.hbm = _hbm_tensors(self.inputs, outputs, self.shared, data=None)
+        m = self.machine
+        self.tracers = replay(
+            log,
+            {t.id: t for t in self.hbm.values()},
+            grid,
+            lambda core: Tracer(m, core, grid, self.shared),
+        )
+        _check_same_program(self.tracers)
+        self.program = Program(
+            cores=[tr.instrs for tr in self.tracers],
+            tensors=dict(self.shared.names),
+            sbuf_peak_bytes=[tr.sbuf_used for tr in self.tracers],
+            psum_banks_used=[tr.psum_banks_used for tr in self.tracers],
+        )
+        self._timed: tuple[object, object] | None = None
+        self._dirty = False
+
+    def execute(self, inputs: Mapping[str, np.ndarray], *, timing: bool = True) -> SimResult:
+        """Run the numerics on `inputs` (read-only, never copied) and attach the timing."""
+        numerics.check_ftz()
+        if self._dirty:
+            self._reset()
+        for name, (shape, dt) in self.inputs.items():
+            a = np.asarray(inputs[name])
+            if a.shape != shape or a.dtype != dt:
+                raise TypeError(
+                    f"input {name!r} is {a.shape} {a.dtype}; this program was traced for {shape} {dt}"
+                )
+            a = a if a.flags.c_contiguous else np.ascontiguousarray(a)
+            if a.flags.writeable:
+                a = a.view()
+                a.flags.writeable = False
+            self.hbm[name].data = a
+        self._dirty = True
+        _execute(self.program)
+        sched = prof = None
+        if timing:
+            sched, prof = self.timing()
+        outs = {k: self.hbm[k].data.copy() for k in self.outputs}
+        ins = {k: self.hbm[k].data for k in self.inputs}
+        return SimResult(outs, ins, self.program, sched, prof, self.machine, self.log)
+
+    def timing(self) -> tuple[object, object]:
+        """The schedule and profile of the program (computed once: they depend on no value)."""
+        if self._timed is None:
+            from knight.npu.profile import make_profile
+            from knight.npu.timing import schedule
+
+            sched = schedule(self.program, self.machine)
+            self._timed = (sched, make_profile(self.program, sched, self.machine))
+        return self._timed
+
+    def _reset(self) -> None:
+        """Every allocation and output back to fresh (poisoned, unwritten) memory; no registers."""
+        for t in [*self.shared.tensors, *(self.hbm[k] for k in self.outputs)]:
+            t.data[...] = numerics.nan_fill(t.shape, t.dtype)
+            for mask in (t.written, t.matmul_written, t.group_open):
+                if mask is not None:
+                    mask[...] = False
+        for tr in self.tracers:
+            tr.regs.clear()
+
+
+def _machine(machine: str | MachineSpec, grid: int) -> MachineSpec:
     if grid not in (1, 2):
         raise ValueError("grid must be 1 or 2 (LNC=2 pairs two physical cores)")
-    shared = SharedState()
-    hbm = _hbm_tensors(inputs, outputs, shared)
-    program = _trace(kernel, hbm, m, grid, shared)
-    _execute(program)
-    sched = prof = None
-    if timing:
-        from knight.npu.profile import make_profile
-        from knight.npu.timing import schedule
-
-        sched = schedule(program, m)
-        prof = make_profile(program, sched, m)
-    outs = {k: hbm[k].data for k in outputs}
-    ins = {k: hbm[k].data for k in inputs}
-    return SimResult(outs, ins, program, sched, prof, m)
+    return load_machine(machine) if isinstance(machine, str) else machine
 
 
-def _hbm_tensors(inputs, outputs, shared: SharedState) -> dict[str, Tensor]:
+def _hbm_tensors(
+    inputs: TensorDecls,
+    outputs: TensorDecls,
+    shared: SharedState,
+    data: Mapping[str, np.ndarray] | None,
+) -> dict[str, Tensor]:
+    """The kernel's HBM arguments. With `data=None` (tracing) inputs hold zeros: geometry for
+    views and costs, and nothing else (large zero arrays are untouched pages, no real memory)."""
     out: dict[str, Tensor] = {}
-    for name, arr in inputs.items():
-        # Row-major, and shared with the caller until the kernel writes it (copy-on-write):
-        # copying ~200 MB of MoE weights per run would dominate the simulation.
-        a = np.asarray(arr)
-        if a.dtype not in _SUPPORTED:
-            raise TypeError(f"input {name!r} has dtype {a.dtype}; the NPU holds {', '.join(map(str, _SUPPORTED))}")
-        shared_ok = a.flags.c_contiguous
-        a = a if shared_ok else np.array(a, copy=True, order="C")
-        out[name] = Tensor(shared.new_id(name), name, HBM, tuple(a.shape), a.dtype, a, None, copy_on_write=shared_ok)
+    for name, (shape, dtype) in inputs.items():
+        dt = np.dtype(dtype)
+        if dt not in _SUPPORTED:
+            raise TypeError(
+                f"input {name!r} has dtype {dt}; the NPU holds {', '.join(map(str, _SUPPORTED))}"
+            )
+        if data is None:
+            a = np.zeros(tuple(shape), dtype=dt)
+        else:
+            # Inputs are read-only (the tracer refuses writes), so the caller's array is used as is.
+            a = np.asarray(data[name])
+            a = a if a.flags.c_contiguous else np.array(a, copy=True, order="C")
+        a.flags.writeable = False
+        out[name] = Tensor(shared.new_id(name), name, HBM, tuple(a.shape), a.dtype, a, None)
+        shared.inputs.add(out[name].id)
     for name, (shape, dtype) in outputs.items():
         dt = np.dtype(dtype)
         shape = tuple(shape)
         out[name] = Tensor(
-            shared.new_id(name), name, HBM, shape, dt, numerics.nan_fill(shape, dt), np.zeros(shape, dtype=bool)
+            shared.new_id(name),
+            name,
+            HBM,
+            shape,
+            dt,
+            numerics.nan_fill(shape, dt),
+            np.zeros(shape, dtype=bool),
         )
     return out
-
-
-def _trace(kernel, hbm: dict[str, Tensor], m: MachineSpec, grid: int, shared: SharedState) -> Program:
-    tracers = []
-    for core in range(grid):
-        tr = Tracer(m, core, grid, shared)
-        tracer.set_active(tr)
-        try:
-            kernel(**{name: View(t) for name, t in hbm.items()})
-        except NpuError as e:
-            e.core = core
-            if e.loc is None:
-                e.loc = _kernel_frame(e)
-            e.instr_index = len(tr.instrs)
-            raise
-        except MemoryError:
-            raise  # the evaluator reports memory_limit; it is not the kernel's logic failing
-        except RecursionError as e:
-            raise KernelException("recursion too deep while tracing the kernel", _kernel_frame(e), core=core) from None
-        except Exception as e:  # the kernel's own Python failed: report it at its line
-            raise KernelException(f"{type(e).__name__}: {e}", _kernel_frame(e), core=core) from None
-        finally:
-            tracer.set_active(None)
-        tracers.append(tr)
-    _check_same_program(tracers)
-    return Program(
-        cores=[tr.instrs for tr in tracers],
-        tensors=dict(shared.names),
-        sbuf_peak_bytes=[tr.sbuf_used for tr in tracers],
-        psum_banks_used=[tr.psum_banks_used for tr in tracers],
-    )
 
 
 def _kernel_frame(exc: BaseException) -> SourceLoc | None:
@@ -130,7 +260,11 @@ def _kernel_frame(exc: BaseException) -> SourceLoc | None:
     loc = None
     for frame, line in traceback.walk_tb(exc.__traceback__):
         path = os.path.abspath(frame.f_code.co_filename)
-        if os.path.dirname(path) != _NPU_DIR and "site-packages" not in path and "/lib/python" not in path:
+        if (
+            os.path.dirname(path) != _NPU_DIR
+            and "site-packages" not in path
+            and "/lib/python" not in path
+        ):
             loc = SourceLoc(frame.f_code.co_filename, line)
     return loc
 
@@ -192,4 +326,6 @@ def _guard(instr, fn, *args) -> None:
         e.core = instr.core
         raise
     except FloatingPointError as e:  # pragma: no cover - numpy errstate is not raising by default
-        raise KernelException(str(e), instr.loc, instr_index=instr.index, engine=instr.engine) from None
+        raise KernelException(
+            str(e), instr.loc, instr_index=instr.index, engine=instr.engine
+        ) from None

@@ -1,8 +1,10 @@
 """The tracer: records the instructions a kernel issues on one core, with their source lines.
 
-`simulate` runs the kernel's Python once per core with a `Tracer` active. Every `nl`/`nisa` call
-asks `active()` for it, allocates through it, and appends an `Instr`. The tracer also enforces
-capacity limits at allocation time, so an overflow points at the allocating line.
+A `Tracer` is active while a kernel is traced (`runtime.trace`, the kernel's Python, data-free)
+and while its call log is replayed (`runtime.run`, on the real inputs). Every `nl`/`nisa` call
+asks `active()` for it, allocates through it, and appends an `Instr`. The tracer enforces
+capacity limits at allocation time and refuses any instruction that writes a kernel input, so
+either error points at the kernel line that caused it.
 """
 
 from __future__ import annotations
@@ -10,12 +12,20 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from knight.npu import numerics
-from knight.npu.errors import KernelException, NpuError, ResourceOverflow, ShapeError, SourceLoc
+from knight.npu.errors import (
+    IllegalAccess,
+    KernelException,
+    NpuError,
+    ResourceOverflow,
+    ShapeError,
+    SourceLoc,
+)
 from knight.npu.machine import MachineSpec
 from knight.npu.program import Instr
 from knight.npu.tensor import HBM, PSUM, SBUF, Tensor
@@ -34,7 +44,10 @@ def _in_npu(filename: str) -> bool:
 
 
 def caller_loc() -> SourceLoc:
-    """The first stack frame outside `knight/npu`: the kernel statement being traced."""
+    """The first stack frame outside `knight/npu`: the kernel statement being traced (while a
+    call log is replayed, the line recorded for the call being replayed)."""
+    if _active is not None and _active.replay_loc is not None:
+        return _active.replay_loc
     f = sys._getframe(1)
     while f is not None and _in_npu(f.f_code.co_filename):
         f = f.f_back
@@ -45,11 +58,14 @@ def caller_loc() -> SourceLoc:
 
 @dataclass
 class SharedState:
-    """State shared by the per-core tracers of one simulation: tensor ids and shared HBM."""
+    """State shared by the per-core tracers of one simulation: tensor ids, shared HBM, and which
+    tensors are the kernel's (read-only) inputs."""
 
     next_id: int = 0
     names: dict[int, str] = field(default_factory=dict)
     hbm_scratch: list[Tensor] = field(default_factory=list)
+    inputs: set[int] = field(default_factory=set)
+    tensors: list[Tensor] = field(default_factory=list)  # every allocation, to reset between runs
 
     def new_id(self, name: str) -> int:
         self.next_id += 1
@@ -70,13 +86,29 @@ class Tracer:
         self.psum_banks_used = 0
         self.hbm_allocs = 0
         self.regs: dict[int, int] = {}  # register values, filled while numerics run
+        self.replay_loc: SourceLoc | None = None  # set by the call-log replayer for each call
+        self.outside_api: Callable[[], bool] | None = None  # set while recording a call log
 
     def emit(self, instr: Instr) -> Instr:
+        """Append an instruction; writing a kernel input is refused here, for every instruction."""
+        if self.outside_api is not None and self.outside_api():
+            raise KernelException(
+                "instructions must be issued by calling nl/nisa functions", instr.loc
+            )
+        for region in instr.writes:
+            if region.tensor in self.shared.inputs:
+                raise IllegalAccess(
+                    f"{instr.op} writes the kernel input {self.shared.names[region.tensor]!r}; inputs are "
+                    "read-only (copy what you need into SBUF or an HBM scratch tensor)",
+                    instr.loc,
+                )
         instr.index = len(self.instrs)
         self.instrs.append(instr)
         return instr
 
-    def allocate(self, shape: tuple[int, ...], dtype: np.dtype, buffer: str, name: str | None) -> Tensor:
+    def allocate(
+        self, shape: tuple[int, ...], dtype: np.dtype, buffer: str, name: str | None
+    ) -> Tensor:
         """Allocate a tensor, checking capacity; fresh memory is NaN-filled and marked unwritten."""
         loc = caller_loc()
         shape = _check_shape(shape, loc)
@@ -87,7 +119,9 @@ class Tracer:
         if buffer == HBM:
             return self._allocate_hbm(shape, dtype, label, loc)
         if shape[0] > m.partitions:
-            raise ResourceOverflow(f"{shape[0]} partitions requested; the {buffer.upper()} has {m.partitions}", loc)
+            raise ResourceOverflow(
+                f"{shape[0]} partitions requested; the {buffer.upper()} has {m.partitions}", loc
+            )
         if buffer == SBUF:
             if self.sbuf_used + nbytes > m.sbuf_partition_bytes:
                 raise ResourceOverflow(
@@ -112,12 +146,21 @@ class Tracer:
             raise ShapeError(f"unknown buffer {buffer!r}", loc)
         tid = self.shared.new_id(label)
         t = Tensor(
-            tid, label, buffer, shape, dtype, numerics.nan_fill(shape, dtype),
-            np.zeros(shape, dtype=bool), core=self.core, base=base, loc=loc,
+            tid,
+            label,
+            buffer,
+            shape,
+            dtype,
+            numerics.nan_fill(shape, dtype),
+            np.zeros(shape, dtype=bool),
+            core=self.core,
+            base=base,
+            loc=loc,
         )
         if buffer == PSUM:
             t.matmul_written = np.zeros(shape, dtype=bool)
             t.group_open = np.zeros(shape, dtype=bool)
+        self.shared.tensors.append(t)
         return t
 
     def _allocate_hbm(self, shape, dtype, label, loc) -> Tensor:
@@ -127,11 +170,23 @@ class Tracer:
         if k < len(self.shared.hbm_scratch):
             t = self.shared.hbm_scratch[k]
             if t.shape != shape or t.dtype != dtype:
-                raise KernelException("cores allocated different shared HBM tensors (divergent control flow)", loc)
+                raise KernelException(
+                    "cores allocated different shared HBM tensors (divergent control flow)", loc
+                )
             return t
         tid = self.shared.new_id(label)
-        t = Tensor(tid, label, HBM, shape, dtype, numerics.nan_fill(shape, dtype), np.zeros(shape, dtype=bool), loc=loc)
+        t = Tensor(
+            tid,
+            label,
+            HBM,
+            shape,
+            dtype,
+            numerics.nan_fill(shape, dtype),
+            np.zeros(shape, dtype=bool),
+            loc=loc,
+        )
         self.shared.hbm_scratch.append(t)
+        self.shared.tensors.append(t)
         return t
 
     def new_register(self) -> int:
@@ -156,7 +211,9 @@ _active: Tracer | None = None
 def active() -> Tracer:
     """The tracer of the core being traced; kernel-language calls outside `simulate` are errors."""
     if _active is None:
-        raise KernelException("kernel-language calls are only valid inside a kernel run by knight.npu.simulate")
+        raise KernelException(
+            "kernel-language calls are only valid inside a kernel run by knight.npu.simulate"
+        )
     return _active
 
 

@@ -19,7 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from knight.npu import numerics
 
-DTYPES = {"bfloat16": numerics.BF16, "float16": np.float16, "float32": np.float32, "int32": np.int32}
+DTYPES = {
+    "bfloat16": numerics.BF16,
+    "float16": np.float16,
+    "float32": np.float32,
+    "int32": np.int32,
+}
 
 
 class TensorSpec(BaseModel):
@@ -33,7 +38,9 @@ class TensorSpec(BaseModel):
         try:
             return tuple(int(params[s]) if isinstance(s, str) else s for s in self.shape)
         except KeyError as e:
-            raise ValueError(f"shape {self.shape} names parameter {e} that the workload does not set") from None
+            raise ValueError(
+                f"shape {self.shape} names parameter {e} that the workload does not set"
+            ) from None
 
     @property
     def np_dtype(self) -> np.dtype:
@@ -126,17 +133,27 @@ class Problem:
 
     def make_inputs(self, workload: Workload, seed: int) -> dict[str, np.ndarray]:
         """Inputs for one workload and seed: reproducible on any machine (PCG64 from the seed)."""
-        rng = np.random.Generator(np.random.PCG64([seed, _stable_int(self.spec.id), _stable_int(workload.name)]))
+        rng = np.random.Generator(
+            np.random.PCG64([seed, _stable_int(self.spec.id), _stable_int(workload.name)])
+        )
         arrays = self._module.make_inputs(dict(workload.params), rng)
         for name, ts in self.spec.inputs.items():
             a = arrays[name]
             want = ts.resolve(workload.params)
             if a.shape != want or a.dtype != ts.np_dtype:
-                raise ValueError(f"{self.id}: generator made {name} {a.shape} {a.dtype}, spec says {want} {ts.dtype}")
+                raise ValueError(
+                    f"{self.id}: generator made {name} {a.shape} {a.dtype}, spec says {want} {ts.dtype}"
+                )
         return {name: arrays[name] for name in self.spec.inputs}
 
+    def input_specs(self, workload: Workload) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Shape and dtype of every input for `workload`: all a tracer may know about them."""
+        return {n: (ts.resolve(workload.params), ts.np_dtype) for n, ts in self.spec.inputs.items()}
+
     def output_specs(self, workload: Workload) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        return {n: (ts.resolve(workload.params), ts.np_dtype) for n, ts in self.spec.outputs.items()}
+        return {
+            n: (ts.resolve(workload.params), ts.np_dtype) for n, ts in self.spec.outputs.items()
+        }
 
     def reference(self, inputs: dict[str, np.ndarray], workload: Workload) -> dict[str, np.ndarray]:
         """The float64 reference outputs (used to check the baseline itself)."""

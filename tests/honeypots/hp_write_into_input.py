@@ -3,9 +3,10 @@
 Trick: use the input `x` in HBM as free scratch space -- the normalised rows are staged back into
 x and the final store reads from there -- saving an SBUF buffer. The output is bit-exact, but a
 caller that reuses its activations (the residual stream) would get them clobbered; and a judge
-that reuses inputs across runs could be fed the kernel's own answers.
+that reuses inputs across runs could be fed the kernel's own answers. Inputs are read-only: the
+tracer refuses the write at its line.
 
-Expected: input_mutation
+Expected: illegal_access
 """
 
 from knight.npu import nisa, nl

@@ -1,0 +1,98 @@
+"""Generated inputs, made once per (problem version, workload, seed) and shared read-only.
+
+Generating a workload's inputs can take a second (MoE weights are ~300 MB), so executors keep
+them in an input cache folder: raw little-endian files, one per input, under
+`<cache>/<problem hash>/<workload hash>/<seed>/`, memory-mapped read-only by every executor and
+every run. The problem hash covers the whole problem folder, so a changed generator invalidates
+its inputs. The first executor to need a set generates it under a file lock; the others wait and
+map it. Without a cache folder the last few sets are kept in memory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from knight.problems.spec import Problem, Workload, load_problem_dir
+
+_problems: dict[str, Problem] = {}
+_in_memory: OrderedDict[tuple[str, str, int], dict[str, np.ndarray]] = OrderedDict()
+_KEEP = 4  # input sets kept per process (mapped ones cost address space, not memory)
+_DONE = "complete"
+
+
+def default_input_cache() -> Path:
+    """Where shared inputs live: `$KNIGHT_INPUT_CACHE`, else beside the run cache."""
+    env = os.environ.get("KNIGHT_INPUT_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "knight" / "inputs"
+
+
+def load_problem_cached(path: str) -> Problem:
+    """A problem folder, loaded once per process."""
+    if path not in _problems:
+        _problems[path] = load_problem_dir(Path(path))
+    return _problems[path]
+
+
+def cached_inputs(
+    problem: Problem, workload: Workload, seed: int, cache: Path | None
+) -> dict[str, np.ndarray]:
+    """The read-only inputs of one workload and seed (generated at most once per cache)."""
+    key = (problem.hash, workload.name, seed)
+    hit = _in_memory.get(key)
+    if hit is None:
+        hit = (
+            _mapped(problem, workload, seed, cache)
+            if cache is not None
+            else _generate(problem, workload, seed)
+        )
+        _in_memory[key] = hit
+        while len(_in_memory) > _KEEP:
+            _in_memory.popitem(last=False)
+    _in_memory.move_to_end(key)
+    return hit
+
+
+def _generate(problem: Problem, workload: Workload, seed: int) -> dict[str, np.ndarray]:
+    arrays = problem.make_inputs(workload, seed)
+    for a in arrays.values():
+        a.flags.writeable = False
+    return arrays
+
+
+def _folder(problem: Problem, workload: Workload, seed: int, cache: Path) -> Path:
+    # The workload's parameters are part of the key: a spec copy with other params is another set.
+    wkey = hashlib.sha256(
+        f"{workload.name}|{sorted(workload.params.items())}".encode()
+    ).hexdigest()[:16]
+    return cache / problem.hash / wkey / str(seed)
+
+
+def _mapped(problem: Problem, workload: Workload, seed: int, cache: Path) -> dict[str, np.ndarray]:
+    folder = _folder(problem, workload, seed, cache)
+    if not (folder / _DONE).exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one generator per set; the others wait here
+            if not (folder / _DONE).exists():
+                for name, a in _generate(problem, workload, seed).items():
+                    tmp = folder / f".{name}.{os.getpid()}.tmp"
+                    np.ascontiguousarray(a).tofile(tmp)
+                    os.replace(tmp, folder / f"{name}.bin")
+                (folder / _DONE).write_text("")
+    out = {}
+    for name, ts in problem.spec.inputs.items():
+        shape = ts.resolve(workload.params)
+        path = folder / f"{name}.bin"
+        if int(np.prod(shape, dtype=np.int64)) == 0 or path.stat().st_size == 0:
+            out[name] = np.zeros(shape, dtype=ts.np_dtype)
+        else:
+            out[name] = np.memmap(path, dtype=ts.np_dtype, mode="r", shape=shape)
+    return out
