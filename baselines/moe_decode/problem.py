@@ -57,7 +57,9 @@ def reference(inputs: dict[str, np.ndarray], params: dict) -> dict[str, np.ndarr
             w = inputs["w_gate_up"][e].astype(np.float64)
             gate, up = x[t] @ w[:, 0, :], x[t] @ w[:, 1, :]
             h = gate / (1.0 + np.exp(-gate)) * up
-            out[t] += float(inputs["expert_weights"][t, k]) * (h @ inputs["w_down"][e].astype(np.float64))
+            out[t] += float(inputs["expert_weights"][t, k]) * (
+                h @ inputs["w_down"][e].astype(np.float64)
+            )
     return {"out": out}
 
 
@@ -69,10 +71,16 @@ def floor_bytes(inputs: dict[str, np.ndarray], params: dict) -> int:
     return distinct * per_expert + 2 * T * H * 2 + T * K * 8
 
 
-def describe_mismatch(name: str, diff: np.ndarray, inputs: dict[str, np.ndarray], params: dict) -> dict:
+def describe_mismatch(
+    name: str, diff: np.ndarray, inputs: dict[str, np.ndarray], params: dict
+) -> dict:
     """Map differing output elements to tokens, their routed experts, and the baseline core that
     writes those columns (core c writes hidden columns [1024c, 1024c + 1024))."""
     tokens = np.flatnonzero(diff.any(axis=1))
     cols = np.flatnonzero(diff.any(axis=0))
     experts = sorted({int(e) for t in tokens for e in inputs["expert_ids"][t]})
-    return {"tokens": tokens.tolist()[:16], "experts": experts[:32], "cores": sorted({int(c) // 1024 for c in cols})}
+    return {
+        "tokens": tokens.tolist()[:16],
+        "experts": experts[:32],
+        "cores": sorted({int(c) // 1024 for c in cols}),
+    }

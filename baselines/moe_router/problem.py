@@ -67,10 +67,23 @@ def reference(inputs: dict[str, np.ndarray], params: dict) -> dict[str, np.ndarr
     p /= p.sum(axis=1, keepdims=True)
     ids = np.argsort(-p, axis=1, kind="stable")[:, :K]
     top = np.take_along_axis(p, ids, axis=1)
-    return {"expert_ids": ids.astype(np.int32), "expert_weights": top / top.sum(axis=1, keepdims=True)}
+    return {
+        "expert_ids": ids.astype(np.int32),
+        "expert_weights": top / top.sum(axis=1, keepdims=True),
+    }
 
 
 def floor_bytes(inputs: dict[str, np.ndarray], params: dict) -> int:
     """Activations and router weights in, ids and weights out."""
     T = inputs["hidden"].shape[0]
     return T * H * 2 + H * E * 2 + T * K * (4 + 4)
+
+
+def describe_mismatch(
+    name: str, diff: np.ndarray, inputs: dict[str, np.ndarray], params: dict
+) -> dict:
+    """Map differing outputs to tokens and top-k slots (rank 0 = the largest probability); a
+    difference only in late slots points at tie breaking or the order of the ranking."""
+    tokens = np.flatnonzero(diff.any(axis=1))
+    slots = np.flatnonzero(diff.any(axis=0))
+    return {"tokens": tokens.tolist()[:16], "slots": slots.tolist()}

@@ -33,3 +33,12 @@ def floor_bytes(inputs: dict[str, np.ndarray], params: dict) -> int:
     """x in, gamma in, out back: every byte must cross HBM once."""
     T = inputs["x"].shape[0]
     return 2 * T * H * 2 + H * 2
+
+
+def describe_mismatch(
+    name: str, diff: np.ndarray, inputs: dict[str, np.ndarray], params: dict
+) -> dict:
+    """Map differing output elements to tokens and to 512-column tiles of the hidden axis."""
+    tokens = np.flatnonzero(diff.any(axis=1))
+    cols = np.flatnonzero(diff.any(axis=0))
+    return {"tokens": tokens.tolist()[:16], "column_tiles": sorted({int(c) // 512 for c in cols})}
