@@ -36,16 +36,63 @@ def _route(rng: np.random.Generator, T: int, regime: str) -> tuple[np.ndarray, n
 
 
 def make_inputs(params: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Gaussian activations, top-8 routing in the workload's regime, weights of 2^-7..2^-3.
+    With `family = "order"`: the cancellations described below are planted."""
     T = int(params["T"])
     ids, weights = _route(rng, T, params.get("routing", "random"))
     hidden = rng.standard_normal((T, H), dtype=np.float32).astype(BF16)
-    return {
+    inputs = {
         "hidden": hidden,
         "expert_ids": ids,
         "expert_weights": weights,
         "w_gate_up": _bf16_weights(rng, (E, H, 2, I)),
         "w_down": _bf16_weights(rng, (E, I, H)),
     }
+    if params.get("family", "routing") == "order":
+        _plant_cancellations(inputs, rng)
+    return inputs
+
+
+# --- the order-revealing family ------------------------------------------------------------
+# A sum whose terms are of similar size reorders harmlessly in fp32, and a last-bit change of an
+# fp32 partial flips a bf16 result with probability ~2^-16. This family plants exact
+# cancellations that only the contract's order performs exactly:
+#   - gate/up: K-tile pairs (0, 1), (7, 8), (14, 15) carry huge equal activations (2^20, 2^16,
+#     2^12) against negated weight rows, so each pair's partials cancel exactly when added one
+#     after the other in PSUM; any other order (reversed, interleaved chains, split tiles) adds a
+#     huge partial to the small remainder and rounds it away;
+#   - down projection: in each core's half of the intermediate, columns j and j + 48 (j < 8)
+#     are equal (copied gate/up columns) against negated w_down rows scaled by 2^16, so the
+#     96-term product sum cancels exactly only when summed as one K-tile.
+GATE_UP_PAIRS = ((0, 1, 20), (7, 8, 16), (14, 15, 12))  # K-tiles a, b = a's negation, log2 size
+DOWN_PAIRS, DOWN_SCALE = 8, 16
+
+
+def _negated(a: np.ndarray) -> np.ndarray:
+    return (a.view(np.uint16) ^ np.uint16(0x8000)).view(BF16)
+
+
+def _plant_cancellations(inputs: dict[str, np.ndarray], rng: np.random.Generator) -> None:
+    hidden, wgu, wdn = inputs["hidden"], inputs["w_gate_up"], inputs["w_down"]
+    T = hidden.shape[0]
+    tiles = wgu.reshape(E, 128, H // 128, 2, I)  # [e, p, kt, gate/up, i]: a view
+    for a, b, size in GATE_UP_PAIRS:  # hidden row 16p + kt lives in K-tile kt
+        big = (
+            rng.integers(128, 256, size=(T, 128))
+            / 128.0
+            * 2.0**size
+            * rng.choice([-1.0, 1.0], size=(T, 128))
+        )
+        hidden[:, a::16] = big.astype(BF16)
+        hidden[:, b::16] = hidden[:, a::16]
+        tiles[:, :, b] = _negated(tiles[:, :, a])
+    for c in range(2):
+        lo = slice(96 * c, 96 * c + DOWN_PAIRS)
+        hi = slice(96 * c + 48, 96 * c + 48 + DOWN_PAIRS)
+        wgu[:, :, :, hi] = wgu[:, :, :, lo]
+        up = (wdn[:, lo, :].view(np.uint16) + np.uint16(DOWN_SCALE << 7)).view(BF16)
+        wdn[:, lo, :] = up
+        wdn[:, hi, :] = _negated(up)
 
 
 def reference(inputs: dict[str, np.ndarray], params: dict) -> dict[str, np.ndarray]:
