@@ -86,11 +86,13 @@ class MutantVerdict:
 
 
 def judge_mutant(evaluator: LocalEvaluator, problem: Problem, mutant: Mutant) -> MutantVerdict:
-    """Evaluate `mutant` workload by workload (visible, adversarial, then held-out), stopping at
-    the first rejection: the same verdict as one evaluation with held-out workloads, cheaper."""
+    """Evaluate `mutant` workload by workload -- the order-revealing (adversarial) ones first,
+    then the visible and held-out ones -- stopping at the first rejection. A rejection on any of
+    them is a rejection by one evaluation with held-out workloads; this order is cheaper."""
     source = mutant.apply(problem.baseline_source())
     ratio = None
-    for workload in problem.all_workloads(heldout=True):
+    spec = problem.spec
+    for workload in spec.adversarial + spec.workloads + spec.heldout:
         one = _only_workload(problem, workload)
         report = evaluator.evaluate(source, one, profile=False)
         w = report.workloads[0] if report.workloads else None
