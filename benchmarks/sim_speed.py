@@ -186,7 +186,7 @@ def _simulate_speed() -> tuple[float, int, str]:
         h = nl.ndarray((P, 512), dtype=nl.float32, name="h")
         acc = nl.ndarray((P, 512), dtype=nl.float32, name="acc")
         nisa.dma_copy(dst=xt, src=x)
-        nisa.dma_copy(dst=wt, src=w, engine="scalar")
+        nisa.dma_copy(dst=wt, src=w, engine=nisa.engine.scalar)
         nisa.memset(acc, 0.0)
         for _ in range(16):
             for k in range(4):

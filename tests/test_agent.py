@@ -32,15 +32,15 @@ def edit(search: str, replace: str) -> dict:
 
 
 COLS = "COLS_PER_TILE = {}  # columns per normalise / multiply / store step"
-REDUCE = "    nisa.tensor_reduce(sum_sq, sq, nl.add, axis=1)\n"
+REDUCE = "    nisa.tensor_reduce(sum_sq, nl.add, sq, axis=1, keepdims=True)\n"
 SCRIPT = [
     {"hypothesis": "Whole-row tiles: one normalise/multiply/store step instead of four.",
      "tags": ["knob"], "edits": [edit(COLS.format(512), COLS.format(2048))]},
     {"hypothesis": "Store through a second queue.", "edits": [edit("nisa.dma_copy(dst=out, src=nowhere)", "pass")]},
     {"hypothesis": "Reduce the squares in two halves, then add the halves.", "skills_used": ["precision-alignment"],
      "edits": [edit(REDUCE, "    halves = nl.ndarray((T, 2), dtype=nl.float32, name=\"halves\")\n"
-                            "    nisa.tensor_reduce(halves, sq.reshape(T, 2, H // 2), nl.add, axis=2, keepdims=False)\n"
-                            "    nisa.tensor_reduce(sum_sq, halves, nl.add, axis=1)\n")]},
+                            "    nisa.tensor_reduce(halves, nl.add, sq.reshape(T, 2, H // 2), axis=2)\n"
+                            "    nisa.tensor_reduce(sum_sq, nl.add, halves, axis=1, keepdims=True)\n")]},
     {"hypothesis": "Keep a large fp32 scratch tile resident.",
      "edits": [edit(REDUCE, REDUCE + "    scratch = nl.ndarray((T, 100000), dtype=nl.float32, name=\"scratch\")\n")]},
     {"hypothesis": "Go back to 512-column tiles.", "edits": [edit(COLS.format(2048), COLS.format(512))]},

@@ -73,7 +73,10 @@ def test_calibration_kernel_equals_the_baseline_bit_for_bit(problem, baseline, o
 def test_summing_experts_per_core_then_adding_the_halves_breaks_bit_exactness(problem, baseline):
     """The contest's precision trap: (e0+..+e3) + (e4+..+e7) is not ((e0+e1)+e2)+...+e7 in bf16."""
     source = OPTIMIZED.read_text()
-    ordered = """        nisa.sendrecv(dst=theirs, src=scaled[:, :, :, other])
+    ordered = """        nisa.sendrecv(
+            src=scaled[:, :, :, other], dst=theirs, send_to_rank=other, recv_from_rank=other, pipe_id=0,
+            dma_engine=nisa.dma_engine.gpsimd_dma,
+        )
         mine = [scaled[:, s, :, c] for s in range(MINE)]
         recv = [theirs[:, s, :] for s in range(MINE)]
         seq = mine + recv if c == 0 else recv + mine
@@ -87,7 +90,10 @@ def test_summing_experts_per_core_then_adding_the_halves_breaks_bit_exactness(pr
             for s in range(1, MINE):
                 nisa.tensor_tensor(part[:, half, :], part[:, half, :], scaled[:, s, :, half], nl.add)
         other_part = nl.ndarray((P, 8), dtype=nl.bfloat16, name="other_partial")
-        nisa.sendrecv(dst=other_part, src=part[:, other, :])
+        nisa.sendrecv(
+            src=part[:, other, :], dst=other_part, send_to_rank=other, recv_from_rank=other, pipe_id=0,
+            dma_engine=nisa.dma_engine.gpsimd_dma,
+        )
         nisa.tensor_tensor(acc, part[:, c, :], other_part, nl.add)"""
     assert ordered in source
     variant = load_kernel(source.replace(ordered, naive), "naive.py", "moe_decode")

@@ -339,7 +339,7 @@ def test_transpose_copies_bits():
         nisa.tensor_copy(t, ps)
         nisa.dma_copy(yt, t)
         v = nl.ndarray((32, 32), dtype=nl.float32)
-        nisa.nc_transpose(v, s[0:32, 0:32], engine="vector")  # VectorE 32x32, widened exactly
+        nisa.nc_transpose(v, s[0:32, 0:32], engine=nisa.engine.vector)  # VectorE 32x32, widened exactly
         nisa.dma_copy(yv, v)
 
     res = sim(kernel, {"x": x}, {"yt": ((96, 128), BF16), "yv": ((32, 32), F32)})
@@ -396,7 +396,7 @@ def test_tensor_scalar_tile_operand_broadcasts_per_partition():
         nisa.dma_copy(d, data)
         nisa.dma_copy(c, col)
         r = nl.ndarray((128, 8), dtype=nl.float32)
-        nisa.tensor_scalar(r, d, nl.multiply, c, nl.add, 1.5)
+        nisa.tensor_scalar(r, d, nl.multiply, c, op1=nl.add, operand1=1.5)
         nisa.dma_copy(y, r)
         s = nl.ndarray((128, 8), dtype=nl.bfloat16)
         nisa.tensor_scalar(s, d, nl.subtract, c)  # data - operand (not reversed)
@@ -432,10 +432,10 @@ def _reduce_kernel(x, y, m):
     t = nl.ndarray((p, n), dtype=nl.float32)
     nisa.dma_copy(t, x)
     s = nl.ndarray((p, 1), dtype=nl.float32)
-    nisa.tensor_reduce(s, t, nl.add, axis=1)
+    nisa.tensor_reduce(s, nl.add, t, axis=1, keepdims=True)
     nisa.dma_copy(y, s)
     mx = nl.ndarray((p,), dtype=nl.float32)
-    nisa.tensor_reduce(mx, t, nl.maximum, axis=-1, keepdims=False)
+    nisa.tensor_reduce(mx, nl.maximum, t, axis=-1)
     nisa.dma_copy(m, mx)
 
 
@@ -470,8 +470,9 @@ def test_max8_returns_descending_values_with_ties_to_the_lower_index():
         t = nl.ndarray((128, 20), dtype=nl.float32)
         nisa.dma_copy(t, x)
         v = nl.ndarray((128, 8), dtype=nl.float32)
-        i = nl.ndarray((128, 8), dtype=nl.int32)
-        nisa.max8(v, i, t)
+        i = nl.ndarray((128, 8), dtype=nl.uint32)
+        nisa.max8(v, t)
+        nisa.nc_find_index8(i, t, v)  # repeated values take successive occurrences
         nisa.dma_copy(vals, v)
         nisa.dma_copy(idx, i)
 
@@ -509,7 +510,8 @@ def test_register_load_selects_the_expert_in_hbm():
         c = nl.program_id(0)
         t = nl.ndarray((1, 2), dtype=nl.int32)
         nisa.dma_copy(t, ids)
-        e = nisa.register_load(t[0:1, c : c + 1])  # core c reads ids[0, c]
+        e = nisa.register_alloc()
+        nisa.register_load(e, t[0:1, c : c + 1])  # core c reads ids[0, c]
         x = nl.ndarray((128, 4), dtype=nl.float32)
         nisa.dma_copy(x, w[e])
         nisa.dma_copy(out[c], x)
@@ -595,7 +597,7 @@ def test_sendrecv_swaps_data_between_the_cores():
         mine = nl.ndarray((128, 4), dtype=nl.float32)
         theirs = nl.ndarray((128, 4), dtype=nl.float32)
         nisa.dma_copy(mine, a[c])
-        nisa.sendrecv(dst=theirs, src=mine)
+        nisa.sendrecv(mine, theirs, 1 - c, 1 - c, 0, dma_engine=nisa.dma_engine.gpsimd_dma)
         nisa.dma_copy(y[c], theirs)
 
     res = sim(kernel, {"a": a}, {"y": ((2, 128, 4), F32)})
@@ -614,7 +616,7 @@ def test_shared_hbm_scratch_and_core_barrier():
         t = nl.ndarray((128, 4), dtype=nl.float32)
         nisa.dma_copy(t, a[c])
         nisa.dma_copy(scratch[c], t)
-        nisa.core_barrier()
+        nisa.core_barrier(scratch, (0, 1))
         u = nl.ndarray((128, 4), dtype=nl.float32)
         nisa.dma_copy(u, scratch[1 - c])
         nisa.dma_copy(y[c], u)
@@ -674,7 +676,7 @@ def _det_kernel(w, x, y):
     mine = nl.ndarray((64, 2), dtype=nl.bfloat16)
     nisa.tensor_copy(mine, g)
     theirs = nl.ndarray((64, 2), dtype=nl.bfloat16)
-    nisa.sendrecv(theirs, mine)
+    nisa.sendrecv(mine, theirs, 1 - c, 1 - c, 0, dma_engine=nisa.dma_engine.gpsimd_dma)
     s = nl.ndarray((64, 2), dtype=nl.bfloat16)
     nisa.tensor_tensor(s, mine, theirs, nl.add)
     nisa.dma_copy(y[c], s)

@@ -302,15 +302,15 @@ def k_vector_transpose_too_big(a, out):
     src = nl.ndarray((64, 64), dtype=nl.float32)
     dst = nl.ndarray((64, 64), dtype=nl.float32)
     nisa.memset(src, 1.0)
-    nisa.nc_transpose(dst[0:32, 0:32], src[0:32, 0:32], engine="vector")  # 32x32: fine
-    nisa.nc_transpose(dst, src, engine="vector")  # <- here
+    nisa.nc_transpose(dst[0:32, 0:32], src[0:32, 0:32], engine=nisa.engine.vector)  # 32x32: fine
+    nisa.nc_transpose(dst, src, engine=nisa.engine.vector)  # <- here
 
 
 def k_vector_transpose_rectangular(a, out):
     src = nl.ndarray((32, 33), dtype=nl.float32)
     dst = nl.ndarray((33, 32), dtype=nl.float32)
     nisa.memset(src, 1.0)
-    nisa.nc_transpose(dst, src, engine="vector")  # <- here
+    nisa.nc_transpose(dst, src, engine=nisa.engine.vector)  # <- here
 
 
 def test_vector_engine_transpose_beyond_32x32():
@@ -424,7 +424,8 @@ def test_out_of_bounds_integer_index():
 def k_register_out_of_bounds(ids, w, out):
     idx = nl.ndarray((1, 1), dtype=nl.int32)
     nisa.dma_copy(idx, ids)
-    e = nisa.register_load(idx)
+    e = nisa.register_alloc()
+    nisa.register_load(e, idx)
     t = nl.ndarray((128, 4), dtype=nl.float32)
     nisa.dma_copy(t, w[e])  # <- here
     nisa.dma_copy(out, t)
@@ -433,7 +434,8 @@ def k_register_out_of_bounds(ids, w, out):
 def k_register_offset_out_of_bounds(ids, w, out):
     idx = nl.ndarray((1, 1), dtype=nl.int32)
     nisa.dma_copy(idx, ids)
-    e = nisa.register_load(idx)
+    e = nisa.register_alloc()
+    nisa.register_load(e, idx)
     t = nl.ndarray((128, 4), dtype=nl.float32)
     nisa.dma_copy(t, w[e + 1])  # <- here
     nisa.dma_copy(out, t)
@@ -461,7 +463,8 @@ def test_register_index_out_of_bounds_at_run_time():
 def k_register_on_chip_index(ids, w, out):
     idx = nl.ndarray((1, 1), dtype=nl.int32)
     nisa.dma_copy(idx, ids)
-    e = nisa.register_load(idx)
+    e = nisa.register_alloc()
+    nisa.register_load(e, idx)
     t = nl.ndarray((4, 4), dtype=nl.float32)
     row = t[e]  # <- here
     del row
@@ -637,7 +640,7 @@ def k_copy_int_float(a, out):
 def k_register_load_float(a, out):
     t = nl.ndarray((1, 1), dtype=nl.float32)
     nisa.memset(t, 1.0)
-    nisa.register_load(t)  # <- here
+    nisa.register_load(nisa.register_alloc(), t)  # <- here
 
 
 def k_max8_float_indices(a, out):
@@ -645,21 +648,22 @@ def k_max8_float_indices(a, out):
     v = nl.ndarray((128, 8), dtype=nl.float32)
     i = nl.ndarray((128, 8), dtype=nl.float32)
     nisa.memset(t, 1.0)
-    nisa.max8(v, i, t)  # <- here
+    nisa.max8(v, t)
+    nisa.nc_find_index8(i, t, v)  # <- here
 
 
 def k_transpose_changes_dtype(a, out):
     t = nl.ndarray((32, 32), dtype=nl.float32)
     u = nl.ndarray((32, 32), dtype=nl.bfloat16)
     nisa.memset(t, 1.0)
-    nisa.nc_transpose(u, t, engine="vector")  # <- here
+    nisa.nc_transpose(u, t, engine=nisa.engine.vector)  # <- here
 
 
 def k_sendrecv_dtype(a, out):
     t = nl.ndarray((128, 4), dtype=nl.float32)
     u = nl.ndarray((128, 4), dtype=nl.bfloat16)
     nisa.memset(t, 1.0)
-    nisa.sendrecv(u, t)  # <- here
+    nisa.sendrecv(t, u, 1 - nl.program_id(0), 1 - nl.program_id(0), 0, dma_engine=nisa.dma_engine.gpsimd_dma)  # <- here
 
 
 def test_dtype_errors():
@@ -740,7 +744,7 @@ def k_read_fresh_scalar_operand(a, out):
 
 def k_read_fresh_register_source(a, out):
     idx = nl.ndarray((1, 1), dtype=nl.int32)
-    nisa.register_load(idx)  # <- here
+    nisa.register_load(nisa.register_alloc(), idx)  # <- here
 
 
 def test_uninitialised_reads():
@@ -895,7 +899,8 @@ def k_tile_as_index(a, out):
 def k_if_register(ids, out):
     idx = nl.ndarray((1, 1), dtype=nl.int32)
     nisa.dma_copy(idx, ids)
-    e = nisa.register_load(idx)
+    e = nisa.register_alloc()
+    nisa.register_load(e, idx)
     if e:  # <- here
         pass
 
@@ -903,7 +908,8 @@ def k_if_register(ids, out):
 def k_int_register(ids, out):
     idx = nl.ndarray((1, 1), dtype=nl.int32)
     nisa.dma_copy(idx, ids)
-    e = nisa.register_load(idx)
+    e = nisa.register_alloc()
+    nisa.register_load(e, idx)
     n = int(e)  # <- here
     del n
 
@@ -911,7 +917,8 @@ def k_int_register(ids, out):
 def k_register_equals(ids, out):
     idx = nl.ndarray((1, 1), dtype=nl.int32)
     nisa.dma_copy(idx, ids)
-    e = nisa.register_load(idx)
+    e = nisa.register_alloc()
+    nisa.register_load(e, idx)
     if e == 3:  # <- here
         pass
 
@@ -919,7 +926,8 @@ def k_register_equals(ids, out):
 def k_register_as_range(ids, out):
     idx = nl.ndarray((1, 1), dtype=nl.int32)
     nisa.dma_copy(idx, ids)
-    e = nisa.register_load(idx)
+    e = nisa.register_alloc()
+    nisa.register_load(e, idx)
     for _ in range(e):  # <- here
         pass
 
@@ -956,7 +964,8 @@ def test_python_control_flow_on_registers_is_host_sync(kernel):
 def k_register_greater(ids, out):
     idx = nl.ndarray((1, 1), dtype=nl.int32)
     nisa.dma_copy(idx, ids)
-    e = nisa.register_load(idx)
+    e = nisa.register_alloc()
+    nisa.register_load(e, idx)
     if e > 0:  # <- here
         pass
 
@@ -1001,22 +1010,22 @@ def k_sendrecv_too_big(a, out):
     src = nl.ndarray((128, 257), dtype=nl.bfloat16)
     dst = nl.ndarray((128, 257), dtype=nl.bfloat16)
     nisa.memset(src, 1.0)
-    nisa.sendrecv(dst[:, 0:256], src[:, 0:256])  # 512 B per partition: fine
-    nisa.sendrecv(dst, src)  # <- here
+    nisa.sendrecv(src[:, 0:256], dst[:, 0:256], 1 - nl.program_id(0), 1 - nl.program_id(0), 0, dma_engine=nisa.dma_engine.gpsimd_dma)  # 512 B per partition: fine
+    nisa.sendrecv(src, dst, 1 - nl.program_id(0), 1 - nl.program_id(0), 0, dma_engine=nisa.dma_engine.gpsimd_dma)  # <- here
 
 
 def k_sendrecv_fp32_too_big(a, out):
     src = nl.ndarray((4, 129), dtype=nl.float32)
     dst = nl.ndarray((4, 129), dtype=nl.float32)
     nisa.memset(src, 1.0)
-    nisa.sendrecv(dst, src)  # <- here
+    nisa.sendrecv(src, dst, 1 - nl.program_id(0), 1 - nl.program_id(0), 0, dma_engine=nisa.dma_engine.gpsimd_dma)  # <- here
 
 
 def k_sendrecv_single_core(a, out):
     src = nl.ndarray((128, 4), dtype=nl.float32)
     dst = nl.ndarray((128, 4), dtype=nl.float32)
     nisa.memset(src, 1.0)
-    nisa.sendrecv(dst, src)  # <- here
+    nisa.sendrecv(src, dst, 1 - nl.program_id(0), 1 - nl.program_id(0), 0, dma_engine=nisa.dma_engine.gpsimd_dma)  # <- here
 
 
 def test_sendrecv_limits():
@@ -1032,7 +1041,7 @@ def k_sendrecv_sizes_differ(a, out):
     src = nl.ndarray((p, 4), dtype=nl.float32)
     dst = nl.ndarray((p, 4), dtype=nl.float32)
     nisa.dma_copy(src, a[0:p])
-    nisa.sendrecv(dst, src)  # <- here
+    nisa.sendrecv(src, dst, 1 - nl.program_id(0), 1 - nl.program_id(0), 0, dma_engine=nisa.dma_engine.gpsimd_dma)  # <- here
 
 
 def test_sendrecv_halves_must_match_between_cores():
@@ -1063,7 +1072,7 @@ def k_divergent_core1_extra(a, out):
 def k_divergent_engines(a, out):
     t = nl.ndarray((128, 4), dtype=nl.float32)
     nisa.dma_copy(t, a)
-    engine = "vector" if nl.program_id(0) == 0 else "gpsimd"
+    engine = nisa.engine.vector if nl.program_id(0) == 0 else nisa.engine.gpsimd
     nisa.memset(t, 0.0, engine=engine)  # <- here
 
 
@@ -1207,17 +1216,17 @@ def k_bad_activation(a, out):
 
 def k_bad_dma_queue(a, out):
     t = nl.ndarray((128, 4), dtype=nl.float32)
-    nisa.dma_copy(t, a, queue=16)  # <- here
+    nisa.dma_copy(t, a, dge_mode=nisa.dge_mode.hwdge, engine=nisa.engine.gpsimd)  # <- here
 
 
 def k_bad_dma_engine(a, out):
     t = nl.ndarray((128, 4), dtype=nl.float32)
-    nisa.dma_copy(t, a, engine="tensor")  # <- here
+    nisa.dma_copy(t, a, engine=nisa.engine.tensor)  # <- here
 
 
 def k_wrong_engine(a, out):
     t = nl.ndarray((128, 4), dtype=nl.float32)
-    nisa.tensor_tensor(t, t, t, nl.add, engine="scalar")  # <- here
+    nisa.tensor_tensor(t, t, t, nl.add, engine=nisa.engine.scalar)  # <- here
 
 
 def k_shape_mismatch(a, out):
@@ -1229,7 +1238,7 @@ def k_reduce_partition_axis(a, out):
     t = nl.ndarray((128, 4), dtype=nl.float32)
     r = nl.ndarray((1, 4), dtype=nl.float32)
     nisa.memset(t, 0.0)
-    nisa.tensor_reduce(r, t, nl.add, axis=0)  # <- here
+    nisa.tensor_reduce(r, nl.add, t, axis=0)  # <- here
 
 
 def k_operand_not_column(a, out):

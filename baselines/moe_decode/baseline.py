@@ -23,20 +23,13 @@ HALF = I // 2  # intermediate columns per core
 
 # Tuning knobs (name -> allowed values). Every value keeps the output bits unchanged.
 GU_TILES_PER_DMA = 2  # K-tiles (of 128 hidden rows) of gate/up weights fetched by one DMA
-WEIGHT_ENGINE = "sync"  # engine that triggers the weight DMAs
+WEIGHT_ENGINE = "sync"  # nisa.engine that triggers the weight DMAs (its queue carries them all)
 WEIGHT_BUFFERS = 1  # weight buffers rotated across (token, expert) pairs
-WEIGHT_QUEUES = 1  # DMA queues the weight transfers rotate over
 TUNABLES = {
     "GU_TILES_PER_DMA": [1, 2, 4, 8, 16],
     "WEIGHT_ENGINE": ["sync", "scalar", "gpsimd"],
     "WEIGHT_BUFFERS": [1, 2],
-    "WEIGHT_QUEUES": [1, 2, 4],
 }
-
-
-def _queue(n):
-    """The engine's own queue with one queue; otherwise queues 4.. in rotation."""
-    return None if WEIGHT_QUEUES == 1 else 4 + n % WEIGHT_QUEUES
 
 
 def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
@@ -70,17 +63,15 @@ def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
         for k in range(K):
             slot = t * K + k
             buf = slot % WEIGHT_BUFFERS
-            e = nisa.register_load(ids[0:1, slot : slot + 1])
+            e = nisa.register_alloc()
+            nisa.register_load(e, ids[0:1, slot : slot + 1])
 
             # Gate and up columns of this core: 2 x 192-byte pieces per hidden row.
             src = w_gate_up[e].reshape(P, KT, 2, I)
-            n = 0
             for kt in range(0, KT, GU_TILES_PER_DMA):
                 tiles = nl.ds(kt, GU_TILES_PER_DMA)
-                nisa.dma_copy(dst=wgu[buf][:, tiles], src=src[:, tiles, :, cols], engine=WEIGHT_ENGINE,
-                              queue=_queue(n))
-                n += 1
-            nisa.dma_copy(dst=wdn[buf], src=w_down[e][cols, :], engine=WEIGHT_ENGINE, queue=_queue(n))
+                nisa.dma_copy(dst=wgu[buf][:, tiles], src=src[:, tiles, :, cols], engine=nisa.engine[WEIGHT_ENGINE])
+            nisa.dma_copy(dst=wdn[buf], src=w_down[e][cols, :], engine=nisa.engine[WEIGHT_ENGINE])
 
             for kt in range(KT):
                 nisa.nc_matmul(ps_gate, wgu[buf][:, kt, 0, :], x[:, kt, t : t + 1], accumulate=kt > 0)
@@ -91,11 +82,14 @@ def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
 
             # Down projection: output h = 128j + p; one bank, one read-out per tile.
             for j in range(KT):
-                nisa.nc_matmul(ps_down, wdn[buf][:, j * P : (j + 1) * P], inter)
+                nisa.nc_matmul(ps_down, wdn[buf][:, j * P : (j + 1) * P], inter, accumulate=False)
                 nisa.tensor_copy(partial[:, j : j + 1], ps_down)
 
             # Swap partials: each core finishes output tiles [8c, 8c+8).
-            nisa.sendrecv(dst=theirs, src=partial[:, other * 8 : other * 8 + 8])
+            nisa.sendrecv(
+                src=partial[:, other * 8 : other * 8 + 8], dst=theirs, send_to_rank=other, recv_from_rank=other,
+                pipe_id=0, dma_engine=nisa.dma_engine.gpsimd_dma,
+            )
             nisa.tensor_tensor(expert_out, partial[:, c * 8 : c * 8 + 8], theirs, nl.add)
             nisa.tensor_scalar(scaled, expert_out, nl.multiply, wts[:, slot : slot + 1])
             if k == 0:

@@ -5,14 +5,15 @@ A plain NKI-style kernel on one core, tokens on partitions. The hidden state arr
 router weights arrive one K-tile at a time (rows 16p + kt: one 256-byte row per partition) on one
 DMA queue into a single buffer, and each tile's matmul (the token stationary, the 128 experts
 moving) accumulates the logits [T, 128] in one PSUM bank. The logits are read out to SBUF; then
-max, exp with a bias of -max, sum, divide, top-8 by max8, sum of the 8, divide; two stores.
+max, exp with a bias of -max, sum, divide, top-8 by max8 and nc_find_index8, sum of the 8,
+divide; two stores (the uint32 indices are converted to int32 by the DMA).
 
 Rounding chain (the contract):
   logits = fp32 PSUM sum over kt = 0..15 in order of fp32(sum over p of hidden[t, 16p+kt] *
            w_router[16p+kt, e])  (each K-tile's 128 products summed exactly, rounded once)
   m = max_e logits;  ex = fp32(exp(fp32(logits + (-m))));  s = ex[0] + ... + ex[127] (fp32, in order)
   probs = fp32(ex / s)
-  top, ids = max8(probs)  (descending; ties to the lower expert index)
+  top = max8(probs) (descending); ids = nc_find_index8(probs, top) (ties to the lower index)
   expert_weights = fp32(top / (top[0] + ... + top[7]))  (fp32 sum in slot order)
 """
 
@@ -25,9 +26,9 @@ P = 128  # partitions
 KT = H // P  # K-tiles of the hidden dimension
 
 # Tuning knobs (name -> allowed values). Every value keeps the output bits unchanged.
-WEIGHT_ENGINE = "sync"  # engine that triggers the router-weight DMAs
+WEIGHT_ENGINE = "sync"  # nisa.engine that triggers the router-weight DMAs
 WEIGHT_BUFFERS = 1  # weight-tile buffers rotated across K-tiles
-SOFTMAX_ENGINE = "vector"  # engine for the softmax and renormalisation reductions and divides
+SOFTMAX_ENGINE = "vector"  # nisa.engine for the softmax scalings and divides (reductions: VectorE)
 TUNABLES = {
     "WEIGHT_ENGINE": ["sync", "scalar", "gpsimd"],
     "WEIGHT_BUFFERS": [1, 2],
@@ -48,31 +49,32 @@ def moe_router(hidden, w_router, expert_ids, expert_weights):
     ps = nl.ndarray((T, E), dtype=nl.float32, buffer=nl.psum, name="ps_logits")
     for kt in range(KT):
         buf = w[kt % WEIGHT_BUFFERS]
-        nisa.dma_copy(dst=buf, src=w_tiles[:, kt, :], engine=WEIGHT_ENGINE)
+        nisa.dma_copy(dst=buf, src=w_tiles[:, kt, :], engine=nisa.engine[WEIGHT_ENGINE])
         nisa.nc_matmul(ps, xT[:, kt, :], buf, accumulate=kt > 0)
     logits = nl.ndarray((T, E), dtype=nl.float32, name="logits")
     nisa.tensor_copy(logits, ps)
 
     # Softmax over the experts (free axis), in fp32.
     mx = nl.ndarray((T, 1), dtype=nl.float32, name="max_logit")
-    nisa.tensor_reduce(mx, logits, nl.maximum, axis=1, engine=SOFTMAX_ENGINE)
+    nisa.tensor_reduce(mx, nl.maximum, logits, axis=1, keepdims=True)
     neg_mx = nl.ndarray((T, 1), dtype=nl.float32, name="neg_max_logit")
-    nisa.tensor_scalar(neg_mx, mx, nl.multiply, -1.0, engine=SOFTMAX_ENGINE)
+    nisa.tensor_scalar(neg_mx, mx, nl.multiply, -1.0, engine=nisa.engine[SOFTMAX_ENGINE])
     ex = nl.ndarray((T, E), dtype=nl.float32, name="exp_logits")
     nisa.activation(ex, nl.exp, logits, bias=neg_mx)
     total = nl.ndarray((T, 1), dtype=nl.float32, name="exp_sum")
-    nisa.tensor_reduce(total, ex, nl.add, axis=1, engine=SOFTMAX_ENGINE)
+    nisa.tensor_reduce(total, nl.add, ex, axis=1, keepdims=True)
     probs = nl.ndarray((T, E), dtype=nl.float32, name="probs")
-    nisa.tensor_scalar(probs, ex, nl.divide, total, engine=SOFTMAX_ENGINE)
+    nisa.tensor_scalar(probs, ex, nl.divide, total, engine=nisa.engine[SOFTMAX_ENGINE])
 
     # Top-8 and renormalisation.
     top = nl.ndarray((T, K), dtype=nl.float32, name="top_probs")
-    ids = nl.ndarray((T, K), dtype=nl.int32, name="top_ids")
-    nisa.max8(top, ids, probs)
+    ids = nl.ndarray((T, K), dtype=nl.uint32, name="top_ids")
+    nisa.max8(top, probs)
+    nisa.nc_find_index8(ids, probs, top)
     top_sum = nl.ndarray((T, 1), dtype=nl.float32, name="top_sum")
-    nisa.tensor_reduce(top_sum, top, nl.add, axis=1, engine=SOFTMAX_ENGINE)
+    nisa.tensor_reduce(top_sum, nl.add, top, axis=1, keepdims=True)
     wts = nl.ndarray((T, K), dtype=nl.float32, name="weights")
-    nisa.tensor_scalar(wts, top, nl.divide, top_sum, engine=SOFTMAX_ENGINE)
+    nisa.tensor_scalar(wts, top, nl.divide, top_sum, engine=nisa.engine[SOFTMAX_ENGINE])
 
     nisa.dma_copy(dst=expert_ids, src=ids)
     nisa.dma_copy(dst=expert_weights, src=wts)

@@ -34,15 +34,15 @@ def rmsnorm(x, gamma, out):
     T = x.shape[0]
 
     xt = nl.ndarray((T, H), dtype=nl.bfloat16, name="x")
-    nisa.dma_copy(dst=xt, src=x, engine=LOAD_ENGINE)
+    nisa.dma_copy(dst=xt, src=x, engine=nisa.engine[LOAD_ENGINE])
     g = nl.ndarray((T, H), dtype=nl.bfloat16, name="gamma")
-    nisa.dma_copy(dst=g, src=gamma.reshape(1, H).broadcast_to(T, H), engine=LOAD_ENGINE)
+    nisa.dma_copy(dst=g, src=gamma.reshape(1, H).broadcast_to(T, H), engine=nisa.engine[LOAD_ENGINE])
 
     # Mean of squares and its reciprocal square root, one value per token (partition).
     sq = nl.ndarray((T, H), dtype=nl.float32, name="x_squared")
     nisa.activation(sq, nl.square, xt)
     sum_sq = nl.ndarray((T, 1), dtype=nl.float32, name="sum_sq")
-    nisa.tensor_reduce(sum_sq, sq, nl.add, axis=1)
+    nisa.tensor_reduce(sum_sq, nl.add, sq, axis=1, keepdims=True)
     eps = nl.ndarray((T, 1), dtype=nl.float32, name="eps")
     nisa.memset(eps, EPS)
     rstd = nl.ndarray((T, 1), dtype=nl.float32, name="rstd")
@@ -53,6 +53,6 @@ def rmsnorm(x, gamma, out):
     res = nl.ndarray((T, H), dtype=nl.bfloat16, name="result")
     for c0 in range(0, H, COLS_PER_TILE):
         cols = nl.ds(c0, COLS_PER_TILE)
-        nisa.tensor_scalar(y[:, cols], xt[:, cols], nl.multiply, rstd, engine=SCALE_ENGINE)
+        nisa.tensor_scalar(y[:, cols], xt[:, cols], nl.multiply, rstd, engine=nisa.engine[SCALE_ENGINE])
         nisa.tensor_tensor(res[:, cols], y[:, cols], g[:, cols], nl.multiply)
-        nisa.dma_copy(dst=out[:, cols], src=res[:, cols], engine=LOAD_ENGINE)
+        nisa.dma_copy(dst=out[:, cols], src=res[:, cols], engine=nisa.engine[LOAD_ENGINE])

@@ -6,8 +6,9 @@ winners' kernel. It must equal the baseline's output bit for bit.
 
 Structure: experts split 4 + 4 across the two cores (core c takes top-8 slots 4c..4c+3, full H and
 I); one contiguous gate+up DMA per expert (a 12 KiB run per partition); down weights as two
-I-tiles in 4 KiB runs; all transfers issued up front into distinct buffers, the first on the idle
-ScalarE (HWDGE) and the rest on GpSimd (SWDGE) over several queues; weight-stationary GEMVs;
+I-tiles in 4 KiB runs; all transfers issued up front into distinct buffers and spread over the
+trigger engines' queues (gate+up alternating ScalarE and SyncE HWDGE, down on GpSimd SWDGE: the
+kernel cannot pick a queue, NKI derives it from the trigger engine); weight-stationary GEMVs;
 the down projection over all 8 PSUM banks with one batched 3-D read-out; an ordered cross-core
 reduction that keeps the baseline's rounding chain.
 """
@@ -28,9 +29,9 @@ def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
     x = nl.ndarray((P, KT, T), dtype=nl.bfloat16, name="x")
     ids = nl.ndarray((1, T * K), dtype=nl.int32, name="ids")
     wts = nl.ndarray((P, T * K), dtype=nl.float32, name="routing_weights")
-    nisa.dma_copy(dst=ids, src=expert_ids.reshape(1, T * K), engine="sync", queue=0)
-    nisa.dma_copy(dst=x, src=hidden.reshape(T, P, KT).permute(1, 2, 0), engine="sync", queue=1)
-    nisa.dma_copy(dst=wts, src=expert_weights.reshape(1, T * K).broadcast_to(P, T * K), engine="sync", queue=2)
+    nisa.dma_copy(dst=ids, src=expert_ids.reshape(1, T * K), engine=nisa.engine.sync)
+    nisa.dma_copy(dst=x, src=hidden.reshape(T, P, KT).permute(1, 2, 0), engine=nisa.engine.sync)
+    nisa.dma_copy(dst=wts, src=expert_weights.reshape(1, T * K).broadcast_to(P, T * K), engine=nisa.engine.sync)
 
     nbuf = 2 if T > 1 else 1
     wgu = [[nl.ndarray((P, KT, 2, I), dtype=nl.bfloat16, name=f"wgu{b}_{s}") for s in range(MINE)] for b in range(nbuf)]
@@ -47,16 +48,18 @@ def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
         b = t % nbuf
         for s in range(MINE):
             slot = t * K + c * MINE + s
-            e = nisa.register_load(ids[0:1, slot : slot + 1], engine="gpsimd")
-            first = t == 0 and s == 0
+            e = nisa.register_alloc()
+            nisa.register_load(e, ids[0:1, slot : slot + 1])
+            # Queues follow the trigger engine: gate+up alternate over the two HWDGE queues
+            # (ScalarE first: it is idle at the start), the down weights use GpSimd's SWDGE queue.
             nisa.dma_copy(
                 dst=wgu[b][s], src=w_gate_up[e].reshape(P, KT, 2, I),
-                engine="scalar" if first else "gpsimd", queue=3 + s,
+                engine=nisa.engine.scalar if s % 2 == 0 else nisa.engine.sync,
             )
             for half in range(2):
                 nisa.dma_copy(
                     dst=wdn[b][s][:, half, :], src=w_down[e][half * HALF : (half + 1) * HALF, :],
-                    engine="gpsimd", queue=8 + 2 * s + half,
+                    engine=nisa.engine.gpsimd,
                 )
 
     issue_loads(0)
@@ -82,17 +85,20 @@ def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
             for j in range(KT):
                 cols = nl.ds(j * P, P)
                 dst = ps[:, j % 8, j // 8 : j // 8 + 1]
-                nisa.nc_matmul(dst, wdn[b][s][:, 0, cols], inter[:, 0, :])
+                nisa.nc_matmul(dst, wdn[b][s][:, 0, cols], inter[:, 0, :], accumulate=False)
                 nisa.nc_matmul(dst, wdn[b][s][:, 1, cols], inter[:, 1, :], accumulate=True)
             nisa.tensor_copy(eo, ps[:, 0:8, 0:2])  # one batched 3-D read-out -> bf16
             nisa.tensor_scalar(scaled[:, s], eo, nl.multiply, wts[:, slot : slot + 1])
 
         # Ordered reduction: swap the halves each core needs, then add slots 0..7 in order.
-        nisa.sendrecv(dst=theirs, src=scaled[:, :, :, other])
+        nisa.sendrecv(
+            src=scaled[:, :, :, other], dst=theirs, send_to_rank=other, recv_from_rank=other, pipe_id=0,
+            dma_engine=nisa.dma_engine.gpsimd_dma,
+        )
         mine = [scaled[:, s, :, c] for s in range(MINE)]
         recv = [theirs[:, s, :] for s in range(MINE)]
         seq = mine + recv if c == 0 else recv + mine
         nisa.tensor_copy(acc, seq[0])
         for term in seq[1:]:
             nisa.tensor_tensor(acc, acc, term, nl.add)
-        nisa.dma_copy(dst=out[t].reshape(KT, P)[c * 8 : c * 8 + 8, :].permute(1, 0), src=acc, engine="sync", queue=0)
+        nisa.dma_copy(dst=out[t].reshape(KT, P)[c * 8 : c * 8 + 8, :].permute(1, 0), src=acc, engine=nisa.engine.sync)

@@ -58,6 +58,20 @@ VALUE_ATTRIBUTES = {
     "gemm_stationary_fmax",
     "gemm_moving_fmax",
 }
+
+
+def _nisa_enum_members(value: ast.expr, aliases: dict[str, str]) -> tuple[str, ...] | None:
+    """The member names if `value` is `nisa.<enum>` (e.g. `nisa.engine`), else None."""
+    if (
+        isinstance(value, ast.Attribute)
+        and isinstance(value.value, ast.Name)
+        and aliases.get(value.value.id) == "nisa"
+        and value.attr in nisa.ENUMS
+    ):
+        return tuple(getattr(nisa, value.attr).__members__)
+    return None
+
+
 FORBIDDEN_NAMES = {
     "open",
     "exec",
@@ -304,6 +318,9 @@ class _Checker(ast.NodeVisitor):
             api = MODULE_API.get(self.aliases[node.value.id], set())
             if attr not in api:
                 self.add(node, f"{node.value.id}.{attr} is not part of the kernel language")
+        elif (members := _nisa_enum_members(node.value, self.aliases)) is not None:
+            if attr not in members:  # nisa.engine.vector and the like: NKI's configuration enums
+                self.add(node, f"{attr!r} is not a member of this nisa enum ({', '.join(members)})")
         elif attr not in VALUE_ATTRIBUTES:
             self.add(
                 node,

@@ -54,8 +54,9 @@ _BF16 = np.dtype(BF16)
 _FP16 = np.dtype(FP16)
 _FP32 = np.dtype(FP32)
 _INT32 = np.dtype(INT32)
+_UINT32 = np.dtype(np.uint32)  # NKI's index dtype (nc_find_index8 writes uint32)
 _F64 = np.dtype(np.float64)
-_SUPPORTED = (_BF16, _FP16, _FP32, _INT32)
+_SUPPORTED = (_BF16, _FP16, _FP32, _INT32, _UINT32)
 
 # Canonical quiet-NaN bit patterns used by bits(); they are also what np.nan casts to.
 _CANON_NAN = {_BF16: 0x7FC0, _FP16: 0x7E00, _FP32: 0x7FC00000}
@@ -65,18 +66,22 @@ _VIEW = {
     _FP16: (np.uint16, 0x7C00),
     _FP32: (np.uint32, 0x7F800000),
     _INT32: (np.uint32, None),
+    _UINT32: (np.uint32, None),
 }
 _SIGN_CLEAR = {np.dtype(np.uint16): 0x7FFF, np.dtype(np.uint32): 0x7FFFFFFF}
 
 _INT32_MIN = int(np.iinfo(np.int32).min)
 _INT32_MAX = int(np.iinfo(np.int32).max)
+_UINT32_MAX = int(np.iinfo(np.uint32).max)
 
 
 def _dtype_of(dtype: Any) -> np.dtype:
     """Normalise a dtype-like to one of the four NPU dtypes, or raise TypeError."""
     dt = np.dtype(dtype)
     if dt not in _SUPPORTED:
-        raise TypeError(f"unsupported NPU dtype {dt}; expected bfloat16, float16, float32 or int32")
+        raise TypeError(
+            f"unsupported NPU dtype {dt}; expected bfloat16, float16, float32, int32 or uint32"
+        )
     return dt
 
 
@@ -138,6 +143,10 @@ def round_to(a_fp32: np.ndarray, dtype: Any) -> np.ndarray:
         nan = np.isnan(r)
         r = np.clip(np.where(nan, 0.0, r), _INT32_MIN, _INT32_MAX)
         return r.astype(_INT32)
+    if dt == _UINT32:
+        r = np.rint(arr).astype(_F64)
+        r = np.clip(np.where(np.isnan(r), 0.0, r), 0, _UINT32_MAX)
+        return r.astype(_UINT32)
     # Overflow to inf and NaN -> quiet NaN are the defined results, not errors.
     with np.errstate(over="ignore", invalid="ignore"):
         return arr.astype(dt)
@@ -168,6 +177,8 @@ def nan_fill(shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
     dt = _dtype_of(dtype)
     if dt == _INT32:
         return np.full(shape, _INT32_MIN, dtype=dt)
+    if dt == _UINT32:
+        return np.full(shape, _UINT32_MAX, dtype=dt)  # no NaN either: all ones
     return np.full(shape, np.nan, dtype=dt)  # canonical quiet NaN in every float dtype
 
 

@@ -43,14 +43,18 @@ class Region:
 class DmaShape:
     """How a transfer is cut into descriptors (NPU.md 2.4 and 5.5)."""
 
-    mode: str  # "hwdge" (triggered from scalar or sync) or "swdge" (descriptors made on gpsimd)
-    queue: int  # queue id, 0..dma_queues-1, the same on every engine the transfer uses
+    mode: str  # "hwdge" (SyncE/ScalarE drive the DGE block), "swdge" (descriptors made on
+    # GpSimd) or "none" (descriptors precomputed by the runtime: no issue cost on the device)
+    queue: int  # queue id, 0..dma_queues-1, the same on every engine the transfer uses; set by
+    # (mode, engine) in `nisa.dma_route`, never chosen by the kernel
     p0: int  # first partition of the on-chip side (0 for HBM->HBM)
     partitions: int  # partitions (rows) moved; engine e serves partitions [8e, 8e+8)
     chunks_per_partition: int  # contiguous runs per partition (descriptors)
     chunk_bytes: int  # bytes in each run
     total_bytes: int  # = partitions * chunks_per_partition * chunk_bytes
     hbm_bytes: int  # bytes read from plus written to HBM (0 for SBUF->SBUF)
+    engine: str = "sync"  # the trigger engine ("sync", "scalar" or "gpsimd")
+    transpose: bool = False  # a DMA transpose (nisa.dma_transpose): runs follow the dst order
 
 
 @dataclass(slots=True)

@@ -62,18 +62,19 @@ class RegExpr:
     reg: int  # register id (also its pseudo-tensor id for dependency tracking)
     scale: int = 1
     offset: int = 0
+    core: int = 0  # the physical core whose engine holds the register
 
     def __add__(self, other: int) -> RegExpr:
-        return RegExpr(self.reg, self.scale, self.offset + _host_int(other))
+        return RegExpr(self.reg, self.scale, self.offset + _host_int(other), self.core)
 
     __radd__ = __add__
 
     def __sub__(self, other: int) -> RegExpr:
-        return RegExpr(self.reg, self.scale, self.offset - _host_int(other))
+        return RegExpr(self.reg, self.scale, self.offset - _host_int(other), self.core)
 
     def __mul__(self, other: int) -> RegExpr:
         k = _host_int(other)
-        return RegExpr(self.reg, self.scale * k, self.offset * k)
+        return RegExpr(self.reg, self.scale * k, self.offset * k, self.core)
 
     __rmul__ = __mul__
 

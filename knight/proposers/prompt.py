@@ -8,6 +8,7 @@ skill catalog, so it stays byte-identical across a run's iterations and is cache
 from __future__ import annotations
 
 import difflib
+import enum
 import inspect
 from collections.abc import Callable
 from functools import lru_cache
@@ -191,6 +192,8 @@ sequentially. Changing tiling or order changes the bits."""
 
 
 def _default_text(value: object) -> str:
+    if isinstance(value, enum.Enum):  # NKI's configuration enums: nisa.engine.unknown, ...
+        return f"nisa.{type(value).__name__}.{value.name}"
     if isinstance(value, np.dtype):
         return f"nl.{value.name}"
     if isinstance(value, str) and value in (nl.sbuf, nl.psum):
@@ -218,23 +221,33 @@ def _doc(fn: Callable[..., Any]) -> str:
 NL_FUNCTIONS = ("ndarray", "zeros", "program_id", "num_programs", "affine_range", "ds")
 
 
+def _enum_line(name: str) -> str:
+    cls = getattr(nisa, name)
+    return f"nisa.{name}: " + ", ".join(cls.__members__)
+
+
 @lru_cache(maxsize=1)
 def language_summary() -> str:
     """The kernel language: nl declarations and every nisa instruction with its signature."""
     lines = [
         "# Kernel language (`from knight.npu import nisa, nl`)",
-        "nl: dtypes nl.bfloat16, nl.float16, nl.float32, nl.int32; buffers nl.sbuf (default), "
+        "nl: dtypes nl.bfloat16, nl.float16, nl.float32, nl.int32, nl.uint32; buffers nl.sbuf (default), "
         "nl.psum, nl.hbm; activation ops " + ", ".join(f"nl.{o}" for o in nl.ACTIVATION_OPS)
         + "; ALU ops " + ", ".join(f"nl.{o}" for o in nl.ALU_OPS) + ".",
     ]
     lines += [f"- {_signature('nl', getattr(nl, n))}: {_doc(getattr(nl, n))}" for n in NL_FUNCTIONS]
     lines.append("Instructions (each records one instruction; nothing runs at trace time):")
-    lines += [f"- {_signature('nisa', getattr(nisa, n))}: {_doc(getattr(nisa, n))}" for n in nisa.__all__]
+    lines += [f"- {_signature('nisa', getattr(nisa, n))}: {_doc(getattr(nisa, n))}" for n in nisa.INSTRUCTIONS]
+    lines.append(
+        "Enums (NKI's spellings; engine=nisa.engine.unknown lets Knight pick as documented): "
+        + "; ".join(_enum_line(n) for n in nisa.ENUMS)
+        + ". The DMA queue follows the trigger engine and dge_mode; kernels never choose it."
+    )
     lines.append(
         "Views: indexing/slicing (bounds-checked; an integer on an on-chip partition axis keeps "
         "the axis), view.reshape(*shape) (no copy), view.permute(*axes) (on chip the partition "
         "axis stays first), view.broadcast_to(*shape) (HBM DMA sources only) issue no instruction. "
-        "A register from nisa.register_load may index one axis of an HBM view in a dma_copy "
+        "A register from nisa.register_alloc(), set by nisa.register_load(reg, tile), may index one axis of an HBM view in a dma_copy "
         "(`w[e]`). On-chip operands: partition ranges are contiguous; more than 64 partitions "
         "start at 0, 33-64 at 0 or 64, up to 32 at 0/32/64/96; at most 4 free dims. Fresh memory "
         "is NaN and reading it before writing is an error. Python loops unroll at trace time."

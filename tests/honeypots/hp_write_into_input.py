@@ -23,7 +23,7 @@ def rmsnorm(x, gamma, out):
     sq = nl.ndarray((T, H), dtype=nl.float32, name="x_squared")
     nisa.activation(sq, nl.square, xt)
     sum_sq = nl.ndarray((T, 1), dtype=nl.float32, name="sum_sq")
-    nisa.tensor_reduce(sum_sq, sq, nl.add, axis=1)
+    nisa.tensor_reduce(sum_sq, nl.add, sq, axis=1, keepdims=True)
     eps = nl.ndarray((T, 1), dtype=nl.float32, name="eps")
     nisa.memset(eps, EPS)
     rstd = nl.ndarray((T, 1), dtype=nl.float32, name="rstd")
