@@ -2,9 +2,10 @@
 
 Each mutant (a subtly reordered variant of a problem's baseline: K-tile order, a sum moved to
 TensorE, a rounding point moved, ...) is applied to the current baseline and evaluated on the
-problem's visible, adversarial and held-out workloads until one rejects it. Human lines go to
-stderr; the last stdout line is JSON: the kill rate per problem, the survivors, and per mutant
-the workload that killed it and its latency relative to the baseline.
+problem's order-revealing (adversarial), visible and held-out workloads until one rejects it.
+Human lines go to stderr; the last stdout line is JSON: the kill rate per problem, the
+survivors, and per mutant the workload that killed it and its simulated latency relative to the
+baseline on the problem's first visible workload (a mutant is meant to be faster or equal).
 
     python benchmarks/judge_mutants.py [PROBLEM ...] [--workers N]
 """
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 
 from knight.evaluation import LocalEvaluator, MemoryCache
-from knight.evaluation.mutation import judge_mutant, load_mutants
+from knight.evaluation.mutation import judge_mutant, latency_ratio, load_mutants
 from knight.problems import load_problem
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,17 +40,20 @@ def main() -> int:
     with LocalEvaluator(isolate=isolate, workers=args.workers or None, cache=MemoryCache()) as ev:
         for pid in args.problems:
             problem = load_problem(pid)
-            verdicts = [judge_mutant(ev, problem, m) for m in load_mutants(MUTANTS, pid)]
-            for v in verdicts:
+            mutants_of = load_mutants(MUTANTS, pid)
+            verdicts = [judge_mutant(ev, problem, m) for m in mutants_of]
+            first = problem.spec.workloads[0].name
+            for m, v in zip(mutants_of, verdicts, strict=True):
+                ratio = latency_ratio(ev, problem, m)
                 print(
                     f"{pid}/{v.mutant}: {'killed by ' + v.killed_by if v.killed else 'SURVIVED'}"
-                    f" ({v.category}, latency x{v.latency_ratio})",
+                    f" ({v.category}); latency x{ratio} of the baseline on {first}",
                     file=sys.stderr,
                 )
                 mutants[f"{pid}/{v.mutant}"] = {
                     "killed_by": v.killed_by,
                     "category": v.category,
-                    "latency_ratio": v.latency_ratio,
+                    f"latency_ratio_{first}": ratio,
                 }
             kill_rate[pid] = (
                 round(sum(v.killed for v in verdicts) / len(verdicts), 4) if verdicts else 0.0

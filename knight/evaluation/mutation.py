@@ -78,7 +78,7 @@ class MutantVerdict:
     mutant: str
     killed_by: str | None
     category: str | None
-    latency_ratio: float | None  # mutant / baseline latency on the first workload that ran
+    latency_ratio: float | None  # mutant / baseline latency on the workload that rejected it
 
     @property
     def killed(self) -> bool:
@@ -101,6 +101,17 @@ def judge_mutant(evaluator: LocalEvaluator, problem: Problem, mutant: Mutant) ->
         if report.failure is not None:
             return MutantVerdict(mutant.name, workload.name, report.failure.category.value, ratio)
     return MutantVerdict(mutant.name, None, None, ratio)
+
+
+def latency_ratio(evaluator: LocalEvaluator, problem: Problem, mutant: Mutant) -> float | None:
+    """Mutant / baseline simulated latency on the problem's first visible workload (the case an
+    optimizer tunes for), whatever the verdict; None if the mutant does not run."""
+    one = _only_workload(problem, problem.spec.workloads[0])
+    report = evaluator.evaluate(mutant.apply(problem.baseline_source()), one, profile=False)
+    w = report.workloads[0] if report.workloads else None
+    if w is None or not w.latency_ns or not w.baseline_latency_ns:
+        return None
+    return round(w.latency_ns / w.baseline_latency_ns, 4)
 
 
 def _only_workload(problem: Problem, workload: Workload) -> Problem:
