@@ -51,7 +51,8 @@ def _as_run(sim, name: str, seed: int) -> RunResult:
 
 
 @pytest.mark.parametrize("name", ["t1", "t4", "t8", "t2_skewed", "t4_same", "t2_edge", "t4_repeated",
-                                  "h_t3", "h_t6_skewed", "h_t1_edge", "h_t5_repeated"])
+                                  "t2_order", "h_t3", "h_t6_skewed", "h_t1_edge", "h_t5_repeated",
+                                  "h_t1_order"])
 def test_baseline_agrees_with_the_float64_reference(problem, baseline, name):
     inputs, sim = _run(baseline, problem, name)
     ref = problem.reference(inputs, problem.workload(name))["out"]
@@ -62,7 +63,7 @@ def test_baseline_agrees_with_the_float64_reference(problem, baseline, name):
     assert (np.abs(out - ref) <= tol.atol * rms + tol.rtol * np.abs(ref)).all()
 
 
-@pytest.mark.parametrize("name", ["t1", "t4", "t2_edge", "h_t3"])
+@pytest.mark.parametrize("name", ["t1", "t4", "t2_edge", "h_t3", "t2_order"])
 def test_calibration_kernel_equals_the_baseline_bit_for_bit(problem, baseline, optimized, name):
     _, sb = _run(baseline, problem, name)
     _, so = _run(optimized, problem, name)

@@ -112,7 +112,8 @@ def test_baseline_matches_reference(problem_id, workload, seed):
             # Integer outputs (expert ids) must match the float64 ranking exactly wherever that
             # ranking is not near-tied; the generator keeps near-ties out of every workload.
             amb = prob._module.ambiguous_ids(inputs)
-            assert not amb.any(), "the generator should avoid near-tied rankings"
+            if w.params.get("family") != "order":  # the order family plants ties on purpose
+                assert not amb.any(), "the generator should avoid near-tied rankings"
             np.testing.assert_array_equal(got[~amb], ref[name][~amb])
         else:
             np.testing.assert_allclose(got.astype(np.float64), ref[name], rtol=tol.rtol, atol=tol.atol)

@@ -16,14 +16,24 @@ _MANTISSA_BITS = {"bfloat16": 7, "float16": 10, "float32": 23}
 
 def output_bits(result: RunResult, name: str) -> np.ndarray:
     """The canonical bits of one output, as an unsigned array of the output's shape."""
-    dtype = np.dtype(numerics.BF16) if result.output_dtypes[name] == "bfloat16" else np.dtype(result.output_dtypes[name])
+    dtype = (
+        np.dtype(numerics.BF16)
+        if result.output_dtypes[name] == "bfloat16"
+        else np.dtype(result.output_dtypes[name])
+    )
     ubits = np.uint16 if dtype.itemsize == 2 else np.uint32
-    return np.frombuffer(bytes.fromhex(result.outputs[name]), dtype=ubits).reshape(result.output_shapes[name])
+    return np.frombuffer(bytes.fromhex(result.outputs[name]), dtype=ubits).reshape(
+        result.output_shapes[name]
+    )
 
 
 def values(bits: np.ndarray, dtype_name: str) -> np.ndarray:
     dtype = np.dtype(numerics.BF16) if dtype_name == "bfloat16" else np.dtype(dtype_name)
-    return bits.view(dtype).astype(np.float64) if dtype != np.int32 else bits.view(np.int32).astype(np.float64)
+    return (
+        bits.view(dtype).astype(np.float64)
+        if dtype != np.int32
+        else bits.view(np.int32).astype(np.float64)
+    )
 
 
 def same_outputs(a: RunResult, b: RunResult) -> bool:
@@ -65,23 +75,41 @@ def _attribute(name: str, cand: RunResult, base: RunResult, describe) -> Failure
         "differing_share": round(n_diff / total, 6),
         **_where(diff),
     }
-    if describe is not None:
-        details.update(describe(name, diff))
+    regions = describe(name, diff) if describe is not None else {}
+    details.update(regions)
+    details["region_keys"] = list(regions)
     cand_nonfinite = ~np.isfinite(cv) & np.isfinite(bv)
     if dtype != "int32" and cand_nonfinite.any():
         nan_only = np.isnan(cv[cand_nonfinite]).all()
         if nan_only and np.array_equal(cand_nonfinite, diff):
             details["unwritten_elements"] = int(cand_nonfinite.sum())
-            return _failure(Category.mismatch_partial, f"{int(cand_nonfinite.sum())} of {total} elements of {name!r} "
-                            f"were never written (still NaN){_region_text(details)}", cand, details)
-        return _failure(Category.nan_or_inf, f"{int(cand_nonfinite.sum())} elements of {name!r} are NaN or inf "
-                        f"where the baseline is finite{_region_text(details)}", cand, details)
+            category = (
+                Category.mismatch_partial if _is_strict_part(details) else Category.mismatch_values
+            )
+            return _failure(
+                category,
+                f"{int(cand_nonfinite.sum())} of {total} elements of {name!r} "
+                f"were never written (still NaN){_region_text(details)}",
+                cand,
+                details,
+            )
+        return _failure(
+            Category.nan_or_inf,
+            f"{int(cand_nonfinite.sum())} elements of {name!r} are NaN or inf "
+            f"where the baseline is finite{_region_text(details)}",
+            cand,
+            details,
+        )
     err = np.abs(cv[diff] - bv[diff])
     details["max_abs_error"] = float(err.max())
     details["max_rel_error"] = float((err / np.maximum(np.abs(bv[diff]), 1e-30)).max())
     if dtype == "int32":
-        return _failure(Category.mismatch_values, f"{n_diff} of {total} values of {name!r} differ{_region_text(details)}",
-                        cand, details)
+        return _failure(
+            Category.mismatch_values,
+            f"{n_diff} of {total} values of {name!r} differ{_region_text(details)}",
+            cand,
+            details,
+        )
     ulps = ulp_distance(cb[diff], bb[diff])
     details["ulp_histogram"] = _histogram(ulps)
     details["max_ulp"] = int(ulps.max())
@@ -96,13 +124,32 @@ def _attribute(name: str, cand: RunResult, base: RunResult, describe) -> Failure
             f"{share:.1f}% of {name!r} differs, by at most {details['max_error_in_output_ulps']:g} ULP at the "
             f"output's scale: the accumulation or rounding order changed (bit-exactness needs the baseline's "
             f"order){_region_text(details)}",
-            cand, details,
+            cand,
+            details,
         )
-    if details.get("rows_share", 1.0) < 1.0 or len(details.get("column_ranges", [])) <= 4 < diff.size:
-        return _failure(Category.mismatch_partial, f"{share:.1f}% of {name!r} is wrong, confined to part of the "
-                        f"output{_region_text(details)}", cand, details)
-    return _failure(Category.mismatch_values, f"{share:.1f}% of {name!r} is wrong (max error {details['max_abs_error']:.3g}, "
-                    f"up to {int(ulps.max())} ULP){_region_text(details)}", cand, details)
+    if _is_strict_part(details):
+        return _failure(
+            Category.mismatch_partial,
+            f"{share:.1f}% of {name!r} is wrong, confined to part of the "
+            f"output{_region_text(details)}",
+            cand,
+            details,
+        )
+    return _failure(
+        Category.mismatch_values,
+        f"{share:.1f}% of {name!r} is wrong (max error {details['max_abs_error']:.3g}, "
+        f"up to {int(ulps.max())} ULP){_region_text(details)}",
+        cand,
+        details,
+    )
+
+
+def _is_strict_part(details: dict) -> bool:
+    """Confined to part of the output: a strict subset of the rows, or a strict subset of the
+    columns in at most a few ranges (a 100 %-wrong output is never "partial")."""
+    if details["rows_share"] < 1.0:
+        return True
+    return details["columns_share"] < 1.0 and len(details["column_ranges"]) <= 4
 
 
 def _ulp_at(magnitude: float, dtype: str) -> float:
@@ -113,7 +160,9 @@ def _ulp_at(magnitude: float, dtype: str) -> float:
 
 
 def _failure(category: Category, message: str, cand: RunResult, details: dict) -> Failure:
-    return Failure(category=category, message=message, workload=cand.workload, seed=cand.seed, details=details)
+    return Failure(
+        category=category, message=message, workload=cand.workload, seed=cand.seed, details=details
+    )
 
 
 def _where(diff: np.ndarray) -> dict[str, Any]:
@@ -140,7 +189,13 @@ def _ranges(idx: np.ndarray) -> list[list[int]]:
 
 
 def _histogram(ulps: np.ndarray) -> dict[str, int]:
-    buckets = {"1": (1, 1), "2": (2, 2), "3-4": (3, 4), "5-16": (5, 16), ">16": (17, np.iinfo(np.int64).max)}
+    buckets = {
+        "1": (1, 1),
+        "2": (2, 2),
+        "3-4": (3, 4),
+        "5-16": (5, 16),
+        ">16": (17, np.iinfo(np.int64).max),
+    }
     return {k: int(((ulps >= lo) & (ulps <= hi)).sum()) for k, (lo, hi) in buckets.items()}
 
 
@@ -150,7 +205,13 @@ def _region_text(details: dict) -> str:
         parts.append(f"rows {details['rows'][:8]}")
     if details.get("columns_share", 1.0) < 1.0:
         parts.append("columns " + ", ".join(f"{a}:{b}" for a, b in details["column_ranges"][:4]))
-    for key in ("tokens", "experts", "cores"):
-        if key in details:
-            parts.append(f"{key} {details[key]}")
+    for key in details.get("region_keys", []):  # the problem's own regions (describe_mismatch)
+        parts.append(f"{key} {_short(details[key])}")
     return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _short(value: Any, limit: int = 8) -> str:
+    """A region value for the one-line message: long lists are cut, with the count left out."""
+    if isinstance(value, list) and len(value) > limit:
+        return f"[{', '.join(map(str, value[:limit]))}, ... +{len(value) - limit}]"
+    return str(value)

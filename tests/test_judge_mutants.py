@@ -1,0 +1,76 @@
+"""The judge is tested by mutation: every mutant in tests/judge_mutants/<problem>/ -- a subtly
+reordered variant of the baseline an optimizer might write -- applies to the current baseline,
+is a valid kernel, and is rejected for its bits by the problem's workloads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from knight.evaluation import LocalEvaluator, MemoryCache, check_source
+from knight.evaluation.mutation import Edit, Mutant, MutantError, judge_mutant, load_mutants
+from knight.problems import load_problem
+
+ROOT = Path(__file__).resolve().parents[1]
+MUTANTS = ROOT / "tests" / "judge_mutants"
+PROBLEMS = ("rmsnorm", "moe_router", "moe_decode")
+# A mutant is a plausible kernel: it must be rejected because its output bits differ.
+BIT_VERDICTS = {"mismatch_rounding", "mismatch_values", "mismatch_partial"}
+
+
+def _cases() -> list:
+    cases = []
+    for pid in PROBLEMS:
+        marks = [pytest.mark.slow] if pid == "moe_decode" else []
+        cases += [
+            pytest.param(pid, m.name, id=f"{pid}/{m.name}", marks=marks)
+            for m in load_mutants(MUTANTS, pid)
+        ]
+    return cases
+
+
+@pytest.fixture(scope="module")
+def evaluator():
+    with LocalEvaluator(isolate=False, cache=MemoryCache(), max_seeds=1) as ev:
+        yield ev
+
+
+@pytest.mark.parametrize("problem_id", PROBLEMS)
+def test_every_problem_has_ten_documented_mutants_that_apply(problem_id):
+    problem = load_problem(problem_id)
+    mutants = load_mutants(MUTANTS, problem_id)
+    assert len(mutants) >= 10
+    baseline = problem.baseline_source()
+    sources = {baseline}
+    for m in mutants:
+        assert len(m.summary) > 20 and len(m.why) > 80, (
+            f"{m.name}: say what changed and why it is wrong"
+        )
+        source = m.apply(baseline)
+        assert check_source(source) == [], f"{m.name}: a mutant must pass the static check"
+        sources.add(source)
+    assert len(sources) == len(mutants) + 1, "every mutant changes the baseline, and differently"
+
+
+def test_an_edit_that_no_longer_applies_is_a_clear_error():
+    m = Mutant(
+        name="gone",
+        problem="rmsnorm",
+        summary="s",
+        why="w",
+        edits=[Edit(old="no such line", new="x")],
+    )
+    with pytest.raises(MutantError, match="rmsnorm/gone: edit 1 expects its text 1 time"):
+        m.apply(load_problem("rmsnorm").baseline_source())
+
+
+@pytest.mark.parametrize(("problem_id", "name"), _cases())
+def test_mutant_is_rejected(evaluator, problem_id, name):
+    problem = load_problem(problem_id)
+    mutant = next(m for m in load_mutants(MUTANTS, problem_id) if m.name == name)
+    verdict = judge_mutant(evaluator, problem, mutant)
+    assert verdict.killed, f"{problem_id}/{name} survived every workload: strengthen the inputs"
+    assert verdict.category in BIT_VERDICTS, (
+        f"{problem_id}/{name}: rejected as {verdict.category}, not for its bits"
+    )
