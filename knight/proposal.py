@@ -7,6 +7,7 @@ a script file), so they are strict pydantic models: unknown fields are errors, n
 from __future__ import annotations
 
 import re
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -49,6 +50,35 @@ class Proposal(BaseModel):
         if not self.edits and not self.knobs:
             raise ValueError("a proposal needs at least one edit or one knob setting")
         return self
+
+
+class Turn(BaseModel):
+    """One readable entry of a proposer's conversation (what `knight show` prints)."""
+
+    role: str  # system / user / assistant
+    kind: str  # system, prompt-section, text, tool_use, tool_result, error
+    round: int = 0  # 0 for the proposal, 1.. for fix rounds
+    content: str = ""
+    name: str | None = None  # the tool or prompt section
+    input: Any = None  # a tool call's raw input
+    is_error: bool | None = None
+
+
+class ModelCall(BaseModel):
+    """One request to a language model (or one run of an agent command): tokens, cost, outcome."""
+
+    model: str
+    round: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    status: Literal["ok", "error"] = "ok"
+    error: str | None = None
+    duration_s: float = 0.0
+    request: dict[str, Any] = Field(default_factory=dict)
+    response: dict[str, Any] | None = Field(default_factory=dict)
 
 
 _SEARCH = re.compile(r"^<{5,9} SEARCH\s*$")
