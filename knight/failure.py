@@ -219,18 +219,19 @@ class Failure(BaseModel):
         return f"{self.category.value}{where}: {self.message}"
 
     def for_proposer(self) -> str:
-        """The failure as a proposer reads it in a fix round: what, where, details, what to read."""
+        """The failure as a proposer reads it in a fix round: what, where, details, what to do."""
+        if self.stage is Stage.patch:
+            return _explain_patch(self)
         lines = [f"The candidate failed at the {self.stage} stage: {self.one_line()}"]
         where = {
-            k: v
-            for k, v in (
+            name: value
+            for name, value in (
                 ("instruction", self.instr_index),
                 ("engine", self.engine),
                 ("core", self.core),
                 ("workload", self.workload),
-                ("edit", self.edit_index),
             )
-            if v is not None
+            if value is not None
         }
         if where:
             lines.append("Where: " + ", ".join(f"{k} {v}" for k, v in where.items()))
@@ -239,3 +240,38 @@ class Failure(BaseModel):
         if self.hint:
             lines.append(f"Hint: read skill {self.hint}")
         return "\n".join(lines)
+
+
+def _explain_patch(failure: Failure) -> str:
+    """A multi-line explanation of a patch that did not apply, with what to do about it."""
+    if failure.edit_index is not None:
+        where = f"Edit {failure.edit_index + 1} on {failure.file}"
+    else:
+        where = "The patch"
+    lines = [f"{where}: {failure.message}."]
+    if failure.category is Category.patch_no_match:
+        lines += _nearest_lines(failure.details.get("nearest", []))
+        lines.append("Copy the SEARCH lines verbatim from the current file.")
+    elif failure.category is Category.patch_ambiguous:
+        lines.append(
+            "Add surrounding lines to the SEARCH text so that it matches exactly one place."
+        )
+    elif failure.category is Category.patch_outside_editable:
+        lines.append("Editable files: " + ", ".join(failure.details.get("editable", [])) + ".")
+    elif failure.category is Category.patch_noop:
+        lines.append("Propose a change that modifies the kernel's behaviour or schedule.")
+    return "\n".join(lines)
+
+
+def _nearest_lines(nearest: list[dict[str, Any]]) -> list[str]:
+    """The real file lines closest to a SEARCH block that matched nowhere, numbered."""
+    if not nearest:
+        return []
+    lines = ["Nearest lines in the current file:"]
+    for snippet in nearest:
+        first, last = snippet["start_line"], snippet["end_line"]
+        where = f"line {first}" if first == last else f"lines {first}-{last}"
+        lines.append(f"  {where} (similarity {snippet['ratio']:.2f}):")
+        for number, text in enumerate(snippet["text"].split("\n"), start=first):
+            lines.append(f"    {number:>4} | {text}")
+    return lines

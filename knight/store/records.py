@@ -154,6 +154,7 @@ class IterationSummary(BaseModel):
     candidate_hash: str | None
     tags: list[str]
     edits: list[Edit]
+    harness: str | None  # what judged the candidate (None when nothing was evaluated)
 
 
 class IterationDetail(IterationSummary):
@@ -166,7 +167,6 @@ class IterationDetail(IterationSummary):
     diff: str
     failure: Failure | None
     report: dict[str, Any] | None
-    harness: str | None
     transcript: list[Turn]
     calls: list[ModelCall]
     parent_profile: dict[str, Any]  # the parent's profile under the same harness, if stored

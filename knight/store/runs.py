@@ -313,7 +313,6 @@ class RunStore:
                 diff=row.diff,
                 failure=_failure(row),
                 report=row.report,
-                harness=row.harness,
                 transcript=[Turn.model_validate(t) for t in row.transcript or []],
                 calls=[_call(c) for c in calls],
                 parent_profile=parent_profile,
@@ -392,6 +391,7 @@ def _summary(row: Iteration) -> IterationSummary:
         candidate_hash=row.candidate_hash,
         tags=list(row.tags),
         edits=[Edit.model_validate(e) for e in row.edits],
+        harness=row.harness,
     )
 
 
