@@ -224,42 +224,26 @@ class RunStore:
                 s.add(_call_row(run_id, None, call))
 
     def progress(self, run_id: int) -> RunProgress:
-        """Iterations done, accepted, money spent and the best score, in one query."""
-        iterations = (
-            select(
-                func.count(Iteration.id),
-                func.coalesce(func.sum(case((Iteration.status == "accepted", 1), else_=0)), 0),
-            )
-            .where(Iteration.run_id == run_id)
-            .subquery()
-        )
-        calls = (
-            select(
-                func.coalesce(func.sum(LLMCall.cost_usd), 0.0),
-                func.coalesce(
-                    func.sum(
-                        case(
-                            (LLMCall.iteration_number.is_(None) & (LLMCall.status == "error"), 1),
-                            else_=0,
-                        )
-                    ),
-                    0,
-                ),
-            )
-            .where(LLMCall.run_id == run_id)
-            .subquery()
-        )
+        """Iterations done, accepted, money spent and the best score (two aggregate queries)."""
+        accepted = func.sum(case((Iteration.status == IterationStatus.accepted.value, 1), else_=0))
+        outside = LLMCall.iteration_number.is_(None) & (LLMCall.status == "error")
         with self.db.session() as s:
             run = get_run(s, run_id)
-            done, accepted = s.execute(select(iterations)).one()
-            cost, outage = s.execute(select(calls)).one()
+            done, won = s.execute(
+                select(func.count(Iteration.id), accepted).where(Iteration.run_id == run_id)
+            ).one()
+            cost, outage = s.execute(
+                select(func.sum(LLMCall.cost_usd), func.sum(case((outside, 1), else_=0))).where(
+                    LLMCall.run_id == run_id
+                )
+            ).one()
             return RunProgress(
                 run_id=run_id,
                 status=RunStatus(run.status),
                 iterations=int(done),
-                accepted=int(accepted),
-                cost_usd=float(cost),
-                proposer_outage_calls=int(outage),
+                accepted=int(won or 0),
+                cost_usd=float(cost or 0.0),
+                proposer_outage_calls=int(outage or 0),
                 baseline_score_ns=run.baseline_score_ns,
                 best_score_ns=run.best_score_ns,
                 champion_hash=run.champion_hash,
