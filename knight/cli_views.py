@@ -110,10 +110,10 @@ def iteration_text(v: IterationDetail, diff: bool = False) -> str:
             text = turn.content
             shown = text if len(text) < 400 else text[:400] + f" … ({len(text)} chars)"
             out.append(f"  [{turn.role}/{turn.kind}] {shown}")
-    if v.calls:
-        cost = sum(c.cost_usd for c in v.calls)
-        tokens = sum(c.input_tokens + c.output_tokens for c in v.calls)
-        out.append(f"model calls: {len(v.calls)}, {tokens} tokens, ${cost:.4f}")
+    if v.llm_calls:
+        cost = sum(c.cost_usd for c in v.llm_calls)
+        tokens = sum(c.input_tokens + c.output_tokens for c in v.llm_calls)
+        out.append(f"model calls: {len(v.llm_calls)}, {tokens} tokens, ${cost:.4f}")
     if diff and v.diff:
         out.append("diff:")
         out.append(v.diff.rstrip())

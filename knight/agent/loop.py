@@ -371,7 +371,7 @@ class Runner:
             wall_s=self.clock() - att.t0,
             fix_rounds=att.fix_rounds,
             transcript=[turn for r in att.results for turn in r.transcript],
-            calls=[
+            llm_calls=[
                 call.model_copy(update={"round": i})
                 for i, r in enumerate(att.results)
                 for call in r.llm_calls

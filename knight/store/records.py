@@ -126,7 +126,7 @@ class IterationRecord(BaseModel):
     wall_s: float
     fix_rounds: int = 0
     transcript: list[Turn] = Field(default_factory=list)
-    calls: list[ModelCall] = Field(default_factory=list)
+    llm_calls: list[ModelCall] = Field(default_factory=list)
     lessons: list[LessonRecord] = Field(default_factory=list)
 
     @property
@@ -168,7 +168,7 @@ class IterationDetail(IterationSummary):
     failure: Failure | None
     report: dict[str, Any] | None
     transcript: list[Turn]
-    calls: list[ModelCall]
+    llm_calls: list[ModelCall]
     parent_profile: dict[str, Any]  # the parent's profile under the same harness, if stored
     started_at: datetime
     wall_s: float

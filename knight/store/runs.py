@@ -196,7 +196,7 @@ class RunStore:
                 or None,
             )
             s.add(row)
-            for call in record.calls:
+            for call in record.llm_calls:
                 s.add(_call_row(run_id, record.number, call))
             for event in _skill_events(record):
                 s.add(SkillEvent(run_id=run_id, iteration_number=record.number, **event))
@@ -298,7 +298,7 @@ class RunStore:
                 failure=_failure(row),
                 report=row.report,
                 transcript=[Turn.model_validate(t) for t in row.transcript or []],
-                calls=[_call(c) for c in calls],
+                llm_calls=[_call(c) for c in calls],
                 parent_profile=parent_profile,
                 started_at=row.started_at,
                 wall_s=row.wall_s,
