@@ -325,6 +325,10 @@ class CommandProposer:
             timed_out = True
             _kill_group(proc)
             stdout, stderr = proc.communicate()
+        except BaseException:
+            # Ctrl-C (or any crash) while the agent runs: its own session would outlive us.
+            _kill_group(proc)
+            raise
         answer = (
             output_file.read_text(encoding="utf-8", errors="replace")
             if output_file.is_file()
