@@ -467,7 +467,9 @@ def run_cmd(
     with store, LocalEvaluator(machine, workers=workers, cache=StoreRunCache(store.db)) as ev:
         runner = Runner(store, prob, ev, prop, skills=skills, events=events, machine=machine)
         if resume is not None:
+            given = {"script": str(script) if script else None, "command": command, "model": model}
             overrides = ResumeOverrides(
+                proposer_settings=given,
                 budget=budget,
                 max_cost=max_cost,
                 time_limit_s=time_limit,

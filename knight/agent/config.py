@@ -57,10 +57,12 @@ class ResumeOverrides:
     min_gain: float | None = None
     fix_rounds: int | None = None
     max_outage_s: float | None = None
+    proposer_settings: dict[str, Any] = field(default_factory=dict)  # script, command, model
 
     def given(self) -> dict[str, Any]:
-        """The overrides that were actually given."""
-        return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
+        """The limits that were actually given."""
+        names = [f.name for f in fields(self) if f.name != "proposer_settings"]
+        return {name: v for name in names if (v := getattr(self, name)) is not None}
 
 
 def open_run(
@@ -76,6 +78,8 @@ def open_run(
     if overrides.budget is not None and overrides.budget < 1:
         raise UsageError("--budget must be at least 1")
     config = replace(RunConfig.of_run(run), **overrides.given())
+    settings = {k: v for k, v in overrides.proposer_settings.items() if v is not None}
+    config = replace(config, extra={**config.extra, **settings})
     run = store.reopen_run(
         run_id,
         budget=config.budget,

@@ -33,19 +33,11 @@ from knight.store.models import (
     utcnow,
 )
 from knight.store.open import Access, open_store
-from knight.store.queries import (  # session-level queries; callers migrate to RunStore
-    accepted_chain,
+from knight.store.queries import (  # session level: the evaluation cache, store internals
     cached_evaluation,
-    get_iteration,
     get_or_create_candidate,
-    get_run,
-    latest_run,
-    list_iterations,
-    list_runs,
-    next_iteration_number,
     save_evaluation,
     skill_usage,
-    source_hash,
 )
 from knight.store.records import (
     AttemptRow,
@@ -87,14 +79,7 @@ __all__ = [
     "RunStore",
     "SchemaUpgrade",
     "SkillEvent",
-    "accepted_chain",
     "cached_evaluation",
-    "get_iteration",
-    "get_run",
-    "latest_run",
-    "list_iterations",
-    "list_runs",
-    "next_iteration_number",
     "database_url",
     "get_or_create_candidate",
     "head_revision",
@@ -102,6 +87,5 @@ __all__ = [
     "open_store",
     "save_evaluation",
     "skill_usage",
-    "source_hash",
     "utcnow",
 ]
