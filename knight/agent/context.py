@@ -86,10 +86,8 @@ class ContextBuilder:
         history = self.store.problem_history(self.problem.id, after_id=self._last_id)
         self._last_id = history.last_id
         self._lessons = history.lessons
-        rows = [row.summary for row in history.attempts]
-        wanted = {h for it in rows for h in (it.parent_hash, it.candidate_hash) if h}
-        sources = self.store.sources(wanted)
-        for it in rows:
+        sources = history.sources
+        for it in (row.summary for row in history.attempts):
             self._attempts.setdefault(it.run_id, []).append(_attempt(it))
             if it.candidate_hash:
                 self._tried.add(it.candidate_hash)

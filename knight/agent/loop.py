@@ -142,6 +142,7 @@ class Runner:
         self.events: Events = events or _Quiet()
         self.machine = load_machine(machine or problem.spec.machine)
         self.clock, self.sleep = clock, sleep
+        self._spent_usd = 0.0  # model spending of the run so far (this session adds to it)
 
     # ------------------------------------------------------------------ start / resume
 
@@ -196,12 +197,14 @@ class Runner:
         outage = OutageBackoff(config.max_outage_s, self.clock)
         status, reason = RunStatus.finished, "budget"
         failing = 0  # consecutive iterations without a proposal, in this session
+        # Read once; then counted here, so an iteration costs one read and one write of the store.
+        progress = self.store.progress(run.id)
+        done, self._spent_usd = progress.iterations, progress.cost_usd
         try:
             while True:
-                progress = self.store.progress(run.id)
-                if progress.iterations >= config.budget:
+                if done >= config.budget:
                     break
-                if config.max_cost is not None and progress.cost_usd >= config.max_cost:
+                if config.max_cost is not None and self._spent_usd >= config.max_cost:
                     reason = f"cost limit ${config.max_cost:.2f} reached"
                     break
                 if config.time_limit_s is not None and self.clock() - t0 >= config.time_limit_s:
@@ -213,11 +216,11 @@ class Runner:
                         f"the proposer failed {failing} times in a row; "
                         "fix the cause, then resume with --resume",
                     )
-                number = progress.iterations + 1
-                self.events.iteration_started(number, config.budget)
-                ctx = context.build(run, champion, number)
+                self.events.iteration_started(done + 1, config.budget)
+                ctx = context.build(run, champion, done + 1)
                 first = self._propose(run.id, ctx, outage)
-                champion, outcome = self._iteration(run, number, champion, ctx, first, config)
+                champion, outcome = self._iteration(run, done + 1, champion, ctx, first, config)
+                done += 1
                 proposer_failed = outcome.category is Category.proposer_error
                 failing = failing + 1 if proposer_failed else 0
         except _Stop as stop:
@@ -238,6 +241,7 @@ class Runner:
                 outage.reset()
                 return result
             self.store.record_proposer_calls(run_id, result.llm_calls)
+            self._spent_usd += result.cost_usd
             outage.begin()
             wait = outage.next_wait(result.retry_after_s)
             what = result.failure.message if result.failure else "no answer"
@@ -274,14 +278,15 @@ class Runner:
                 break
             att.fix_rounds += 1
             result = fixed
-        summary = self.store.record_iteration(run.id, self._record(att))
-        best = self.store.progress(run.id).speedup
-        self.events.iteration_finished(summary, best)
+        record = self._record(att)
+        summary = self.store.record_iteration(run.id, record)
+        self._spent_usd += sum(call.cost_usd for call in record.llm_calls)
         verdict = att.verdict
         if verdict is not None and verdict.status is IterationStatus.accepted:
             assert att.source is not None and att.report is not None and att.report.score_ns
             digest = source_hash(att.source)
-            return Champion(digest, att.source, att.report.score_ns, att.report), summary
+            champion = Champion(digest, att.source, att.report.score_ns, att.report)
+        self.events.iteration_finished(summary, (run.baseline_score_ns or 0) / champion.score_ns)
         return champion, summary
 
     def _try(

@@ -186,5 +186,6 @@ class ProblemHistory(BaseModel):
     """Iterations of every run of a problem stored after `after_id`, and the newest lessons."""
 
     attempts: list[AttemptRow]
+    sources: dict[str, str]  # hash -> source of every parent and candidate of `attempts`
     lessons: list[str]
     last_id: int

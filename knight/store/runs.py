@@ -307,8 +307,8 @@ class RunStore:
     def problem_history(
         self, problem_id: str, after_id: int = 0, lessons: int = 12
     ) -> ProblemHistory:
-        """Iterations of every run of `problem_id` stored after `after_id` (callers keep the rest),
-        and the newest `lessons` lessons on the problem."""
+        """Iterations of every run of `problem_id` stored after `after_id` (callers keep the rest)
+        with their parent and candidate sources, and the newest `lessons` lessons on the problem."""
         with self.db.session() as s:
             rows = s.execute(
                 select(Iteration)
@@ -324,8 +324,15 @@ class RunStore:
                 .order_by(Lesson.id.desc())
                 .limit(lessons)
             ).all()
+            wanted = {
+                h for a in attempts for h in (a.summary.parent_hash, a.summary.candidate_hash) if h
+            }
+            rows = s.execute(
+                select(Candidate.hash, Candidate.source).where(Candidate.hash.in_(sorted(wanted)))
+            )
             return ProblemHistory(
                 attempts=attempts,
+                sources={digest: source for digest, source in rows},
                 lessons=[f"[{row.kind}] {row.text}" for row in reversed(texts)],
                 last_id=attempts[-1].id if attempts else after_id,
             )
