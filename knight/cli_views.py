@@ -25,10 +25,11 @@ def _cut(text: str, width: int) -> str:
 def history_lines(rows: list[IterationSummary], wide: bool = False) -> list[str]:
     """The history table: one line per iteration within 100 columns (`wide`: full hypotheses)."""
     hyp_width = TABLE_WIDTH - len(_FIXED.format("", "", "", "", "", ""))
-    header = _FIXED.format(
-        "#", "outcome", "hypothesis".ljust(hyp_width), "µs", "x base", "x parent"
-    )
-    lines = [header.rstrip() if not wide else header]
+    names = ("#", "outcome", "hypothesis", "µs", "x base", "x parent")
+    if wide:
+        lines = [_wide(*names)]
+    else:
+        lines = [_FIXED.format(*names[:2], names[2].ljust(hyp_width), *names[3:]).rstrip()]
     for it in rows:
         outcome = it.status.value + (f" {it.category.value}" if it.category else "")
         hypothesis = it.hypothesis if wide else _cut(it.hypothesis, hyp_width).ljust(hyp_width)
@@ -40,7 +41,9 @@ def history_lines(rows: list[IterationSummary], wide: bool = False) -> list[str]
     return lines
 
 
-def _wide(number: int, outcome: str, hypothesis: str, score: str, base: str, parent: str) -> str:
+def _wide(
+    number: int | str, outcome: str, hypothesis: str, score: str, base: str, parent: str
+) -> str:
     """A history row with the whole hypothesis last, so the columns still line up."""
     return f"{number:>4}  {outcome:<26}  {score:>9}  {base:>6}  {parent:>8}  {hypothesis}"
 
