@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from knight.agent.config import ResumeOverrides, RunConfig
+from knight.agent.config import ResumeOverrides, RunConfig, refuse_identity_changes
 from knight.agent.loop import Runner
+from knight.errors import UsageError
 from knight.evaluation.fake import FakeEvaluator, FakeOutcome
 from knight.failure import Category, Failure, IterationStatus, RunStatus
 from knight.problems import load_problem
@@ -349,6 +350,9 @@ def test_flags_given_with_resume_apply_and_are_recorded(rig: Rig) -> None:
     assert run.budget == 2 and run.config["min_gain"] == 2.5 and resumed.iterations == 2
     # 40 ns against a 50 ns champion is 1.25x: below the new threshold.
     assert rig.outcomes(first.run_id)[1] == ("rejected", "no_gain")
+    refuse_identity_changes(run, problem="rmsnorm", seed=0, machine=None)  # same: fine
+    with pytest.raises(UsageError, match="started with --seed 0; a resumed run keeps it"):
+        refuse_identity_changes(run, seed=3)
 
 
 def test_the_context_sees_earlier_attempts_and_tried_hashes(rig: Rig) -> None:
