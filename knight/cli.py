@@ -13,6 +13,7 @@ from rich.table import Table
 
 from knight import __version__
 from knight.errors import KnightError, UsageError
+from knight.service.commands import EvaluatorOpt, TokenOpt, register, remote_evaluator
 
 app = typer.Typer(
     name="knight",
@@ -117,6 +118,8 @@ def eval_cmd(
     seeds: Annotated[int | None, typer.Option("--seeds", help="At most this many seeds per workload.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Simulate everything again.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Wall-clock limit per run, seconds.")] = 300.0,
+    evaluator: EvaluatorOpt = None,
+    token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Judge a kernel: static checks, isolated bit-exact runs on every workload, integrity, score."""
@@ -129,7 +132,7 @@ def eval_cmd(
         raise UsageError("--seeds must be at least 1")
     machine = _machine(machine)
     err.print(f"judging {kernel} on {prob.id} ...")
-    with LocalEvaluator(
+    with remote_evaluator(evaluator, token, machine, seeds) if evaluator else LocalEvaluator(
         machine, workers=workers, timeout_s=timeout, cache=MemoryCache() if no_cache else None, max_seeds=seeds
     ) as ev:
         report = ev.evaluate(source, prob, heldout=heldout)
@@ -263,6 +266,8 @@ def run_cmd(
     min_gain: Annotated[float, typer.Option("--min-gain", help="Accept only candidates at least this much faster than the champion.")] = 1.02,
     fix_rounds: Annotated[int, typer.Option("--fix-rounds", help="Fix rounds when a patch does not apply or a trace fails.")] = 3,
     workers: Annotated[int | None, typer.Option("--workers", help="Evaluation worker processes (default: CPU cores).")] = None,
+    evaluator: EvaluatorOpt = None,
+    token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Optimise a problem for a budget of iterations, keeping every attempt in the database."""
@@ -301,7 +306,9 @@ def run_cmd(
     prop = make_proposer(proposer, seed=seed, script=script, command=command, model=model,
                          skill_reader=lambda name: skills[name].body if name in skills else None, note=err.print)
     events = _Progress(quiet=False)
-    with LocalEvaluator(machine, workers=workers, cache=StoreRunCache(database)) as ev:
+    with remote_evaluator(evaluator, token, machine) if evaluator else LocalEvaluator(
+        machine, workers=workers, cache=StoreRunCache(database)
+    ) as ev:
         runner = Runner(database, prob, ev, prop, skills=skills, events=events, machine=machine)
         if resume is not None:
             summary = runner.resume(resume, budget)
@@ -537,6 +544,9 @@ def db_upgrade_cmd(db: DbOpt = "knight.db", as_json: JsonOpt = False) -> None:
         _print_json({"db": db, "before": before, "after": after})
     else:
         out.print(f"{db}: {before or 'empty'} -> {after}" if before != after else f"{db}: already at {after}")
+
+
+register(app)  # knight serve, knight token (knight/service/commands.py)
 
 
 # ----------------------------------------------------------------------------- entry point
