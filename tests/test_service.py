@@ -24,6 +24,7 @@ from knight.service.tokens import TokenStore, create_token, token_hash
 from knight.store import Iteration, open_database
 
 ROOT = Path(__file__).resolve().parents[1]
+QUEUE = 6
 RMSNORM = (ROOT / "baselines" / "rmsnorm" / "baseline.py").read_text()
 
 
@@ -100,7 +101,8 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("service"))
+    # A small queue: the 100-request test needs 6 slots (identical requests share one).
+    srv = Server(tmp_path_factory.mktemp("service"), "--max-queue", str(QUEUE))
     yield srv
     srv.stop()
 
@@ -151,17 +153,13 @@ def test_token_create_cli_prints_the_token_once(tmp_path: Path) -> None:
 
 
 def test_serve_without_tokens_is_a_usage_error(tmp_path: Path) -> None:
-    p = _knight(
-        "serve",
-        "--token-file",
-        "missing",
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    _, err = p.communicate(timeout=60)
-    assert p.returncode == 2 and err.strip().startswith("error: cannot read token file")
+    from knight.service.commands import serve_cmd
+
+    with pytest.raises(UsageError, match="cannot read token file"):
+        serve_cmd(token_file=tmp_path / "missing", state_dir=tmp_path / "state")
+    (tmp_path / "empty").write_text("# nobody yet\n")
+    with pytest.raises(UsageError, match="knight token create"):
+        serve_cmd(token_file=tmp_path / "empty", state_dir=tmp_path / "state")
 
 
 # ----------------------------------------------------------------------------- auth
@@ -303,35 +301,22 @@ def test_100_concurrent_evaluations_single_flight(server: Server) -> None:
         assert _metric(c, "knight_evaluations_in_flight") == 0
 
 
-def test_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None:
-    srv = Server(tmp_path, "--max-queue", "1")
-    try:
-        with srv.client() as c:
-            first = c.post(
-                "/v1/evaluations",
-                params={"wait": "false"},
-                json={"source": RMSNORM + "# a\n", "problem": "rmsnorm"},
-            )
-            second = c.post(
-                "/v1/evaluations",
-                params={"wait": "false"},
-                json={"source": RMSNORM + "# b\n", "problem": "rmsnorm"},
-            )
-            assert first.status_code == 202
-            assert second.status_code == 429 and int(second.headers["retry-after"]) >= 1
-            assert "queue is full" in second.json()["detail"]
-            # The same request joins the one in flight instead of being refused.
-            same = c.post(
-                "/v1/evaluations",
-                params={"wait": "false"},
-                json={"source": RMSNORM + "# a\n", "problem": "rmsnorm"},
-            )
-            assert same.status_code == 202 and same.json()["id"] == first.json()["id"]
-            done = c.get(f"/v1/evaluations/{first.json()['id']}", params={"wait": 60}).json()
+def test_full_queue_answers_429_with_retry_after(server: Server) -> None:
+    cheap = {"problem": "rmsnorm", "max_seeds": 1, "profile": False}
+    body = [{"source": RMSNORM + f"# queued {k}\n", **cheap} for k in range(QUEUE + 1)]
+    with server.client() as c:
+        refused_before = _metric(c, "knight_evaluations_refused_total")
+        answers = [c.post("/v1/evaluations", params={"wait": "false"}, json=b) for b in body]
+        assert [r.status_code for r in answers] == [202] * QUEUE + [429]
+        assert int(answers[-1].headers["retry-after"]) >= 1
+        assert "queue is full" in answers[-1].json()["detail"]
+        # The same request as one in flight joins it instead of being refused.
+        same = c.post("/v1/evaluations", params={"wait": "false"}, json=body[0])
+        assert same.status_code == 202 and same.json()["id"] == answers[0].json()["id"]
+        for r in answers[:-1]:
+            done = c.get(f"/v1/evaluations/{r.json()['id']}", params={"wait": 60}).json()
             assert done["status"] == "done"
-            assert _metric(c, "knight_evaluations_refused_total") == 1
-    finally:
-        srv.stop()
+        assert _metric(c, "knight_evaluations_refused_total") == refused_before + 1
 
 
 # ----------------------------------------------------------------------------- runs
@@ -408,27 +393,30 @@ def test_cancel_and_resume_a_run(server: Server) -> None:
         assert 'knight_runs{status="interrupted"}' in text
 
 
-def test_server_restart_marks_its_dead_runs_interrupted(tmp_path: Path) -> None:
-    srv = Server(tmp_path)
-    try:
-        with srv.client() as c:
-            run_id = c.post("/v1/runs", json={"problem": "rmsnorm", "budget": 40}).json()["run_id"]
-        state = json.loads((tmp_path / "state" / "children.json").read_text())
-        child = next(ch["pid"] for ch in state if ch["run_id"] == run_id)
-        srv.stop(signal.SIGKILL)
-        os.kill(child, signal.SIGKILL)  # the run dies with no chance to record it
-        srv.start()
-        with srv.client() as c:
-            info = c.get(f"/v1/runs/{run_id}").json()
-            assert (info["status"], info["managed"]) == ("interrupted", False)
-            assert c.post(f"/v1/runs/{run_id}/resume").status_code == 202
-            assert c.post(f"/v1/runs/{run_id}/cancel").json()["status"] == "interrupted"
-    finally:
-        srv.stop()
+def test_server_restart_adopts_live_runs_and_interrupts_dead_ones(server: Server) -> None:
+    srv = server
+    with srv.client() as c:
+        dead = c.post("/v1/runs", json={"problem": "rmsnorm", "budget": 40}).json()["run_id"]
+        alive = c.post("/v1/runs", json={"problem": "rmsnorm", "budget": 40, "seed": 1}).json()[
+            "run_id"
+        ]
+    state = json.loads((srv.home / "state" / "children.json").read_text())
+    child = next(ch["pid"] for ch in state if ch["run_id"] == dead)
+    srv.stop(signal.SIGKILL)
+    os.kill(child, signal.SIGKILL)  # this run dies with no chance to record it; the other goes on
+    srv.start()
+    with srv.client() as c:
+        info = c.get(f"/v1/runs/{dead}").json()
+        assert (info["status"], info["managed"]) == ("interrupted", False)
+        info = c.get(f"/v1/runs/{alive}").json()
+        assert (info["status"], info["managed"]) == ("running", True)
+        assert c.post(f"/v1/runs/{alive}/cancel").json()["status"] == "interrupted"
+        assert c.post(f"/v1/runs/{dead}/resume").status_code == 202
+        assert c.post(f"/v1/runs/{dead}/cancel").json()["status"] == "interrupted"
 
 
-def test_client_run_survives_a_killed_server(tmp_path: Path) -> None:
-    srv = Server(tmp_path)
+def test_client_run_survives_a_killed_server(server: Server, tmp_path: Path) -> None:
+    srv = server
     db = tmp_path / "client.db"
     log = open(tmp_path / "client.log", "wb")
     client = _knight(
@@ -438,7 +426,7 @@ def test_client_run_survives_a_killed_server(tmp_path: Path) -> None:
         "--problem",
         "rmsnorm",
         "--budget",
-        "8",
+        "5",
         "--proposer",
         "offline",
         "--db",
@@ -464,13 +452,12 @@ def test_client_run_survives_a_killed_server(tmp_path: Path) -> None:
         out, _ = client.communicate(timeout=240)
         assert client.returncode == 0, (tmp_path / "client.log").read_text()[-2000:]
         summary = json.loads(out)
-        assert (summary["status"], summary["iterations"]) == ("finished", 8)
+        assert (summary["status"], summary["iterations"]) == ("finished", 5)
         database = open_database(str(db), create=False)
         with database.session() as s:
             numbers = sorted(n for (n,) in s.query(Iteration.number).all())
-        assert numbers == list(range(1, 9))
+        assert numbers == [1, 2, 3, 4, 5]
         assert database.integrity_check() == "ok"
     finally:
         if client.poll() is None:
             client.kill()
-        srv.stop()
