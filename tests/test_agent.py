@@ -213,28 +213,53 @@ def test_consolidation_turns_accepted_patches_into_learned_skills(scripted_run, 
     assert again["written"] == [] and again["skipped"] == written
 
 
+AGENT = """\
+import json, pathlib, sys, time
+state = pathlib.Path(sys.argv[1])
+calls = len(list(state.glob("call-*"))) + 1
+(state / f"call-{calls}").touch()
+if calls == 2 and not (state / "release").exists():
+    (state / "blocked").touch()
+    time.sleep(300)  # a slow model: Ctrl-C arrives while knight waits for it
+width = {1: 2048, 2: 1024, 3: 256}.get(calls, 128)
+old = 512 if calls == 1 else 2048
+line = "COLS_PER_TILE = {}  # columns per normalise / multiply / store step"
+edit = {"file": "kernel.py", "search": line.format(old), "replace": line.format(width)}
+patch = {"hypothesis": f"{width}-column tiles", "rationale": "", "tags": [], "skills_used": [],
+         "edits": [edit]}
+pathlib.Path(sys.argv[2]).write_text(json.dumps(patch))
+"""
+
+
 def test_ctrl_c_records_the_run_as_interrupted_and_it_resumes(tmp_path):
+    """Deterministic: the agent command blocks in iteration 2 until SIGINT reaches knight."""
     env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
     env["KNIGHT_BASELINES"], env["KNIGHT_CACHE"] = str(ROOT / "baselines"), str(tmp_path / "cache")
+    state = tmp_path / "state"
+    state.mkdir()
+    (tmp_path / "agent.py").write_text(AGENT)
+    command = f"{sys.executable} {tmp_path / 'agent.py'} {state} {{output_file}} {{prompt_file}}"
     db = tmp_path / "int.db"
-    proc = subprocess.Popen([sys.executable, "-m", "knight.cli", "run", "--budget", "5", "--problem", "rmsnorm",
-                             "--db", str(db), "--json"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "knight.cli", "run", "--budget", "3", "--problem", "rmsnorm",
+                             "--proposer", "command", "--command", command, "--db", str(db), "--json"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while len(_iterations(db)) < 1 and time.monotonic() < deadline and proc.poll() is None:
+    while not (state / "blocked").exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
+    assert (state / "blocked").exists(), proc.communicate()[1]
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     summary = json.loads(out)
-    assert summary["status"] == "interrupted" and "Traceback" not in err
+    assert summary["status"] == "interrupted" and summary["iterations"] == 1 and "Traceback" not in err
     with sqlite3.connect(db) as c:
         assert c.execute("select status from runs").fetchone()[0] == "interrupted"
-    done = _iterations(db)
-    assert done == list(range(1, len(done) + 1))
+    assert _iterations(db) == [1]
+    (state / "release").touch()
     resumed = knight("run", "--resume", "1", "--db", str(db), "--json", cwd=tmp_path)
-    assert resumed.returncode == 0 and json.loads(resumed.stdout)["iterations"] == 5
-    assert _iterations(db) == [1, 2, 3, 4, 5]
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["iterations"] == 3
+    assert _iterations(db) == [1, 2, 3]
 
 
 def test_a_failing_kernel_makes_knight_eval_exit_non_zero(tmp_path):

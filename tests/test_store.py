@@ -15,11 +15,12 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, inspect, select, text
+from sqlalchemy import Engine, create_engine, func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from knight.errors import KnightError, NotFoundError, UsageError
+from knight.failure import IterationStatus
 from knight.store import (
     Base,
     Candidate,
@@ -28,21 +29,16 @@ from knight.store import (
     Iteration,
     LLMCall,
     Run,
-    accepted_chain,
+    RunStore,
     cached_evaluation,
     database_url,
-    get_iteration,
     get_or_create_candidate,
-    get_run,
     head_revision,
-    latest_run,
-    list_iterations,
-    list_runs,
     migrate,
-    next_iteration_number,
     open_database,
     save_evaluation,
 )
+from knight.store.queries import get_run
 
 BASELINE = "def kernel(x):\n    return x\n"
 
@@ -77,13 +73,19 @@ def add_run(session: Session, **fields: Any) -> Run:
     return run
 
 
+def next_number(session: Session, run_id: int) -> int:
+    """The number the next iteration of `run_id` gets."""
+    highest = session.scalar(select(func.max(Iteration.number)).where(Iteration.run_id == run_id))
+    return (highest or 0) + 1
+
+
 def add_iteration(session: Session, run: Run, status: str = "rejected", **fields: Any) -> Iteration:
     """Insert the next iteration of `run`, patching the baseline."""
     parent = get_or_create_candidate(session, BASELINE, run.id)
     now = datetime.now(UTC)
     values: dict[str, Any] = {
         "run_id": run.id,
-        "number": next_iteration_number(session, run.id),
+        "number": next_number(session, run.id),
         "parent_hash": parent.hash,
         "status": status,
         "hypothesis": "unroll the expert loop",
@@ -399,10 +401,8 @@ def test_evaluation_cache_insert_twice_keeps_the_first_row(db: Database) -> None
 def test_iterations_are_numbered_from_one_within_each_run(db: Database) -> None:
     with db.session() as session:
         first, second = add_run(session), add_run(session)
-        assert next_iteration_number(session, first.id) == 1
         assert [add_iteration(session, first).number for _ in range(3)] == [1, 2, 3]
-        assert next_iteration_number(session, first.id) == 4
-        assert next_iteration_number(session, second.id) == 1
+        assert add_iteration(session, second).number == 1
     with pytest.raises(IntegrityError, match="UNIQUE"), db.session() as session:
         add_iteration(session, first, number=2)
     with pytest.raises(IntegrityError, match="CHECK"), db.session() as session:
@@ -420,43 +420,45 @@ def test_candidates_are_addressed_by_the_sha256_of_their_source(db: Database) ->
         assert len(session.scalars(select(Candidate)).all()) == 1
 
 
-def test_list_iterations_filters_and_keeps_the_most_recent(db: Database) -> None:
+def test_history_filters_and_keeps_the_most_recent(db: Database) -> None:
     with db.session() as session:
         run, other = add_run(session), add_run(session)
         statuses = ["rejected", "accepted", "failed", "accepted", "rejected"]
         for status in statuses:
             add_iteration(session, run, status=status, category="no_gain")
         add_iteration(session, other, status="accepted")
-    with db.session() as session:
-        assert [i.status for i in list_iterations(session, run.id)] == statuses
-        assert len(list_iterations(session)) == 6
-        assert [i.number for i in list_iterations(session, run.id, status="accepted")] == [2, 4]
-        assert len(list_iterations(session, category="no_gain")) == 5
-        assert [i.number for i in list_iterations(session, run.id, limit=2)] == [4, 5]
-        assert [i.number for i in accepted_chain(session, run.id)] == [2, 4]
-        assert get_iteration(session, run.id, 3).status == "failed"
-        with pytest.raises(NotFoundError, match="no iteration 9"):
-            get_iteration(session, run.id, 9)
+    store = RunStore(db)
+    assert [i.status.value for i in store.history(run.id)] == statuses
+    accepted = store.history(run.id, status=IterationStatus.accepted)
+    assert [i.number for i in accepted] == [2, 4]
+    assert len(store.history(run.id, category="no_gain")) == 5
+    assert store.history(other.id, category="no_gain") == []
+    assert [i.number for i in store.history(run.id, limit=2)] == [4, 5]
+    assert [i.number for i in store.accepted_chain(run.id)] == [2, 4]
+    assert store.iteration(run.id, 3).status is IterationStatus.failed
+    with pytest.raises(NotFoundError, match="no iteration 9"):
+        store.iteration(run.id, 9)
 
 
 def test_runs_are_listed_and_looked_up(db: Database) -> None:
+    store = RunStore(db)
+    assert store.list_runs() == []
+    with pytest.raises(KnightError, match="no runs"):
+        store.resolve_run_id(None)
     with db.session() as session:
-        assert latest_run(session) is None and list_runs(session) == []
         ids = [add_run(session, seed=seed).id for seed in range(3)]
-    with db.session() as session:
-        assert [run.id for run in list_runs(session)] == ids
-        assert latest_run(session).id == ids[-1]
-        assert get_run(session, ids[0]).seed == 0
-        with pytest.raises(NotFoundError, match="run 99"):
-            get_run(session, 99)
+    assert [run.id for run in store.list_runs()] == ids
+    assert store.resolve_run_id(None) == ids[-1] and store.resolve_run_id(ids[0]) == ids[0]
+    assert store.run(ids[0]).seed == 0
+    with pytest.raises(NotFoundError, match="run 99"):
+        store.run(99)
 
 
 def test_session_rolls_back_when_the_block_raises(db: Database) -> None:
     with pytest.raises(ValueError), db.session() as session:
         add_run(session)
         raise ValueError("killed mid-iteration")
-    with db.session() as session:
-        assert list_runs(session) == []
+    assert RunStore(db).list_runs() == []
 
 
 def test_objects_stay_readable_after_the_session_ends(db: Database) -> None:
@@ -475,7 +477,7 @@ def test_json_none_is_sql_null_and_values_round_trip(db: Database) -> None:
     with db.session() as session:
         stored = session.scalars(select(Iteration).where(Iteration.failure.is_(None))).all()
         assert [i.number for i in stored] == [2]
-        first = get_iteration(session, run.id, 1)
+        first = session.scalars(select(Iteration).filter_by(run_id=run.id, number=1)).one()
         assert (first.edits, first.failure, first.tags) == (edits, failure, [])
 
 
@@ -486,7 +488,7 @@ def test_timestamps_come_back_as_aware_utc(db: Database) -> None:
         run = add_run(session)
         add_iteration(session, run, started_at=started, finished_at=in_tokyo)
     with db.session() as session:
-        iteration = get_iteration(session, run.id, 1)
+        iteration = session.scalars(select(Iteration).filter_by(run_id=run.id, number=1)).one()
         assert iteration.started_at == started and iteration.started_at.tzinfo == UTC
         assert iteration.finished_at == started and iteration.finished_at.hour == 12
         assert get_run(session, run.id).created_at.tzinfo == UTC
@@ -501,8 +503,8 @@ def test_the_shipped_example_database_opens_after_an_upgrade(tmp_path: Path) -> 
         assert database.revision() == "0001"
     with open_database(str(copy), create=False) as database:
         assert database.revision() == head_revision()
-        with database.session() as session:
-            rows = list_iterations(session, run_id=1)
-            assert len(rows) == 4 and rows[0].transcript is None
-            assert any(r.status == "accepted" for r in rows)
+        store = RunStore(database)
+        rows = store.history(1)
+        assert len(rows) == 4 and store.iteration(1, 1).transcript == []
+        assert any(r.status is IterationStatus.accepted for r in rows)
         assert database.integrity_check() == "ok"

@@ -31,11 +31,11 @@ from knight.service.schemas import (
     EvaluationRequest,
     Health,
     ResumeRequest,
-    RunInfo,
     RunRequest,
+    RunView,
 )
 from knight.service.tokens import TokenStore
-from knight.store import Database, open_database
+from knight.store import RunStore, open_store
 
 log = logging.getLogger("knight.service")
 EVENT_POLL_S = 0.5  # how often the event stream looks for new iterations
@@ -61,7 +61,7 @@ class ServiceSettings:
 @dataclass
 class _State:
     settings: ServiceSettings
-    database: Database
+    store: RunStore
     queue: EvaluationQueue
     runs: RunSupervisor
 
@@ -72,7 +72,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        database = open_database(settings.db, create=True)
+        store = open_store(settings.db, "write", create=True)
         problems = {p.id: p for p in list_problems()}
         queue = EvaluationQueue(
             problems,
@@ -82,11 +82,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             memory_mb=settings.memory_mb,
             max_queue=settings.max_queue,
         )
-        runs = RunSupervisor(settings.db, database, settings.state_dir, settings.workers)
+        runs = RunSupervisor(settings.db, store, settings.state_dir, settings.workers)
         marked = runs.recover()
         if marked:
             log.warning("runs left in flight by a previous server, now interrupted: %s", marked)
-        state["s"] = _State(settings, database, queue, runs)
+        state["s"] = _State(settings, store, queue, runs)
         reaper = asyncio.create_task(_reap_forever(runs))
         try:
             yield
@@ -94,7 +94,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             reaper.cancel()
             await asyncio.to_thread(runs.close)
             queue.close()
-            database.close()
+            store.close()
 
     app = FastAPI(
         title="Knight",
@@ -234,15 +234,15 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     # ------------------------------------------------------------------ runs
 
-    def run_info(run_id: int) -> RunInfo:
+    def run_info(run_id: int) -> RunView:
         s = st()
-        item = history.runs(s.database, run_id)[0]
+        item = history.runs(s.store, run_id)[0]
         managed = s.runs.managed(run_id)
         log_path = s.runs.log_of(run_id)
-        return RunInfo(**item, managed=managed, log=tail(log_path) if log_path else None)
+        return RunView(**item, managed=managed, log=tail(log_path) if log_path else None)
 
-    @app.post("/v1/runs", dependencies=rw, status_code=201, response_model=RunInfo, tags=["runs"])
-    def start_run(req: RunRequest) -> RunInfo:
+    @app.post("/v1/runs", dependencies=rw, status_code=201, response_model=RunView, tags=["runs"])
+    def start_run(req: RunRequest) -> RunView:
         """Start a run in the server; answers once it exists (after its baseline is judged)."""
         s = st()
         if req.problem not in s.queue.problems:
@@ -253,14 +253,14 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             )
         return run_info(s.runs.start(req))
 
-    @app.get("/v1/runs", dependencies=ro, response_model=list[RunInfo], tags=["runs"])
-    def list_runs() -> list[RunInfo]:
+    @app.get("/v1/runs", dependencies=ro, response_model=list[RunView], tags=["runs"])
+    def list_runs() -> list[RunView]:
         """Every run in the database."""
         s = st()
-        return [RunInfo(**r, managed=s.runs.managed(r["run_id"])) for r in history.runs(s.database)]
+        return [RunView(**r, managed=s.runs.managed(r["run_id"])) for r in history.runs(s.store)]
 
-    @app.get("/v1/runs/{run_id}", dependencies=ro, response_model=RunInfo, tags=["runs"])
-    def get_run(run_id: int) -> RunInfo:
+    @app.get("/v1/runs/{run_id}", dependencies=ro, response_model=RunView, tags=["runs"])
+    def get_run(run_id: int) -> RunView:
         """One run: status, budget, iterations so far, best score, and its log if this server runs it."""
         return run_info(run_id)
 
@@ -273,21 +273,19 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     ) -> dict[str, Any]:
         """The run's history, as `knight history --json` prints it."""
         return history.run_history(
-            st().database, run_id, status=status, category=category, limit=limit
+            st().store, run_id, status=status, category=category, limit=limit
         )
 
     @app.get("/v1/runs/{run_id}/iterations/{number}", dependencies=ro, tags=["runs"])
     def iteration(run_id: int, number: int) -> dict[str, Any]:
         """One iteration in full, as `knight show --json` prints it."""
-        from knight.agent.show import iteration_view
+        return history.iteration(st().store, run_id, number)
 
-        return iteration_view(st().database, run_id, number)
-
-    @app.post("/v1/runs/{run_id}/cancel", dependencies=rw, response_model=RunInfo, tags=["runs"])
-    def cancel(run_id: int) -> RunInfo:
+    @app.post("/v1/runs/{run_id}/cancel", dependencies=rw, response_model=RunView, tags=["runs"])
+    def cancel(run_id: int) -> RunView:
         """Interrupt a run this server is running (it can be resumed)."""
         s = st()
-        history.runs(s.database, run_id)  # 404 first
+        history.runs(s.store, run_id)  # 404 first
         if not s.runs.cancel(run_id):
             raise Refused(409, f"run {run_id} is not running in this server")
         return run_info(run_id)
@@ -296,10 +294,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         "/v1/runs/{run_id}/resume",
         dependencies=rw,
         status_code=202,
-        response_model=RunInfo,
+        response_model=RunView,
         tags=["runs"],
     )
-    def resume(run_id: int, req: ResumeRequest | None = None) -> RunInfo:
+    def resume(run_id: int, req: ResumeRequest | None = None) -> RunView:
         """Continue an interrupted run (or a finished one with a larger budget)."""
         s = st()
         s.runs.resume(run_id, req.budget if req else None)
@@ -311,15 +309,15 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         from knight.agent.replay import replay as replay_run
 
         s = st()
-        item = (await asyncio.to_thread(history.runs, s.database, run_id))[0]
-        problem = s.queue.problems.get(item["problem"])
+        item = (await asyncio.to_thread(history.runs, s.store, run_id))[0]
+        problem = s.queue.problems.get(item["problem_id"])
         if problem is None:
             raise Refused(409, f"this server does not hold problem {item['problem']}")
         machine = item["machine"]
 
         def work(evaluator_for: Any) -> dict[str, Any]:
             result = replay_run(
-                s.database, problem, evaluator_for(machine), run_id, to=to, machine=machine
+                s.store, problem, evaluator_for(machine), run_id, to=to, machine=machine
             )
             return {**result.to_dict(), "final_source": result.final_source}
 
@@ -334,23 +332,23 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     ) -> StreamingResponse:
         """Server-Sent Events: `iteration` per new iteration, `status` on changes, `end` when done."""
         s = st()
-        await asyncio.to_thread(history.runs, s.database, run_id)  # 404 before streaming
+        await asyncio.to_thread(history.runs, s.store, run_id)  # 404 before streaming
         return StreamingResponse(
-            _event_stream(s.database, run_id, last_event_id or 0),
+            _event_stream(s.store, run_id, last_event_id or 0),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    _include_live_report(app, ro, lambda: st().database)
+    _include_live_report(app, ro, lambda: st().store)
     return app
 
 
-async def _event_stream(database: Database, run_id: int, after: int) -> AsyncIterator[str]:
+async def _event_stream(store: RunStore, run_id: int, after: int) -> AsyncIterator[str]:
     """New iterations as they land in the database; ends once the run stops and all are sent."""
     status = None
     quiet = 0.0
     while True:
-        items, now = await asyncio.to_thread(history.iterations_after, database, run_id, after)
+        items, now = await asyncio.to_thread(history.iterations_after, store, run_id, after)
         for item in items:
             after = item["number"]
             yield f"id: {after}\nevent: iteration\ndata: {json.dumps(item)}\n\n"
@@ -407,7 +405,7 @@ def _metrics_text(s: _State) -> str:
         "# HELP knight_runs Runs in the database by status.",
         "# TYPE knight_runs gauge",
     ]
-    by_status = history.runs_by_status(s.database)
+    by_status = history.runs_by_status(s.store)
     from knight.store import RUN_STATUSES
 
     lines += [f'knight_runs{{status="{k}"}} {by_status.get(k, 0)}' for k in RUN_STATUSES]

@@ -1,91 +1,67 @@
-"""Runs and iterations as the API returns them (the same fields as `knight runs/history --json`)."""
+"""Runs and iterations as the API returns them: the same JSON as `knight runs/history/show --json`,
+read through the store's run-history API (`knight.store.RunStore`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from knight.errors import UsageError
+from knight.failure import Category, IterationStatus
+from knight.store import RunInfo, RunStore
 
-from knight.store import Database, Iteration, Run, get_run, list_iterations
 
-
-def iteration_item(it: Iteration) -> dict[str, Any]:
-    """One iteration as `knight history --json` lists it."""
+def run_item(info: RunInfo, iterations: int) -> dict[str, Any]:
+    """A run as `knight runs --json` lists it, plus how many iterations it has recorded."""
     return {
-        "number": it.number,
-        "status": it.status,
-        "category": it.category,
-        "hypothesis": it.hypothesis,
-        "score_ns": it.score_ns,
-        "speedup_vs_baseline": it.speedup_vs_baseline,
-        "speedup_vs_parent": it.speedup_vs_parent,
-        "fix_rounds": it.fix_rounds,
-        "proposer": it.proposer,
+        **info.model_dump(mode="json"),
+        "run_id": info.id,
+        "speedup": info.speedup,
+        "iterations": iterations,
     }
 
 
+def runs(store: RunStore, run_id: int | None = None) -> list[dict[str, Any]]:
+    """Every run (or just `run_id`; NotFoundError if unknown), oldest first."""
+    infos = [store.run(run_id)] if run_id is not None else store.list_runs()
+    return [run_item(i, store.progress(i.id).iterations) for i in infos]
+
+
 def run_history(
-    database: Database,
+    store: RunStore,
     run_id: int,
     *,
     status: str | None = None,
     category: str | None = None,
     limit: int | None = None,
 ) -> dict[str, Any]:
-    """A run's iterations, oldest first, as `knight history --json` prints them."""
-    with database.session() as s:
-        get_run(s, run_id)  # NotFoundError for an unknown run
-        rows = list_iterations(s, run_id=run_id, status=status, category=category, limit=limit)
-        return {"run_id": run_id, "iterations": [iteration_item(it) for it in rows]}
+    """A run's iterations, oldest first, exactly as `knight history --json` prints them."""
+    if status is not None and status not in IterationStatus.__members__:
+        raise UsageError(f"status must be one of {', '.join(IterationStatus.__members__)}")
+    if category is not None and category not in Category.__members__:
+        raise UsageError(f"unknown category {category!r}")
+    rows = store.history(
+        run_id, status=IterationStatus(status) if status else None, category=category, limit=limit
+    )
+    return {"run_id": run_id, "iterations": [r.model_dump(mode="json") for r in rows]}
 
 
-def iterations_after(
-    database: Database, run_id: int, after: int
-) -> tuple[list[dict[str, Any]], str]:
+def iterations_after(store: RunStore, run_id: int, after: int) -> tuple[list[dict[str, Any]], str]:
     """Iterations numbered above `after` and the run's status (what the event stream sends next)."""
-    with database.session() as s:
-        run = get_run(s, run_id)
-        rows = s.scalars(
-            select(Iteration)
-            .where(Iteration.run_id == run_id, Iteration.number > after)
-            .order_by(Iteration.number)
-        ).all()
-        return [iteration_item(it) for it in rows], run.status
+    status = store.run(run_id).status.value  # before the rows: a run seen stopped has them all
+    rows = [r.model_dump(mode="json") for r in store.history(run_id) if r.number > after]
+    return rows, status
 
 
-def run_item(run: Run, iterations: int) -> dict[str, Any]:
-    """A run as `knight runs --json` lists it, plus its iteration count and end time."""
-    best, base = run.best_score_ns, run.baseline_score_ns
-    return {
-        "run_id": run.id,
-        "problem": run.problem_id,
-        "status": run.status,
-        "proposer": run.proposer,
-        "machine": run.machine,
-        "budget": run.budget,
-        "iterations": iterations,
-        "created_at": run.created_at.isoformat(),
-        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-        "baseline_score_ns": base,
-        "best_score_ns": best,
-        "speedup": (base / best) if (base and best) else None,
-    }
+def iteration(store: RunStore, run_id: int, number: int) -> dict[str, Any]:
+    """One iteration in full, as `knight show --json` prints it."""
+    from knight.cli_views import iteration_json
+
+    return iteration_json(store.iteration(run_id, number))
 
 
-def runs(database: Database, run_id: int | None = None) -> list[dict[str, Any]]:
-    """Every run (or the one `run_id`), oldest first, with iteration counts."""
-    with database.session() as s:
-        query = select(Run).order_by(Run.id)
-        if run_id is not None:
-            get_run(s, run_id)
-            query = query.where(Run.id == run_id)
-        counts = dict(
-            s.execute(select(Iteration.run_id, func.count()).group_by(Iteration.run_id)).all()
-        )
-        return [run_item(r, counts.get(r.id, 0)) for r in s.scalars(query).all()]
-
-
-def runs_by_status(database: Database) -> dict[str, int]:
+def runs_by_status(store: RunStore) -> dict[str, int]:
     """How many runs the database holds in each status."""
-    with database.session() as s:
-        return dict(s.execute(select(Run.status, func.count()).group_by(Run.status)).all())
+    counts: dict[str, int] = {}
+    for info in store.list_runs():
+        counts[info.status.value] = counts.get(info.status.value, 0) + 1
+    return counts

@@ -18,11 +18,11 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sqlalchemy import select
-
+from knight.errors import NotFoundError
+from knight.failure import RunStatus
 from knight.service.refused import Refused
 from knight.service.schemas import RunRequest
-from knight.store import Database, Run, get_run, utcnow
+from knight.store import RunStore
 
 START_TIMEOUT_S = 600.0  # the run exists once its baseline is judged; moe_decode takes a while
 
@@ -40,9 +40,9 @@ class RunSupervisor:
     """Starts, cancels, resumes and watches the runs this server owns."""
 
     def __init__(
-        self, db: str, database: Database, state_dir: Path, workers: int | None = None
+        self, db: str, store: RunStore, state_dir: Path, workers: int | None = None
     ) -> None:
-        self.db, self.database, self.state_dir, self.workers = db, database, state_dir, workers
+        self.db, self.store, self.state_dir, self.workers = db, store, state_dir, workers
         (state_dir / "logs").mkdir(parents=True, exist_ok=True)
         (state_dir / "scripts").mkdir(parents=True, exist_ok=True)
         self._children: dict[int, Child] = {}
@@ -87,12 +87,14 @@ class RunSupervisor:
 
     def _mark_orphans(self, run_ids: set[int]) -> list[int]:
         marked = []
-        with self.database.session() as s:
-            for rid in sorted(run_ids - set(self._children)):
-                run = s.get(Run, rid)
-                if run is not None and run.status == "running":
-                    run.status, run.finished_at = "interrupted", utcnow()
-                    marked.append(rid)
+        for rid in sorted(run_ids - set(self._children)):
+            try:
+                status = self.store.run(rid).status
+            except NotFoundError:
+                continue
+            if status == RunStatus.running:
+                self.store.close_run(rid, RunStatus.interrupted)
+                marked.append(rid)
         return marked
 
     def _alive(self, run_id: int, c: Child) -> bool:
@@ -161,10 +163,7 @@ class RunSupervisor:
 
     def resume(self, run_id: int, budget: int | None) -> None:
         """Continue an interrupted or finished run in a new child."""
-        with self.database.session() as s:
-            run = get_run(s, run_id)
-            status = run.status
-        if self.managed(run_id) or status == "running":
+        if self.managed(run_id) or self.store.run(run_id).status == RunStatus.running:
             raise Refused(409, f"run {run_id} is still running")
         args = ["--resume", str(run_id)] + (["--budget", str(budget)] if budget else [])
         log = self.state_dir / "logs" / f"run-{run_id}-{int(time.time())}.log"
@@ -224,28 +223,21 @@ class RunSupervisor:
             self._save()
 
     def _max_run_id(self) -> int:
-        with self.database.session() as s:
-            return s.scalar(select(Run.id).order_by(Run.id.desc()).limit(1)) or 0
+        return max((r.id for r in self.store.list_runs()), default=0)
 
     def _await_run(
         self, proc: subprocess.Popen[bytes], before: int, req: RunRequest, log: Path
     ) -> int:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
-            with self.database.session() as s:
-                rid = s.scalar(
-                    select(Run.id)
-                    .where(
-                        Run.id > before,
-                        Run.problem_id == req.problem,
-                        Run.budget == req.budget,
-                        Run.seed == req.seed,
-                    )
-                    .order_by(Run.id)
-                    .limit(1)
-                )
-            if rid is not None:
-                return rid
+            new = [
+                r.id
+                for r in self.store.list_runs()
+                if r.id > before
+                and (r.problem_id, r.budget, r.seed) == (req.problem, req.budget, req.seed)
+            ]
+            if new:
+                return new[0]
             if proc.poll() is not None:
                 raise Refused(422, f"the run did not start: {_last_line(log)}")
             time.sleep(0.1)

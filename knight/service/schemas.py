@@ -70,23 +70,19 @@ class ResumeRequest(BaseModel):
     budget: int | None = Field(default=None, ge=1, le=10_000)
 
 
-class RunInfo(BaseModel):
-    """A run as the API lists it."""
+class RunView(BaseModel):
+    """A run as the API returns it: the fields of `knight runs --json` plus the server's view."""
+
+    model_config = ConfigDict(extra="allow")  # every other field of knight.store.RunInfo
 
     run_id: int
-    problem: str
+    problem_id: str
     status: str
-    proposer: str
-    machine: str
     budget: int
-    iterations: int
-    created_at: str
-    finished_at: str | None
-    baseline_score_ns: float | None
-    best_score_ns: float | None
     speedup: float | None
-    managed: bool = Field(description="Started by this server (it can cancel it).")
-    log: str | None = Field(default=None, description="Last lines of the run's log, when managed.")
+    iterations: int = Field(description="Iterations recorded so far.")
+    managed: bool = Field(description="A process of this server is running it (it can cancel it).")
+    log: str | None = Field(default=None, description="Last lines of its log, when started here.")
 
 
 class Health(BaseModel):

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from knight.errors import NotFoundError
 from knight.source import canonical_source, source_hash
-from knight.store.models import Base, Candidate, Evaluation, Iteration, Run, SkillEvent
+from knight.store.models import Base, Candidate, Evaluation, Run, SkillEvent
 
 
 def _insert_ignore(
@@ -39,12 +39,6 @@ def get_or_create_candidate(session: Session, source: str, run_id: int | None) -
         _insert_ignore(session, Candidate, values, ["hash"])
         candidate = session.get_one(Candidate, digest)
     return candidate
-
-
-def next_iteration_number(session: Session, run_id: int) -> int:
-    """The number the next iteration of `run_id` gets (1 for a run without iterations)."""
-    highest = session.scalar(select(func.max(Iteration.number)).where(Iteration.run_id == run_id))
-    return (highest or 0) + 1
 
 
 def cached_evaluation(
@@ -92,37 +86,6 @@ def save_evaluation(
     return stored
 
 
-def list_iterations(
-    session: Session,
-    run_id: int | None = None,
-    status: str | None = None,
-    category: str | None = None,
-    limit: int | None = None,
-) -> list[Iteration]:
-    """Iterations matching the filters, oldest first; with `limit`, only the most recent ones."""
-    query = select(Iteration)
-    if run_id is not None:
-        query = query.where(Iteration.run_id == run_id)
-    if status is not None:
-        query = query.where(Iteration.status == status)
-    if category is not None:
-        query = query.where(Iteration.category == category)
-    newest_first = query.order_by(Iteration.run_id.desc(), Iteration.number.desc())
-    if limit is not None:
-        newest_first = newest_first.limit(limit)
-    return list(reversed(session.scalars(newest_first).all()))
-
-
-def get_iteration(session: Session, run_id: int, number: int) -> Iteration:
-    """Iteration `number` of run `run_id`; NotFoundError if there is none."""
-    iteration = session.scalars(
-        select(Iteration).filter_by(run_id=run_id, number=number)
-    ).one_or_none()
-    if iteration is None:
-        raise NotFoundError(f"run {run_id} has no iteration {number}")
-    return iteration
-
-
 def get_run(session: Session, run_id: int) -> Run:
     """Run `run_id`; NotFoundError if there is none."""
     run = session.get(Run, run_id)
@@ -131,28 +94,11 @@ def get_run(session: Session, run_id: int) -> Run:
     return run
 
 
-def latest_run(session: Session) -> Run | None:
-    """The most recently created run, or None in an empty database."""
-    return session.scalars(select(Run).order_by(Run.id.desc()).limit(1)).first()
-
-
-def list_runs(session: Session) -> list[Run]:
-    """Every run, oldest first."""
-    return list(session.scalars(select(Run).order_by(Run.id)).all())
-
-
-def accepted_chain(session: Session, run_id: int) -> list[Iteration]:
-    """The accepted iterations of a run in number order: the patches replay re-applies."""
-    return list(
-        session.scalars(
-            select(Iteration).filter_by(run_id=run_id, status="accepted").order_by(Iteration.number)
-        ).all()
-    )
-
-
 def skill_usage(session: Session) -> dict[str, dict[str, int]]:
     """How often each skill was retrieved, cited, won and failed, over the whole database."""
-    q = select(SkillEvent.skill, SkillEvent.event, func.count()).group_by(SkillEvent.skill, SkillEvent.event)
+    q = select(SkillEvent.skill, SkillEvent.event, func.count()).group_by(
+        SkillEvent.skill, SkillEvent.event
+    )
     usage: dict[str, dict[str, int]] = {}
     for skill, event, n in session.execute(q):
         usage.setdefault(skill, {})[event] = n
