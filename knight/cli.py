@@ -13,6 +13,7 @@ from rich.table import Table
 
 from knight import __version__
 from knight.errors import KnightError, UsageError
+from knight.report.command import report_cmd
 
 app = typer.Typer(
     name="knight",
@@ -467,6 +468,8 @@ def runs_cmd(db: DbOpt = "knight.db", as_json: JsonOpt = False) -> None:
     if not items:
         err.print("no runs yet")
 
+
+app.command("report")(report_cmd)
 
 skills_app = typer.Typer(help="The skills library: catalog, usage statistics, consolidation.", no_args_is_help=True)
 app.add_typer(skills_app, name="skills")

@@ -1,0 +1,114 @@
+"""Baseline versus champion: profiles and timelines the database does not keep, computed through
+the public evaluator API (the kernels run in the evaluator's isolated workers, never here)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from knight.evaluation import RunResult
+from knight.problems import Problem
+from knight.report.collect import kernel_source, stored_measurement
+from knight.report.model import Comparison, KernelMeasurement, RunView
+from knight.store import Database
+
+
+class Profiler(Protocol):
+    """An evaluator that can profile one run and export its timeline (`LocalEvaluator` does)."""
+
+    def profile_run(
+        self,
+        source: str,
+        problem: Problem,
+        workload: str | None = None,
+        seed: int | None = None,
+        trace: bool = False,
+    ) -> RunResult: ...
+
+
+ProfilerFactory = Callable[[str], Profiler]  # machine preset name -> a profiler for it
+
+
+def stored_comparison(database: Database, run: RunView) -> Comparison:
+    """Baseline and champion profiles as the run stored them (no timelines: those are not kept)."""
+    champion = run.champion_iteration()
+    baseline = stored_measurement(database, "baseline", run.baseline_hash, run.harness)
+    measured = None
+    if champion is not None and champion.candidate_hash and champion.profile:
+        first = next((w for w in champion.workloads if not w.get("heldout")), {})
+        measured = KernelMeasurement(
+            label="champion",
+            candidate_hash=champion.candidate_hash,
+            workload=first.get("name", "?"),
+            seed=(first.get("seeds") or [0])[0],
+            latency_ns=champion.profile.get("total_ns"),
+            profile=champion.profile,
+            harness=run.harness,
+        )
+    return Comparison(
+        baseline=baseline,
+        champion=measured,
+        note="profiles as stored by the run; timelines are computed only by `knight report`",
+    )
+
+
+def evaluated_comparison(
+    database: Database, run: RunView, problem: Problem, profiler: Profiler
+) -> Comparison:
+    """Profile baseline and champion now, on the problem's first workload, with their timelines."""
+    workload = problem.spec.workloads[0]
+    seed = workload.seeds[0]
+    note = f"measured now on workload {workload.name}, seed {seed}, machine {run.machine}"
+    if run.problem_hash and problem.hash != run.problem_hash:
+        note += "; the problem changed since the run, so these figures may differ from the recorded ones"
+    baseline = _measure(
+        database, profiler, problem, "baseline", run.baseline_hash, workload.name, seed
+    )
+    champion = None
+    chosen = run.champion_iteration()
+    if chosen is not None and chosen.candidate_hash:
+        champion = _measure(
+            database, profiler, problem, "champion", chosen.candidate_hash, workload.name, seed
+        )
+    return Comparison(baseline=baseline, champion=champion, note=note)
+
+
+def _measure(
+    database: Database,
+    profiler: Profiler,
+    problem: Problem,
+    label: str,
+    candidate_hash: str,
+    workload: str,
+    seed: int,
+) -> KernelMeasurement:
+    source = kernel_source(database, candidate_hash)
+    if source is None:
+        return KernelMeasurement(
+            label=label,
+            candidate_hash=candidate_hash,
+            workload=workload,
+            seed=seed,
+            error="the database does not hold this kernel's source",
+        )
+    result = profiler.profile_run(source, problem, workload, seed, trace=True)
+    if not result.ok:
+        why = result.failure.one_line() if result.failure else "the run failed"
+        return KernelMeasurement(
+            label=label,
+            candidate_hash=candidate_hash,
+            workload=workload,
+            seed=seed,
+            source="evaluated",
+            error=why,
+        )
+    return KernelMeasurement(
+        label=label,
+        candidate_hash=candidate_hash,
+        workload=workload,
+        seed=seed,
+        latency_ns=result.latency_ns,
+        profile=result.profile,
+        trace=result.trace,
+        source="evaluated",
+    )
