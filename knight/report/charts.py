@@ -120,9 +120,8 @@ def _roofline_lines(frame: Frame, ys: svg.Scale, run: RunView, lo: float, hi: fl
     for share in ROOFLINE_MARKS:
         value = share * floor
         y = ys(value)
-        if (
-            lo < value < hi and share < 1.0 and abs(y - ys(1.0)) > 12
-        ):  # keep the baseline label legible
+        # Skip a mark that would sit on the baseline line: its label would hide "baseline 1x".
+        if lo < value < hi and share < 1.0 and abs(y - ys(1.0)) > 12:
             frame.add(svg.line(frame.x0, y, frame.x1, y, stroke="#56B4E9", dash="5 4"))
             frame.add(svg.text(frame.x1 + 4, y + 4, f"{_pct(share)} of roofline", size=10))
     if floor <= hi:
@@ -510,16 +509,3 @@ def _pct(share: float) -> str:
 
 def _us(ns: float | None) -> str:
     return "-" if ns is None else f"{ns / 1000:.2f} µs"
-
-
-__all__ = [
-    "critical_path",
-    "dma_histogram",
-    "engine_bars",
-    "failures_chart",
-    "fmt",
-    "lineage_tree",
-    "overlay_chart",
-    "speedup_chart",
-    "usage_chart",
-]
