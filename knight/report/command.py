@@ -5,33 +5,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from knight.errors import UsageError
-
-if TYPE_CHECKING:
-    from knight.evaluation import LocalEvaluator
-
-
-class _Evaluators:
-    """One local evaluator per machine preset, opened on first use and closed together."""
-
-    def __init__(self, workers: int | None) -> None:
-        self.workers = workers
-        self.open: dict[str, LocalEvaluator] = {}
-
-    def __call__(self, machine: str) -> LocalEvaluator:
-        from knight.evaluation import LocalEvaluator, MemoryCache
-
-        if machine not in self.open:
-            self.open[machine] = LocalEvaluator(machine, workers=self.workers, cache=MemoryCache())
-        return self.open[machine]
-
-    def close(self) -> None:
-        for evaluator in self.open.values():
-            evaluator.close()
 
 
 def report_cmd(
@@ -66,10 +44,11 @@ def report_cmd(
         raise UsageError(f"--out {out_file}: no directory {out_file.parent}")
     # Imported here: `knight --help` stays fast.
     from knight.report.build import build_report
+    from knight.report.measure import LocalProfilers
     from knight.store import open_database
 
     database = open_database(db, create=False)
-    evaluators = _Evaluators(workers) if timelines else None
+    evaluators = LocalProfilers(workers) if timelines else None
     try:
         if evaluators is not None and not as_json:
             sys.stderr.write("profiling baseline and champion of each run for the timelines ...\n")

@@ -3,10 +3,11 @@ the public evaluator API (the kernels run in the evaluator's isolated workers, n
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from knight.evaluation import RunResult
+from knight.evaluation import LocalEvaluator, MemoryCache, RunResult
 from knight.problems import Problem
 from knight.report.collect import kernel_source, stored_measurement
 from knight.report.model import Comparison, KernelMeasurement, RunView
@@ -27,6 +28,31 @@ class Profiler(Protocol):
 
 
 ProfilerFactory = Callable[[str], Profiler]  # machine preset name -> a profiler for it
+
+
+class LocalProfilers:
+    """A `ProfilerFactory` of local evaluators, one per machine preset, opened on first use and
+    closed together (their worker processes run the kernels)."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers
+        self.open: dict[str, LocalEvaluator] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, machine: str) -> LocalEvaluator:
+        with self._lock:
+            if machine not in self.open:
+                self.open[machine] = LocalEvaluator(
+                    machine, workers=self.workers, cache=MemoryCache()
+                )
+            return self.open[machine]
+
+    def close(self) -> None:
+        """Stop every evaluator's workers."""
+        with self._lock:
+            for evaluator in self.open.values():
+                evaluator.close()
+            self.open.clear()
 
 
 def stored_comparison(database: Database, run: RunView) -> Comparison:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from html import escape
 from typing import Any
 
@@ -96,7 +97,11 @@ def runs_index(runs: list[RunView], link) -> str:
 
 
 def run_body(
-    run: RunView, comparison: Comparison | None, trace_links: dict[str, str] | None = None
+    run: RunView,
+    comparison: Comparison | None,
+    *,
+    trace_href: Callable[[KernelMeasurement], str] | None = None,
+    timelines_href: str | None = None,
 ) -> str:
     """Everything about one run: summary, plots, lineage, baseline vs champion, iterations."""
     parts = [
@@ -121,7 +126,9 @@ def run_body(
     )
     parts.append(charts.lineage_tree(run))
     parts.append("<h3>Baseline vs champion</h3>")
-    parts.append(comparison_html(run, comparison, trace_links))
+    parts.append(
+        comparison_html(run, comparison, trace_href=trace_href, timelines_href=timelines_href)
+    )
     parts.append(f"<h3>Iterations ({len(run.iterations)})</h3>")
     parts.extend(iteration_html(run, it) for it in run.iterations)
     return "".join(parts)
@@ -303,11 +310,23 @@ def transcript_html(turns: list[dict[str, Any]]) -> str:
 
 
 def comparison_html(
-    run: RunView, comparison: Comparison | None, trace_links: dict[str, str] | None = None
+    run: RunView,
+    comparison: Comparison | None,
+    *,
+    trace_href: Callable[[KernelMeasurement], str] | None = None,
+    timelines_href: str | None = None,
 ) -> str:
-    """Baseline and champion side by side: engines, DMA, critical path and both timelines."""
+    """Baseline and champion side by side: engines, DMA, critical path and both timelines.
+
+    Trace downloads link to `trace_href(m)` when given (live pages), else embed the JSON; without
+    timelines, `timelines_href` points to a page that computes them."""
     if comparison is None or (comparison.baseline is None and comparison.champion is None):
-        return '<p class="muted">no profile of the baseline or champion is stored for this run</p>'
+        parts = [
+            '<p class="muted">no profile of the baseline or champion is stored for this run</p>'
+        ]
+        if timelines_href:
+            parts.append(_timelines_link(timelines_href))
+        return "".join(parts)
     measured = [m for m in (comparison.baseline, comparison.champion) if m is not None]
     parts = [f'<p class="muted">{escape(comparison.note)}</p>']
     for m in measured:
@@ -327,30 +346,30 @@ def comparison_html(
         span = max(trace_end_us(m.trace) for m in traced if m.trace)
         parts.append("<h4>Timelines (same time axis)</h4>")
         parts.append(legend_svg())
-        for m in traced:
-            assert m.trace is not None
-            parts.append(
-                timeline_svg(
-                    m.trace, f"{m.label} {m.candidate_hash[:12]} on {m.workload}", span_us=span
-                )
-            )
         links = []
         for m in traced:
-            href = (trace_links or {}).get(m.label) or _data_uri(m.trace)
+            assert m.trace is not None
+            title = f"{m.label} {m.candidate_hash[:12]} on {m.workload}"
+            parts.append(timeline_svg(m.trace, title, span_us=span))
+            href = trace_href(m) if trace_href else _data_uri(m.trace)
             name = f"run{run.id}-{m.label}-{m.candidate_hash[:12]}.perfetto.json"
             links.append(
-                f'<a download="{escape(name)}" href="{escape(href)}">{escape(m.label)} trace (Perfetto JSON)</a>'
+                f'<a download="{escape(name)}" href="{escape(href)}">'
+                f"{escape(m.label)} trace (Perfetto JSON)</a>"
             )
         parts.append(
             f"<p>Download: {' · '.join(links)} — open in ui.perfetto.dev or chrome://tracing.</p>"
         )
-    elif trace_links:
-        links = " · ".join(
-            f'<a href="{escape(href)}">{escape(label)} timeline</a>'
-            for label, href in trace_links.items()
-        )
-        parts.append(f"<p>Timelines are computed on request: {links}</p>")
+    elif timelines_href:
+        parts.append(_timelines_link(timelines_href))
     return "".join(parts)
+
+
+def _timelines_link(href: str) -> str:
+    return (
+        f'<p><a href="{escape(href)}">Timelines of baseline and champion</a> (profiles both kernels '
+        "now, in the evaluator's isolated workers: a few seconds)</p>"
+    )
 
 
 def profile_table(measured: list[KernelMeasurement]) -> str:
