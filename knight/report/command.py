@@ -44,15 +44,17 @@ def report_cmd(
         raise UsageError(f"--out {out_file}: no directory {out_file.parent}")
     # Imported here: `knight --help` stays fast.
     from knight.report.build import build_report
+    from knight.report.collect import run_ids
     from knight.report.measure import LocalProfilers
     from knight.store import open_database
 
     database = open_database(db, create=False)
     evaluators = LocalProfilers(workers) if timelines else None
     try:
-        if evaluators is not None and not as_json:
+        wanted = run_ids(database, run)  # unknown runs fail here, before any profiling
+        if evaluators is not None and wanted and not as_json:
             sys.stderr.write("profiling baseline and champion of each run for the timelines ...\n")
-        result = build_report(database, run, profiler_for=evaluators)
+        result = build_report(database, wanted, profiler_for=evaluators)
     finally:
         if evaluators is not None:
             evaluators.close()

@@ -34,7 +34,7 @@ from knight.store import Database
 TRACE_LABELS = ("baseline", "champion")
 
 # Polls the state; when it changes, fetches the run body again and swaps it in. The page's query
-# string (a token, say) is passed along. Stops once the run has ended and the page is current.
+# string (a token, say) is passed along. An ended run is checked less often (it may be resumed).
 POLL_JS = """
 (function(){var el=document.getElementById('run-body');var st=document.getElementById('live-status');
 var version=el.dataset.version,qs=location.search,ms=parseInt(el.dataset.pollMs,10);
@@ -42,7 +42,7 @@ async function tick(){try{var r=await fetch(el.dataset.stateUrl+qs,{cache:'no-st
 if(r.ok){var s=await r.json();if(s.version!==version){var b=await fetch(el.dataset.bodyUrl+qs,{cache:'no-store'});
 if(b.ok){el.innerHTML=await b.text();version=s.version;el.dataset.version=version;}}
 st.textContent=s.status+', '+s.iterations+' iteration'+(s.iterations===1?'':'s')+' (checked '+new Date().toLocaleTimeString()+')';
-if(s.status!=='running'&&s.version===version){return;}}}catch(e){st.textContent='waiting for the server ...';}
+if(s.status!=='running'){setTimeout(tick,5*ms);return;}}}catch(e){st.textContent='waiting for the server ...';}
 setTimeout(tick,ms);}
 setTimeout(tick,ms);})();
 """

@@ -54,6 +54,8 @@ def document(title: str, body: str, script: str = "") -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta name="generator" content="knight {escape(__version__)}">'
+        # An empty inline icon: browsers would otherwise ask the server for /favicon.ico.
+        '<link rel="icon" href="data:,">'
         f"<title>{escape(title)}</title><style>{CSS}{style_css()}</style></head>"
         f"<body><main>{body}</main><script>{OPEN_DETAILS_JS}{script}</script></body></html>\n"
     )
