@@ -74,7 +74,7 @@ def stored_comparison(database: Database, run: RunView) -> Comparison:
     return Comparison(
         baseline=baseline,
         champion=measured,
-        note="profiles as stored by the run; timelines are computed only by `knight report`",
+        note="profiles as the run stored them (first workload, first seed); timelines are not stored",
     )
 
 
