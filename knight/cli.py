@@ -25,9 +25,20 @@ app = typer.Typer(
 out = Console(highlight=False, soft_wrap=True)  # data
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # messages and progress
 
-ProblemOpt = Annotated[str | None, typer.Option("--problem", "-p", help="Problem id or folder (default: moe_decode).")]
-MachineOpt = Annotated[str | None, typer.Option("--machine", "-m", help="Machine preset: trn2, trn3 or a preset .toml file (default: the problem's; with a run id, the run's).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")]
+ProblemOpt = Annotated[
+    str | None, typer.Option("--problem", "-p", help="Problem id or folder (default: moe_decode).")
+]
+MachineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--machine",
+        "-m",
+        help="Machine preset: trn2, trn3 or a preset .toml file (default: the problem's; with a run id, the run's).",
+    ),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")
+]
 
 
 def _print_json(data: Any) -> None:
@@ -50,7 +61,9 @@ def _machine(name: str | None) -> str | None:
     if name is None:
         return None
     if name not in PRESET_NAMES and not name.endswith(".toml"):
-        raise UsageError(f"unknown machine {name!r}; choose one of {', '.join(PRESET_NAMES)} or a preset .toml file")
+        raise UsageError(
+            f"unknown machine {name!r}; choose one of {', '.join(PRESET_NAMES)} or a preset .toml file"
+        )
     try:
         load_machine(name)
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -72,7 +85,10 @@ def _root(
 
 @app.command("problems")
 def problems_cmd(
-    heldout: Annotated[bool, typer.Option("--heldout", help="Also list held-out workloads (never shown to proposers).")] = False,
+    heldout: Annotated[
+        bool,
+        typer.Option("--heldout", help="Also list held-out workloads (never shown to proposers)."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """List the installed problems and their visible workloads."""
@@ -83,11 +99,15 @@ def problems_cmd(
         _print_json([_problem_dict(p, heldout) for p in problems])
         return
     if not problems:
-        err.print(f"no problems installed yet (looked in: {', '.join(map(str, baselines_dirs())) or 'no baselines/ folder'})")
+        err.print(
+            f"no problems installed yet (looked in: {', '.join(map(str, baselines_dirs())) or 'no baselines/ folder'})"
+        )
         return
     for p in problems:
         out.print(f"[bold]{p.id}[/bold]  {p.spec.title}")
-        out.print(f"  machine {p.spec.machine}, grid {p.spec.grid}, correctness {p.spec.correctness}, hash {p.hash}")
+        out.print(
+            f"  machine {p.spec.machine}, grid {p.spec.grid}, correctness {p.spec.correctness}, hash {p.hash}"
+        )
         ws = p.spec.workloads + p.spec.adversarial + (p.spec.heldout if heldout else [])
         for w in ws:
             tag = " (held out)" if w in p.spec.heldout else ""
@@ -96,8 +116,13 @@ def problems_cmd(
 
 def _problem_dict(p, heldout: bool) -> dict:
     d = {
-        "id": p.id, "title": p.spec.title, "hash": p.hash, "machine": p.spec.machine, "grid": p.spec.grid,
-        "correctness": p.spec.correctness, "baseline": str(p.baseline_path),
+        "id": p.id,
+        "title": p.spec.title,
+        "hash": p.hash,
+        "machine": p.spec.machine,
+        "grid": p.spec.grid,
+        "correctness": p.spec.correctness,
+        "baseline": str(p.baseline_path),
         "workloads": [w.model_dump() for w in p.spec.workloads + p.spec.adversarial],
     }
     if heldout:
@@ -113,11 +138,21 @@ def eval_cmd(
     kernel: Annotated[Path, typer.Argument(help="Kernel source file to judge.")],
     problem: ProblemOpt = None,
     machine: MachineOpt = None,
-    heldout: Annotated[bool, typer.Option("--heldout", help="Also run the held-out workloads.")] = False,
-    workers: Annotated[int | None, typer.Option("--workers", help="Worker processes (default: CPU cores).")] = None,
-    seeds: Annotated[int | None, typer.Option("--seeds", help="At most this many seeds per workload.")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Simulate everything again.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Wall-clock limit per run, seconds.")] = 300.0,
+    heldout: Annotated[
+        bool, typer.Option("--heldout", help="Also run the held-out workloads.")
+    ] = False,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Worker processes (default: CPU cores).")
+    ] = None,
+    seeds: Annotated[
+        int | None, typer.Option("--seeds", help="At most this many seeds per workload.")
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Simulate everything again.")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Wall-clock limit per run, seconds.")
+    ] = 300.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Judge a kernel: static checks, isolated bit-exact runs on every workload, integrity, score."""
@@ -131,7 +166,11 @@ def eval_cmd(
     machine = _machine(machine)
     err.print(f"judging {kernel} on {prob.id} ...")
     with LocalEvaluator(
-        machine, workers=workers, timeout_s=timeout, cache=MemoryCache() if no_cache else None, max_seeds=seeds
+        machine,
+        workers=workers,
+        timeout_s=timeout,
+        cache=MemoryCache() if no_cache else None,
+        max_seeds=seeds,
     ) as ev:
         report = ev.evaluate(source, prob, heldout=heldout)
     if as_json:
@@ -149,19 +188,42 @@ def _print_report(report) -> None:
     for w in report.workloads:
         lat = f"{w.latency_ns / 1000:.2f}" if w.latency_ns else "-"
         base = f"{w.baseline_latency_ns / 1000:.2f}" if w.baseline_latency_ns else "-"
-        sp = f"{w.baseline_latency_ns / w.latency_ns:.2f}x" if (w.latency_ns and w.baseline_latency_ns) else "-"
+        sp = (
+            f"{w.baseline_latency_ns / w.latency_ns:.2f}x"
+            if (w.latency_ns and w.baseline_latency_ns)
+            else "-"
+        )
         roof = f"{100 * w.roofline_fraction:.0f}%" if w.roofline_fraction else "-"
-        table.add_row(w.name + (" (held out)" if w.heldout else ""), lat, base, sp, roof, "yes" if w.correct else "NO")
+        table.add_row(
+            w.name + (" (held out)" if w.heldout else ""),
+            lat,
+            base,
+            sp,
+            roof,
+            "yes" if w.correct else "NO",
+        )
     out.print(table)
     if report.score_ns:
-        out.print(f"score {report.score_ns / 1000:.2f} µs, baseline {report.baseline_score_ns / 1000:.2f} µs, "
-                  f"speed-up {report.speedup:.2f}x")
-    out.print(f"status {report.status}  ({report.simulated_runs} runs simulated, {report.cached_runs} from cache, "
-              f"{report.wall_s:.1f} s; harness {report.harness})")
+        out.print(
+            f"score {report.score_ns / 1000:.2f} µs, baseline {report.baseline_score_ns / 1000:.2f} µs, "
+            f"speed-up {report.speedup:.2f}x"
+        )
+    out.print(
+        f"status {report.status}  ({report.simulated_runs} runs simulated, {report.cached_runs} from cache, "
+        f"{report.wall_s:.1f} s; harness {report.harness})"
+    )
     if report.failure is not None:
         f = report.failure
         out.print(f"[bold red]{f.one_line()}[/bold red]")
-        for key in ("ulp_histogram", "rows", "column_ranges", "tokens", "experts", "cores", "violations"):
+        for key in (
+            "ulp_histogram",
+            "rows",
+            "column_ranges",
+            "tokens",
+            "experts",
+            "cores",
+            "violations",
+        ):
             if key in f.details:
                 out.print(f"  {key}: {f.details[key]}")
         if f.hint:
@@ -173,9 +235,15 @@ def profile_cmd(
     kernel: Annotated[Path, typer.Argument(help="Kernel source file to profile.")],
     problem: ProblemOpt = None,
     machine: MachineOpt = None,
-    workload: Annotated[str | None, typer.Option("--workload", "-w", help="Visible workload (default: the first).")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Input seed (default: the workload's first).")] = None,
-    trace: Annotated[Path | None, typer.Option("--trace", help="Write a Chrome/Perfetto trace JSON here.")] = None,
+    workload: Annotated[
+        str | None, typer.Option("--workload", "-w", help="Visible workload (default: the first).")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Input seed (default: the workload's first).")
+    ] = None,
+    trace: Annotated[
+        Path | None, typer.Option("--trace", help="Write a Chrome/Perfetto trace JSON here.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Simulate one workload and show where the time goes (engines, DMA, critical path)."""
@@ -188,7 +256,9 @@ def profile_cmd(
     if workload is not None:
         visible = {w.name for w in prob.all_workloads()}
         if workload not in visible:
-            raise UsageError(f"unknown workload {workload!r}; visible workloads: {', '.join(sorted(visible))}")
+            raise UsageError(
+                f"unknown workload {workload!r}; visible workloads: {', '.join(sorted(visible))}"
+            )
     with LocalEvaluator(_machine(machine), workers=1, cache=MemoryCache()) as ev:
         run = ev.profile_run(source, prob, workload, seed, trace=trace is not None)
     if not run.ok:
@@ -198,7 +268,14 @@ def profile_cmd(
         trace.write_text(json.dumps(run.trace))
         err.print(f"trace written to {trace} (open it in ui.perfetto.dev or chrome://tracing)")
     if as_json:
-        _print_json({"workload": run.workload, "seed": run.seed, "latency_ns": run.latency_ns, "profile": run.profile})
+        _print_json(
+            {
+                "workload": run.workload,
+                "seed": run.seed,
+                "latency_ns": run.latency_ns,
+                "profile": run.profile,
+            }
+        )
         return
     out.print(f"{prob.id} / {run.workload} (seed {run.seed})")
     out.print(Profile(**run.profile).summary_text())
@@ -206,26 +283,36 @@ def profile_cmd(
 
 # ----------------------------------------------------------------------------- run / history / show / replay
 
-DbOpt = Annotated[str, typer.Option("--db", help="SQLite path or SQLAlchemy URL of the experience store.")]
+DbOpt = Annotated[
+    str, typer.Option("--db", help="SQLite path or SQLAlchemy URL of the experience store.")
+]
 RunOpt = Annotated[int | None, typer.Option("--run", help="Run id (default: the latest run).")]
 
 
-def _open_db(where: str, create: bool):
-    from knight.store import open_database
+def _read_store(where: str):
+    """The run store for a read-only command: never written, refused with a hint when old."""
+    from knight.store import open_store
 
-    return open_database(where, create=create)
+    return open_store(where, "read")
 
 
-def _open_run(where: str, run: int | None):
-    """An existing database and a run in it (the latest when `run` is None)."""
-    from knight.agent.replay import resolve_run_id
+def _write_store(where: str, create: bool):
+    """The run store for a writing command: an old schema is backed up, then upgraded."""
+    from knight.store import open_store
 
-    database = _open_db(where, create=False)
-    return database, resolve_run_id(database, run)
+    store = open_store(where, "write", create=create)
+    upgrade = store.schema_upgrade
+    if upgrade is not None and upgrade.changed:
+        kept = f"; backup at {upgrade.backup}" if upgrade.backup else ""
+        err.print(
+            f"upgraded {store.where} from schema {upgrade.before} to {upgrade.after}{kept}",
+            markup=False,
+        )
+    return store
 
 
 class _Progress:
-    """Live progress on stderr: iteration, last outcome, best speed-up."""
+    """Live progress on stderr: iteration, last outcome, best speed-up (proposer text verbatim)."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
@@ -235,150 +322,259 @@ class _Progress:
             err.print(f"[dim]iteration {number}/{budget} ...[/dim]")
 
     def iteration_finished(self, o, best: float) -> None:
+        from rich.text import Text
+
         if self.quiet:
             return
-        what = o.status if o.category is None else f"{o.status} ({o.category})"
+        what = o.status.value if o.category is None else f"{o.status.value} ({o.category.value})"
         sp = f" {o.speedup_vs_baseline:.2f}x vs baseline" if o.speedup_vs_baseline else ""
-        color = {"accepted": "green", "rejected": "yellow"}.get(o.status, "red")
-        err.print(f"  #{o.number} [{color}]{what}[/{color}]{sp} — {o.hypothesis[:90]}  [dim](best {best:.2f}x)[/dim]")
+        color = {"accepted": "green", "rejected": "yellow"}.get(o.status.value, "red")
+        line = Text(f"  #{o.number} ")
+        line.append(what, style=color)
+        line.append(f"{sp} — {o.hypothesis[:90]}  ")
+        line.append(f"(best {best:.2f}x)", style="dim")
+        err.print(line)
 
     def message(self, text: str) -> None:
         if not self.quiet:
-            err.print(text)
+            err.print(text, markup=False)
 
 
 @app.command("run")
 def run_cmd(
-    budget: Annotated[int | None, typer.Option("--budget", "-n", help="Total iterations of the run (default 10; with --resume: the run's own, or this larger total).")] = None,
+    budget: Annotated[
+        int | None,
+        typer.Option(
+            "--budget",
+            "-n",
+            help="Total iterations of the run (default 10; with --resume: the run's own, or this new total).",
+        ),
+    ] = None,
     problem: ProblemOpt = None,
     machine: MachineOpt = None,
-    proposer: Annotated[str | None, typer.Option("--proposer", help="offline, scripted, claude or command (default: claude if ANTHROPIC_API_KEY is set, else offline).")] = None,
-    script: Annotated[Path | None, typer.Option("--script", help="JSONL proposals for --proposer scripted.")] = None,
-    command: Annotated[str | None, typer.Option("--command", help="Agent command template with {prompt_file} and {output_file}.")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Claude model (default: $KNIGHT_MODEL or the built-in default).")] = None,
+    proposer: Annotated[
+        str | None,
+        typer.Option(
+            "--proposer",
+            help="offline, scripted, claude or command (default: claude if ANTHROPIC_API_KEY is set, else offline).",
+        ),
+    ] = None,
+    script: Annotated[
+        Path | None, typer.Option("--script", help="JSONL proposals for --proposer scripted.")
+    ] = None,
+    command: Annotated[
+        str | None,
+        typer.Option(
+            "--command", help="Agent command template with {prompt_file} and {output_file}."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="Claude model (default: $KNIGHT_MODEL or the built-in default)."
+        ),
+    ] = None,
     db: DbOpt = "knight.db",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the offline proposer's search.")] = 0,
-    resume: Annotated[int | None, typer.Option("--resume", help="Continue run RUN where it stopped.")] = None,
-    max_cost: Annotated[float | None, typer.Option("--max-cost", help="Stop when model calls cost this many USD.")] = None,
-    time_limit: Annotated[float | None, typer.Option("--time-limit", help="Stop starting iterations after this many seconds.")] = None,
-    min_gain: Annotated[float, typer.Option("--min-gain", help="Accept only candidates at least this much faster than the champion.")] = 1.02,
-    fix_rounds: Annotated[int, typer.Option("--fix-rounds", help="Fix rounds when a patch does not apply or a trace fails.")] = 3,
-    workers: Annotated[int | None, typer.Option("--workers", help="Evaluation worker processes (default: CPU cores).")] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", help="Seed of the offline proposer's search (default 0)."),
+    ] = None,
+    resume: Annotated[
+        int | None,
+        typer.Option(
+            "--resume",
+            help="Continue run RUN where it stopped; limits given here apply to the rest of it.",
+        ),
+    ] = None,
+    max_cost: Annotated[
+        float | None, typer.Option("--max-cost", help="Stop when model calls cost this many USD.")
+    ] = None,
+    time_limit: Annotated[
+        float | None,
+        typer.Option("--time-limit", help="Stop starting iterations after this many seconds."),
+    ] = None,
+    min_gain: Annotated[
+        float | None,
+        typer.Option(
+            "--min-gain",
+            help="Accept only candidates at least this much faster than the champion (default 1.02).",
+        ),
+    ] = None,
+    fix_rounds: Annotated[
+        int | None,
+        typer.Option(
+            "--fix-rounds",
+            help="Fix rounds when a patch does not apply or a candidate fails before it runs (default 3).",
+        ),
+    ] = None,
+    max_outage: Annotated[
+        float | None,
+        typer.Option(
+            "--max-outage",
+            help="Seconds to wait out a model-provider outage (429/529/5xx/network) before pausing the run (default 900).",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", help="Evaluation worker processes (default: CPU cores)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Optimise a problem for a budget of iterations, keeping every attempt in the database."""
     from knight.agent.cache import StoreRunCache
-    from knight.agent.loop import RunConfig, Runner
+    from knight.agent.config import ResumeOverrides, RunConfig
+    from knight.agent.loop import Runner
     from knight.evaluation import LocalEvaluator
+    from knight.failure import RunStatus
     from knight.problems import load_problem
-    from knight.proposers.select import make_proposer
+    from knight.proposers.select import NAMES, make_proposer
     from knight.skills import load_skills
 
     if budget is not None and budget < 1:
         raise UsageError("--budget must be at least 1")
-    if min_gain < 1.0:
+    if min_gain is not None and min_gain < 1.0:
         raise UsageError("--min-gain must be at least 1.0")
-    if fix_rounds < 0:
+    if fix_rounds is not None and fix_rounds < 0:
         raise UsageError("--fix-rounds cannot be negative")
+    if max_outage is not None and max_outage < 0:
+        raise UsageError("--max-outage cannot be negative")
     machine = _machine(machine)
-    from knight.proposers.select import NAMES
-
     if proposer is not None and proposer not in NAMES:
         raise UsageError(f"unknown proposer {proposer!r}; choose one of {', '.join(NAMES)}")
     if resume is None:
         prob = load_problem(problem)  # before the database exists: a typo leaves no file behind
-    database = _open_db(db, create=resume is None)
+    store = _write_store(db, create=resume is None)
     if resume is not None:
-        # A resumed run keeps what it was started with: problem, machine, seed, limits, proposer.
-        run_row = _run_row(database, resume)
-        prob = load_problem(problem or run_row["problem"])
-        machine = machine or run_row["machine"]
-        seed = run_row["seed"]
-        proposer = proposer or run_row["proposer"]
-        script = script or (Path(run_row["script"]) if run_row.get("script") else None)
-        command = command or run_row.get("command")
-        model = model or run_row.get("model")
+        # A resumed run keeps what defines it (problem, machine, seed, proposer); limits may change.
+        run = store.run(resume)
+        _refuse_changes(run, problem=problem, machine=machine, seed=seed, proposer=proposer)
+        prob = load_problem(run.problem_id)
+        machine, seed, proposer = run.machine, run.seed, run.proposer
+        settings = run.config
+        script = script or (Path(settings["script"]) if settings.get("script") else None)
+        command = command or settings.get("command")
+        model = model or settings.get("model")
     skills = load_skills()
-    prop = make_proposer(proposer, seed=seed, script=script, command=command, model=model,
-                         skill_reader=lambda name: skills[name].body if name in skills else None, note=err.print)
+    prop = make_proposer(
+        proposer,
+        seed=seed or 0,
+        script=script,
+        command=command,
+        model=model,
+        skill_reader=lambda name: skills[name].body if name in skills else None,
+        note=err.print,
+    )
     events = _Progress(quiet=False)
-    with LocalEvaluator(machine, workers=workers, cache=StoreRunCache(database)) as ev:
-        runner = Runner(database, prob, ev, prop, skills=skills, events=events, machine=machine)
+    with store, LocalEvaluator(machine, workers=workers, cache=StoreRunCache(store.db)) as ev:
+        runner = Runner(store, prob, ev, prop, skills=skills, events=events, machine=machine)
         if resume is not None:
-            summary = runner.resume(resume, budget)
+            overrides = ResumeOverrides(
+                budget=budget,
+                max_cost=max_cost,
+                time_limit_s=time_limit,
+                min_gain=min_gain,
+                fix_rounds=fix_rounds,
+                max_outage_s=max_outage,
+            )
+            summary = runner.resume(resume, overrides)
         else:
-            config = RunConfig(budget=budget or 10, seed=seed, max_cost=max_cost, time_limit_s=time_limit,
-                               min_gain=min_gain, fix_rounds=fix_rounds,
-                               extra={"proposer": prop.name, "model": model, "script": str(script) if script else None,
-                                      "command": command})
+            defaults = RunConfig()
+            config = RunConfig(
+                budget=budget or defaults.budget,
+                seed=seed or 0,
+                max_cost=max_cost,
+                time_limit_s=time_limit,
+                min_gain=min_gain or defaults.min_gain,
+                fix_rounds=defaults.fix_rounds if fix_rounds is None else fix_rounds,
+                max_outage_s=defaults.max_outage_s if max_outage is None else max_outage,
+                extra={
+                    "proposer": prop.name,
+                    "model": model,
+                    "script": str(script) if script else None,
+                    "command": command,
+                },
+            )
             summary = runner.start(config)
     data = {**summary.to_dict(), "problem": prob.id, "db": db}
     if as_json:
         _print_json(data)
     else:
         out.print(
-            f"run {summary.run_id} {summary.status}: {summary.iterations} iterations, {summary.accepted} accepted; "
-            f"best {summary.best_score_ns / 1000:.2f} µs vs baseline {summary.baseline_score_ns / 1000:.2f} µs "
-            f"({summary.speedup:.2f}x); stopped: {summary.stop_reason}"
+            f"run {summary.run_id} {summary.status.value}: {summary.iterations} iterations, "
+            f"{summary.accepted} accepted; best {summary.best_score_ns / 1000:.2f} µs vs baseline "
+            f"{summary.baseline_score_ns / 1000:.2f} µs ({summary.speedup:.2f}x); stopped: {summary.stop_reason}",
+            markup=False,
         )
-        out.print(f"next: knight history --db {db} --run {summary.run_id}   |   knight show N --db {db} --run "
-                  f"{summary.run_id} --diff   |   knight replay --db {db} --run {summary.run_id} --out best.py")
-        if summary.status == "interrupted":
-            out.print(f"resume with: knight run --db {db} --resume {summary.run_id}")
-    if summary.status == "interrupted":
+        out.print(
+            f"next: knight history --db {db} --run {summary.run_id}   |   knight show N --db {db} --run "
+            f"{summary.run_id} --diff   |   knight replay --db {db} --run {summary.run_id} --out best.py",
+            markup=False,
+        )
+        if summary.status is RunStatus.interrupted:
+            out.print(f"resume with: knight run --db {db} --resume {summary.run_id}", markup=False)
+    if summary.status is RunStatus.interrupted:
         raise typer.Exit(130)
 
 
-def _run_problem(database, run_id: int) -> str:
-    return _run_row(database, run_id)["problem"]
-
-
-def _run_row(database, run_id: int) -> dict:
-    """What a run was started with (problem, machine, seed, proposer settings)."""
-    from knight.store import get_run
-
-    with database.session() as s:
-        run = get_run(s, run_id)
-        return {"problem": run.problem_id, "machine": run.machine, "seed": run.seed, "proposer": run.proposer,
-                **{k: v for k, v in (run.config or {}).items() if k in ("script", "command", "model")}}
+def _refuse_changes(run, **given: object) -> None:
+    """With --resume, flags that define a run must match it: refused, never silently ignored."""
+    stored = {
+        "problem": run.problem_id,
+        "machine": run.machine,
+        "seed": run.seed,
+        "proposer": run.proposer,
+    }
+    for name, value in given.items():
+        if value is not None and value != stored[name]:
+            raise UsageError(
+                f"run {run.id} was started with --{name} {stored[name]}; a resumed run keeps it "
+                f"(drop --{name} {value}, or start a new run)"
+            )
 
 
 @app.command("history")
 def history_cmd(
     db: DbOpt = "knight.db",
     run: RunOpt = None,
-    status: Annotated[str | None, typer.Option("--status", help="Only iterations with this status (accepted, rejected, failed).")] = None,
-    category: Annotated[str | None, typer.Option("--category", help="Only iterations with this failure or rejection category.")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status", help="Only iterations with this status (accepted, rejected, failed)."
+        ),
+    ] = None,
+    category: Annotated[
+        str | None,
+        typer.Option("--category", help="Only iterations with this failure or rejection category."),
+    ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the N most recent.")] = None,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Full hypotheses instead of one line cut to 100 columns.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """What was tried in a run, what happened, and why."""
-    from knight.store import list_iterations
+    from knight.cli_views import history_lines
+    from knight.failure import Category, IterationStatus
 
-    if status is not None and status not in ("accepted", "rejected", "failed"):
-        raise UsageError("--status must be accepted, rejected or failed")
-    database, run_id = _open_run(db, run)
-    with database.session() as s:
-        rows = list_iterations(s, run_id=run_id, status=status, category=category, limit=limit)
-        items = [{
-            "number": it.number, "status": it.status, "category": it.category, "hypothesis": it.hypothesis,
-            "score_ns": it.score_ns, "speedup_vs_baseline": it.speedup_vs_baseline,
-            "speedup_vs_parent": it.speedup_vs_parent, "fix_rounds": it.fix_rounds, "proposer": it.proposer,
-        } for it in rows]
+    if status is not None and status not in IterationStatus.__members__:
+        raise UsageError(f"--status must be one of {', '.join(IterationStatus.__members__)}")
+    if category is not None and category not in Category.__members__:
+        raise UsageError(f"unknown --category {category!r}; see the failure taxonomy in docs/")
+    with _read_store(db) as store:
+        run_id = store.resolve_run_id(run)
+        rows = store.history(
+            run_id,
+            status=IterationStatus(status) if status else None,
+            category=category,
+            limit=limit,
+        )
     if as_json:
-        _print_json({"run_id": run_id, "iterations": items})
+        _print_json({"run_id": run_id, "iterations": [r.model_dump(mode="json") for r in rows]})
         return
-    table = Table(title=f"run {run_id}", title_justify="left")
-    for col in ("#", "outcome", "hypothesis", "µs", "x base", "x parent"):
-        table.add_column(col, justify="left" if col in ("outcome", "hypothesis") else "right")
-    for it in items:
-        outcome = it["status"] + (f" {it['category']}" if it["category"] else "")
-        table.add_row(str(it["number"]), outcome, it["hypothesis"][:80],
-                      f"{it['score_ns'] / 1000:.2f}" if it["score_ns"] else "-",
-                      f"{it['speedup_vs_baseline']:.2f}" if it["speedup_vs_baseline"] else "-",
-                      f"{it['speedup_vs_parent']:.3f}" if it["speedup_vs_parent"] else "-")
-    out.print(table)
-    if not items:
+    out.print(f"run {run_id}", markup=False)
+    for line in history_lines(rows, wide=wide):
+        out.print(line, markup=False)
+    if not rows:
         err.print("no iterations match")
 
 
@@ -387,20 +583,20 @@ def show_cmd(
     iteration: Annotated[int, typer.Argument(help="Iteration number within the run.")],
     db: DbOpt = "knight.db",
     run: RunOpt = None,
-    diff: Annotated[bool, typer.Option("--diff", help="Show the unified diff of the patch.")] = False,
+    diff: Annotated[
+        bool, typer.Option("--diff", help="Show the unified diff of the patch.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """One iteration in full: hypothesis, edits, evaluation, failure attribution, conversation."""
-    from knight.agent.show import iteration_view
+    from knight.cli_views import iteration_json, iteration_text
 
-    database, run_id = _open_run(db, run)
-    view = iteration_view(database, run_id, iteration)
+    with _read_store(db) as store:
+        detail = store.iteration(store.resolve_run_id(run), iteration)
     if as_json:
-        _print_json(view)
+        _print_json(iteration_json(detail))
         return
-    from knight.agent.show import render_text
-
-    out.print(render_text(view, diff=diff), markup=False)
+    out.print(iteration_text(detail, diff=diff), markup=False)
 
 
 @app.command("replay")
@@ -408,9 +604,13 @@ def replay_cmd(
     db: DbOpt = "knight.db",
     run: RunOpt = None,
     to: Annotated[int | None, typer.Option("--to", help="Stop after this iteration.")] = None,
-    out_file: Annotated[Path | None, typer.Option("--out", help="Write the rebuilt kernel here.")] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write the rebuilt kernel here.")
+    ] = None,
     machine: MachineOpt = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="Evaluation worker processes.")] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Evaluation worker processes.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Rebuild the best kernel from the baseline, re-applying and re-verifying every accepted patch."""
@@ -419,28 +619,42 @@ def replay_cmd(
     from knight.problems import load_problem
 
     machine = _machine(machine)
-    database, run_id = _open_run(db, run)
-    row = _run_row(database, run_id)
-    prob = load_problem(row["problem"])
-    machine = machine or row["machine"]
-    err.print(f"replaying run {run_id} ({prob.id}) on {machine} from the baseline ...")
-    with LocalEvaluator(machine, workers=workers, cache=MemoryCache()) as ev:
-        result = replay(database, prob, ev, run_id, to=to, machine=machine)
+    with _read_store(db) as store:
+        run_id = store.resolve_run_id(run)
+        info = store.run(run_id)
+        prob = load_problem(info.problem_id)
+        machine = machine or info.machine
+        err.print(
+            f"replaying run {run_id} ({prob.id}) on {machine} from the baseline ...", markup=False
+        )
+        with LocalEvaluator(machine, workers=workers, cache=MemoryCache()) as ev:
+            result = replay(store, prob, ev, run_id, to=to, machine=machine)
     if out_file is not None:
         out_file.write_text(result.final_source)
-        err.print(f"wrote {out_file} ({result.final_hash[:12]})")
+        err.print(f"wrote {out_file} ({result.final_hash[:12]})", markup=False)
     if as_json:
         _print_json(result.to_dict())
     else:
         for st in result.steps:
-            mark = "ok" if (st.ok and st.hash_match and st.score_match) else ("differs" if st.ok and st.hash_match else "FAILED")
+            mark = (
+                "ok"
+                if (st.ok and st.hash_match and st.score_match)
+                else ("differs" if st.ok and st.hash_match else "FAILED")
+            )
             old = f"{st.recorded_score_ns / 1000:.2f}" if st.recorded_score_ns else "-"
             new = f"{st.replayed_score_ns / 1000:.2f}" if st.replayed_score_ns else "-"
-            out.print(f"#{st.iteration:<4} {mark:<8} hash {'=' if st.hash_match else '≠'}  recorded {old} µs  now {new} µs  "
-                      f"{st.hypothesis[:60]}{('  ' + st.message) if st.message else ''}")
+            out.print(
+                f"#{st.iteration:<4} {mark:<8} hash {'=' if st.hash_match else '≠'}  recorded {old} µs  now {new} µs  "
+                f"{st.hypothesis[:60]}{('  ' + st.message) if st.message else ''}",
+                markup=False,
+            )
         if not result.same_harness:
-            out.print("the harness changed since the run (simulator, machine or problem): figures shown side by side")
-        out.print(f"all_match: {str(result.all_match).lower()} ({len(result.steps)} accepted steps)")
+            out.print(
+                "the harness changed since the run (simulator, machine or problem): figures shown side by side"
+            )
+        out.print(
+            f"all_match: {str(result.all_match).lower()} ({len(result.steps)} accepted steps)"
+        )
     if not result.all_match:
         raise typer.Exit(1)
 
@@ -448,79 +662,95 @@ def replay_cmd(
 @app.command("runs")
 def runs_cmd(db: DbOpt = "knight.db", as_json: JsonOpt = False) -> None:
     """List the runs in the database."""
-    from knight.store import list_runs
-
-    database = _open_db(db, create=False)
-    with database.session() as s:
-        items = [{
-            "run_id": r.id, "problem": r.problem_id, "status": r.status, "proposer": r.proposer, "machine": r.machine,
-            "budget": r.budget, "created_at": r.created_at.isoformat(), "baseline_score_ns": r.baseline_score_ns,
-            "best_score_ns": r.best_score_ns,
-            "speedup": (r.baseline_score_ns / r.best_score_ns) if (r.baseline_score_ns and r.best_score_ns) else None,
-        } for r in list_runs(s)]
+    with _read_store(db) as store:
+        runs = store.list_runs()
     if as_json:
-        _print_json(items)
+        _print_json(
+            [{**r.model_dump(mode="json"), "run_id": r.id, "speedup": r.speedup} for r in runs]
+        )
         return
-    for r in items:
-        sp = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
-        out.print(f"run {r['run_id']:<4} {r['problem']:<12} {r['status']:<12} {r['proposer']:<9} {r['machine']} "
-                  f"budget {r['budget']:<4} best {sp}  {r['created_at'][:19]}")
-    if not items:
+    for r in runs:
+        sp = f"{r.speedup:.2f}x" if r.speedup else "-"
+        out.print(
+            f"run {r.id:<4} {r.problem_id:<12} {r.status.value:<12} {r.proposer:<9} {r.machine} "
+            f"budget {r.budget:<4} best {sp}  {r.created_at.isoformat()[:19]}",
+            markup=False,
+        )
+    if not runs:
         err.print("no runs yet")
 
 
 app.command("report")(report_cmd)
 
-skills_app = typer.Typer(help="The skills library: catalog, usage statistics, consolidation.", no_args_is_help=True)
+skills_app = typer.Typer(
+    help="The skills library: catalog, usage statistics, consolidation.", no_args_is_help=True
+)
 app.add_typer(skills_app, name="skills")
 
 
 @skills_app.command("list")
 def skills_list_cmd(
-    db: Annotated[str | None, typer.Option("--db", help="Add usage statistics from this database.")] = None,
+    db: Annotated[
+        str | None, typer.Option("--db", help="Add usage statistics from this database.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The skill catalog (name, origin, status, description), with usage counts from the database."""
     from knight.skills import load_skills, skills_dir
-    from knight.store import skill_usage
 
     skills = load_skills()
     counts: dict[str, dict[str, int]] = {}
     if db is not None:
-        with _open_db(db, create=False).session() as s:
-            counts = skill_usage(s)
-    items = [{"name": k.name, "description": k.description, "origin": k.metadata.get("origin", ""),
-              "status": k.metadata.get("status", ""), "usage": counts.get(k.name, {})} for k in skills.values()]
+        with _read_store(db) as store:
+            counts = store.skill_usage()
+    items = [
+        {
+            "name": k.name,
+            "description": k.description,
+            "origin": k.metadata.get("origin", ""),
+            "status": k.metadata.get("status", ""),
+            "usage": counts.get(k.name, {}),
+        }
+        for k in skills.values()
+    ]
     if as_json:
         _print_json(items)
         return
     if not items:
-        err.print(f"no skills found (looked in {skills_dir() or 'no skills/ folder'})")
+        err.print(
+            f"no skills found (looked in {skills_dir() or 'no skills/ folder'})", markup=False
+        )
     for it in items:
         usage = ", ".join(f"{k} {v}" for k, v in sorted(it["usage"].items()))
-        out.print(f"{it['name']:<32} {it['origin']:<8} {it['status']:<10} {it['description'][:90]}"
-                  + (f"  [{usage}]" if usage else ""))
+        out.print(
+            f"{it['name']:<32} {it['origin']:<8} {it['status']:<10} {it['description'][:90]}"
+            + (f"  [{usage}]" if usage else ""),
+            markup=False,
+        )
 
 
 @skills_app.command("consolidate")
 def skills_consolidate_cmd(
     db: DbOpt = "knight.db",
     run: RunOpt = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Skills folder to write into.")] = Path("skills"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Skills folder to write into.")] = Path(
+        "skills"
+    ),
     as_json: JsonOpt = False,
 ) -> None:
     """Turn a run's accepted patches into learned skills, and its recurring failures into pitfalls."""
     from knight.agent.consolidate import consolidate
 
-    database, run_id = _open_run(db, run)
-    result = consolidate(database, run_id, out_dir)
+    with _read_store(db) as store:
+        run_id = store.resolve_run_id(run)
+        result = consolidate(store, run_id, out_dir)
     if as_json:
         _print_json({"run_id": run_id, "written": result.written, "skipped": result.skipped})
         return
     for name in result.written:
-        out.print(f"wrote {out_dir / name / 'SKILL.md'}")
+        out.print(f"wrote {out_dir / name / 'SKILL.md'}", markup=False)
     for name in result.skipped:
-        err.print(f"kept existing {name}")
+        err.print(f"kept existing {name}", markup=False)
     if not result.written and not result.skipped:
         err.print(f"run {run_id} has no accepted patches or recurring failures to consolidate")
 
@@ -531,15 +761,25 @@ app.add_typer(db_app, name="db")
 
 @db_app.command("upgrade")
 def db_upgrade_cmd(db: DbOpt = "knight.db", as_json: JsonOpt = False) -> None:
-    """Upgrade the database schema to this Knight's version."""
+    """Upgrade the database schema to this Knight's version (after a backup copy of the file)."""
     from knight.store import open_database
 
-    database = open_database(db, create=False, migrate=False)
-    before, after = database.upgrade()
+    with open_database(db, create=False, migrate=False) as database:
+        upgrade = database.upgrade_with_backup()
     if as_json:
-        _print_json({"db": db, "before": before, "after": after})
+        _print_json(
+            {
+                "db": db,
+                "before": upgrade.before,
+                "after": upgrade.after,
+                "backup": str(upgrade.backup) if upgrade.backup else None,
+            }
+        )
+    elif upgrade.before == upgrade.after:
+        out.print(f"{db}: already at {upgrade.after}", markup=False)
     else:
-        out.print(f"{db}: {before or 'empty'} -> {after}" if before != after else f"{db}: already at {after}")
+        kept = f" (backup: {upgrade.backup})" if upgrade.backup else ""
+        out.print(f"{db}: {upgrade.before or 'empty'} -> {upgrade.after}{kept}", markup=False)
 
 
 # ----------------------------------------------------------------------------- entry point

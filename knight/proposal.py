@@ -7,8 +7,9 @@ a script file), so they are strict pydantic models: unknown fields are errors, n
 from __future__ import annotations
 
 import re
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 KnobValue = bool | int | float | str
 
@@ -16,24 +17,51 @@ KnobValue = bool | int | float | str
 class Edit(BaseModel):
     """Replace the one place in `file` that matches `search` with `replace`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    file: str
-    search: str
-    replace: str
+    file: str = Field(description="The editable kernel file.")
+    search: str = Field(
+        description="Exact text of the current source (no line numbers), matching exactly one place."
+    )
+    replace: str = Field(description="The text that replaces it.")
 
 
-class Proposal(BaseModel):
-    """One hypothesis and the change that tests it: search/replace edits, knob settings, or both."""
+class SubmitPatch(BaseModel):
+    """The `submit_patch` contract: what a model-backed proposer submits (every field required).
 
-    model_config = ConfigDict(extra="forbid")
+    The tool's JSON schema is generated from this model; answers are validated into it.
+    """
 
-    hypothesis: str
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    hypothesis: str = Field(description="One sentence: what you expect to get faster, and why.")
+    rationale: str = Field(
+        description="Why this should work and keep the outputs bit-exact (a few sentences)."
+    )
+    tags: list[str] = Field(
+        description="Short labels, e.g. dma-batching, double-buffering, psum, engine-balance."
+    )
+    skills_used: list[str] = Field(
+        description="Names of the skills from the catalog this patch relies on (may be empty)."
+    )
+    edits: list[Edit] = Field(
+        description="Search/replace edits, applied in order to the current champion source."
+    )
+
+
+class Proposal(SubmitPatch):
+    """One hypothesis and the change that tests it: search/replace edits, knob settings, or both.
+
+    A `SubmitPatch` whose optional parts may be left out, plus knob settings (module-level
+    constants declared in the kernel's TUNABLES mapping, set by name).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=False)
+
     rationale: str = ""
     tags: list[str] = Field(default_factory=list)
     skills_used: list[str] = Field(default_factory=list)
     edits: list[Edit] = Field(default_factory=list)
-    # Module-level constants declared in the kernel's TUNABLES mapping, set by name.
     knobs: dict[str, KnobValue] = Field(default_factory=dict)
 
     @field_validator("hypothesis")
@@ -49,6 +77,66 @@ class Proposal(BaseModel):
         if not self.edits and not self.knobs:
             raise ValueError("a proposal needs at least one edit or one knob setting")
         return self
+
+
+def tool_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema of `model` with every `$ref` inlined (tool input schemas stay flat)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: inline(value) for key, value in node.items() if key != "title"}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    schema.pop(
+        "description", None
+    )  # the model's docstring is for programmers; tools have their own
+    return inline(schema)
+
+
+def validation_summary(exc: ValidationError, limit: int = 8) -> str:
+    """One `path: message` per problem on one line, as a proposer needs it to correct itself."""
+    errors = exc.errors()
+    parts = [
+        f"{'.'.join(str(part) for part in err['loc']) or '(input)'}: {err['msg']}"
+        for err in errors[:limit]
+    ]
+    more = f" (and {len(errors) - limit} more)" if len(errors) > limit else ""
+    return "; ".join(parts) + more
+
+
+class Turn(BaseModel):
+    """One readable entry of a proposer's conversation (what `knight show` prints)."""
+
+    role: str  # system / user / assistant
+    kind: str  # system, prompt-section, text, tool_use, tool_result, error
+    round: int = 0  # 0 for the proposal, 1.. for fix rounds
+    content: str = ""
+    name: str | None = None  # the tool or prompt section
+    input: Any = None  # a tool call's raw input
+    is_error: bool | None = None
+
+
+class ModelCall(BaseModel):
+    """One request to a language model (or one run of an agent command): tokens, cost, outcome."""
+
+    model: str
+    round: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    status: Literal["ok", "error"] = "ok"
+    error: str | None = None
+    duration_s: float = 0.0
+    request: dict[str, Any] = Field(default_factory=dict)
+    response: dict[str, Any] | None = Field(default_factory=dict)
 
 
 _SEARCH = re.compile(r"^<{5,9} SEARCH\s*$")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -36,17 +37,36 @@ def _message(n: int) -> dict:
     }
 
 
+STORM = [  # status, error type: what an overloaded provider answers
+    (429, "rate_limit_error"),
+    (529, "overloaded_error"),
+    (500, "api_error"),
+]
+
+
 class _StandIn(BaseHTTPRequestHandler):
     requests: list[dict] = []
+    failures_first = 0  # answer this many requests with a 429/529/500 storm before serving
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        type(self).requests.append({"path": self.path, "auth": self.headers.get("authorization"),
-                                    "x-api-key": self.headers.get("x-api-key"), "body": body})
-        payload = json.dumps(_message(len(type(self).requests))).encode()
-        self.send_response(200)
+        cls = type(self)
+        cls.requests.append({"path": self.path, "auth": self.headers.get("authorization"),
+                             "x-api-key": self.headers.get("x-api-key"), "body": body})
+        n = len(cls.requests)
+        if n <= cls.failures_first:
+            status, kind = STORM[(n - 1) % len(STORM)]
+            error = {"type": "error", "error": {"type": kind, "message": "try again later"}}
+            self._send(status, json.dumps(error).encode(), {"retry-after": "0"})
+            return
+        self._send(200, json.dumps(_message(n - cls.failures_first)).encode(), {})
+
+    def _send(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(payload)))
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
 
@@ -57,6 +77,7 @@ class _StandIn(BaseHTTPRequestHandler):
 @pytest.fixture()
 def stand_in():
     _StandIn.requests = []
+    _StandIn.failures_first = 0
     server = ThreadingHTTPServer(("127.0.0.1", 0), _StandIn)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -110,3 +131,23 @@ def test_claude_run_sends_the_tool_schema_applies_the_patch_and_records_usage(tm
     listed = json.loads(_knight(tmp_path, url, "skills", "list", "--db", "k.db", "--json").stdout)
     usage = {s["name"]: s["usage"] for s in listed}
     assert usage["reading-the-profile"]["cited"] == 2 and usage["reading-the-profile"]["won"] >= 1
+
+
+def test_a_provider_storm_spends_no_iteration(tmp_path, stand_in):
+    """The first 9 requests get 429/529/500 with retry-after: 0; the run still gets 3 iterations."""
+    url, requests = stand_in
+    _StandIn.failures_first = 9
+    res = _knight(tmp_path, url, "run", "--budget", "3", "--proposer", "claude", "--problem", "rmsnorm",
+                  "--db", "k.db", "--json")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["iterations"] == 3 and summary["status"] == "finished"
+    history = json.loads(_knight(tmp_path, url, "history", "--db", "k.db", "--json").stdout)["iterations"]
+    assert len(history) == 3 and all(it["category"] != "proposer_error" for it in history)
+    assert history[0]["status"] == "accepted"
+    assert "waiting for the model provider: Anthropic API" in res.stderr
+    with sqlite3.connect(tmp_path / "k.db") as db:
+        outage = db.execute(
+            "select count(*) from llm_calls where iteration_number is null and status = 'error'"
+        ).fetchone()[0]
+    assert outage == 9 and len(requests) >= 12

@@ -15,14 +15,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from knight.agent.patching import (
-    PatchError,
-    apply_edits,
-    canonical_source,
-    format_patch_error,
-    source_hash,
-)
+from knight.failure import Stage
+from knight.patch import PatchError, apply_edits
 from knight.proposal import Edit, Proposal, parse_search_replace_blocks
+from knight.source import canonical_source, source_hash
 
 
 def _load_corpus():
@@ -85,17 +81,18 @@ def test_corpus_case(case):
             apply_edits(files, edits, EDITABLE)
         err = info.value
         assert err.category == case.error, err.message
-        assert err.edit_index == case.error_edit
+        assert err.failure.edit_index == case.error_edit
         assert case.message in err.message
         if case.error == "patch_ambiguous":
-            assert err.details["places"] == list(case.lines)
-            assert err.details["rung"] == case.rungs[0]
+            assert err.failure.details["places"] == list(case.lines)
+            assert err.failure.details["rung"] == case.rungs[0]
         if case.error == "patch_no_match" and case.lines:
-            first = err.details["nearest"][0]
+            first = err.failure.details["nearest"][0]
             assert all(first["start_line"] <= line <= first["end_line"] for line in case.lines)
             real = KERNEL_TEXT.splitlines()[first["start_line"] - 1 : first["end_line"]]
             assert first["text"] == "\n".join(real)
-        json.dumps(err.to_dict())  # serialisable for the store and the proposer
+        assert err.failure.stage is Stage.patch and err.failure.hint == "patching"
+        json.dumps(err.failure.model_dump(mode="json"))  # serialisable for the store
     assert files == before  # the input is never mutated
 
 
@@ -283,7 +280,7 @@ def test_editable_but_missing_file_is_no_match():
     assert "does not exist" in info.value.message
 
 
-def test_format_patch_error_for_a_fix_round():
+def test_a_patch_failure_explains_itself_for_a_fix_round():
     edits = [
         Edit(file=KERNEL, search="BUFS = 2\n", replace="BUFS = 3\n"),
         Edit(
@@ -292,14 +289,14 @@ def test_format_patch_error_for_a_fix_round():
     ]
     with pytest.raises(PatchError) as info:
         apply_edits({KERNEL: KERNEL_TEXT}, edits, EDITABLE)
-    text = format_patch_error(info.value)
+    text = info.value.failure.for_proposer()
     assert text.startswith(f"Edit 2 on {KERNEL}: the SEARCH text was not found")
     assert "Nearest lines" in text
     assert "  63 |             nisa.tensor_copy(dst=out_sb[:, part], src=out_ps[:, part])" in text
 
     with pytest.raises(PatchError) as info:
         apply_edits({KERNEL: KERNEL_TEXT}, [Edit(file="x.py", search="a", replace="b")], EDITABLE)
-    assert f"Editable files: {KERNEL}." in format_patch_error(info.value)
+    assert f"Editable files: {KERNEL}." in info.value.failure.for_proposer()
 
 
 # --- canonical source ----------------------------------------------------------------------

@@ -10,10 +10,11 @@ import anthropic
 import httpx2
 import pytest
 
+from knight.failure import Failure
 from knight.proposal import Edit
 from knight.proposers import Attempt, KnobStat, ProposalContext, ProposerUnavailable, SkillSummary
 from knight.proposers import claude as claude_module
-from knight.proposers.claude import ClaudeProposer, RetryBudget, claude_available, retry_after_s
+from knight.proposers.claude import ClaudeProposer, claude_available
 from knight.proposers.pricing import (
     DEFAULT_PRICES,
     ModelPrice,
@@ -23,10 +24,15 @@ from knight.proposers.pricing import (
     price_for,
 )
 from knight.proposers.prompt import SUBMIT_PATCH_SCHEMA
+from knight.proposers.retry import RetryBudget, retry_after_s
+
+NO_MATCH = Failure(category="patch_no_match", message="the SEARCH text was not found")
 
 FIXTURES = Path(__file__).parent / "fixtures" / "anthropic"
 BASELINE = Path(__file__).parent.parent / "baselines" / "moe_decode" / "baseline.py"
-SKILL_BODY = "# dma-batching\nMove whole K-tile ranges in one transfer; keep >= 2 KiB per partition."
+SKILL_BODY = (
+    "# dma-batching\nMove whole K-tile ranges in one transfer; keep >= 2 KiB per partition."
+)
 
 
 def fixture(name: str) -> dict[str, Any]:
@@ -73,7 +79,9 @@ class Sleeps(list):
 def make(api: FakeAPI, **kwargs: Any) -> tuple[ClaudeProposer, Sleeps]:
     sleeps = Sleeps()
     kwargs.setdefault("skill_reader", {"dma-batching": SKILL_BODY}.get)
-    proposer = ClaudeProposer(model="claude-sonnet-5-5", client=client_for(api), sleep=sleeps, **kwargs)
+    proposer = ClaudeProposer(
+        model="claude-sonnet-5-5", client=client_for(api), sleep=sleeps, **kwargs
+    )
     return proposer, sleeps
 
 
@@ -82,7 +90,9 @@ def ctx() -> ProposalContext:
     earlier = Attempt(
         number=3,
         hypothesis="Fetch gate/up weights with 16 K-tiles per DMA.",
-        edits=[Edit(file="kernel.py", search="GU_TILES_PER_DMA = 2", replace="GU_TILES_PER_DMA = 16")],
+        edits=[
+            Edit(file="kernel.py", search="GU_TILES_PER_DMA = 2", replace="GU_TILES_PER_DMA = 16")
+        ],
         status="rejected",
         category="mismatch_rounding",
         message="1-ULP differences in 12% of elements",
@@ -137,7 +147,7 @@ def test_good_patch_request_and_result(ctx: ProposalContext) -> None:
     proposer, sleeps = make(api)
     result = proposer.propose(ctx)
 
-    assert result.error_category is None and sleeps == []
+    assert result.failure is None and sleeps == []
     assert result.proposal is not None
     assert result.proposal.hypothesis.startswith("Double-buffering the expert weights")
     assert result.proposal.tags == ["double-buffering", "dma-overlap"]
@@ -171,9 +181,12 @@ def test_good_patch_request_and_result(ctx: ProposalContext) -> None:
     (message,) = body["messages"]
     text = message["content"][0]["text"]
     assert message["role"] == "user"
-    line = BASELINE.read_text().splitlines().index(
-        "WEIGHT_BUFFERS = 1  # weight buffers rotated across (token, expert) pairs"
-    ) + 1
+    line = (
+        BASELINE.read_text()
+        .splitlines()
+        .index("WEIGHT_BUFFERS = 1  # weight buffers rotated across (token, expert) pairs")
+        + 1
+    )
     assert f"{line} | WEIGHT_BUFFERS = 1" in text  # the source with line numbers
     assert "Bottleneck: weight DMAs" in text
     assert "#3 rejected (mismatch_rounding)" in text and "+GU_TILES_PER_DMA = 16" in text
@@ -187,14 +200,20 @@ def test_good_patch_request_and_result(ctx: ProposalContext) -> None:
     assert call.cost_usd == pytest.approx((2841 * 3 + 412 * 15 + 3120 * 3.75) / 1e6)
     assert result.cost_usd == call.cost_usd
     assert call.status == "ok" and call.round == 0 and call.model == "claude-sonnet-5-5"
-    assert call.request["tools"] == body["tools"] and call.response["id"] == fixture("submit_patch")["id"]
+    assert (
+        call.request["tools"] == body["tools"]
+        and call.response["id"] == fixture("submit_patch")["id"]
+    )
     assert "sk-ant-test-secret" not in json.dumps([call.request, call.response])
 
-    kinds = [(t["role"], t["kind"]) for t in result.transcript]
+    kinds = [(t.role, t.kind) for t in result.transcript]
     assert kinds[0] == ("system", "system")
-    assert ("user", "prompt-section") in kinds and kinds[-2:] == [("assistant", "text"), ("assistant", "tool_use")]
-    assert "<<<<<<< SEARCH" in result.transcript[-1]["content"]
-    json.dumps(result.transcript)  # --json can dump it whole
+    assert ("user", "prompt-section") in kinds and kinds[-2:] == [
+        ("assistant", "text"),
+        ("assistant", "tool_use"),
+    ]
+    assert "<<<<<<< SEARCH" in result.transcript[-1].content
+    json.dumps([t.model_dump(mode="json") for t in result.transcript])  # --json dumps it whole
 
 
 def test_without_skill_reader_only_submit_patch_is_offered(ctx: ProposalContext) -> None:
@@ -211,11 +230,19 @@ def test_fix_continues_the_same_conversation(ctx: ProposalContext) -> None:
     api = FakeAPI("submit_patch", "submit_patch_fixed")
     proposer, _ = make(api)
     first = proposer.propose(ctx)
-    error = "patch_no_match: edit 1: SEARCH text not found in kernel.py; nearest: line 27"
-    second = proposer.fix(ctx, error)
+    failure = Failure(
+        category="patch_no_match",
+        message="the SEARCH text was not found",
+        edit_index=0,
+        file="kernel.py",
+    )
+    error = "Edit 1 on kernel.py: the SEARCH text was not found."
+    second = proposer.fix(ctx, failure)
 
     assert second is not None and second.proposal is not None
-    assert second.proposal.edits == [Edit(file="kernel.py", search="WEIGHT_BUFFERS = 1", replace="WEIGHT_BUFFERS = 2")]
+    assert second.proposal.edits == [
+        Edit(file="kernel.py", search="WEIGHT_BUFFERS = 1", replace="WEIGHT_BUFFERS = 2")
+    ]
     user, assistant, answer = api.bodies[1]["messages"]
     assert user["content"][0]["text"] == api.bodies[0]["messages"][0]["content"][0]["text"]
     assert "cache_control" not in user["content"][0]  # the breakpoint moved to the newest block
@@ -233,16 +260,18 @@ def test_fix_continues_the_same_conversation(ctx: ProposalContext) -> None:
     assert second.llm_calls[0].cache_read_tokens == 5961
     # Each result carries its own round; together they are the whole conversation.
     assert proposer.transcript == first.transcript + second.transcript
-    assert {t["round"] for t in first.transcript} == {0} and {t["round"] for t in second.transcript} == {1}
+    assert {t.round for t in first.transcript} == {0} and {t.round for t in second.transcript} == {
+        1
+    }
     opening = second.transcript[0]
-    assert (opening["kind"], opening["name"], opening["is_error"]) == ("tool_result", "submit_patch", True)
-    assert error in opening["content"]
-    assert [t["kind"] for t in second.transcript[1:]] == ["text", "tool_use"]
+    assert (opening.kind, opening.name, opening.is_error) == ("tool_result", "submit_patch", True)
+    assert error in opening.content
+    assert [t.kind for t in second.transcript[1:]] == ["text", "tool_use"]
 
 
 def test_fix_without_a_submitted_patch_returns_none(ctx: ProposalContext) -> None:
     proposer, _ = make(FakeAPI("submit_patch"))
-    assert proposer.fix(ctx, "patch_no_match") is None
+    assert proposer.fix(ctx, NO_MATCH) is None
 
 
 # ----------------------------------------------------------------------------- tools
@@ -259,7 +288,7 @@ def test_read_skill_then_submit_patch(ctx: ProposalContext) -> None:
     assert "is_error" not in tool_result
     assert tool_result["tool_use_id"] == fixture("read_skill")["content"][1]["id"]
     assert [c.round for c in result.llm_calls] == [0, 0]
-    assert any(t["kind"] == "tool_result" and t["name"] == "read_skill" for t in result.transcript)
+    assert any(t.kind == "tool_result" and t.name == "read_skill" for t in result.transcript)
 
 
 def test_unknown_skill_is_a_tool_error(ctx: ProposalContext) -> None:
@@ -268,7 +297,10 @@ def test_unknown_skill_is_a_tool_error(ctx: ProposalContext) -> None:
     assert proposer.propose(ctx).proposal is not None
     tool_result = api.bodies[1]["messages"][2]["content"][0]
     assert tool_result["is_error"] is True
-    assert "unknown skill 'dma-batching'" in tool_result["content"] and "double-buffering" in tool_result["content"]
+    assert (
+        "unknown skill 'dma-batching'" in tool_result["content"]
+        and "double-buffering" in tool_result["content"]
+    )
 
 
 def test_submit_is_forced_on_the_last_turn(ctx: ProposalContext) -> None:
@@ -288,12 +320,16 @@ def test_malformed_call_is_asked_again_and_corrected(ctx: ProposalContext) -> No
     proposer, _ = make(api)
     result = proposer.propose(ctx)
 
-    assert result.proposal is not None and result.error_category is None
+    assert result.proposal is not None and result.failure is None
     retry = api.bodies[1]
     assert retry["tool_choice"] == {"type": "tool", "name": "submit_patch"}
     block = retry["messages"][-1]["content"][0]
     assert block["type"] == "tool_result" and block["is_error"] is True
-    for problem in ("rationale: Field required", "tags: Input should be a valid list", "edits.0.replace: Field required"):
+    for problem in (
+        "rationale: Field required",
+        "tags: Input should be a valid list",
+        "edits.0.replace: Field required",
+    ):
         assert problem in block["content"]
 
 
@@ -301,10 +337,10 @@ def test_malformed_twice_is_malformed_proposal(ctx: ProposalContext) -> None:
     api = FakeAPI("submit_patch_malformed")
     proposer, sleeps = make(api)
     result = proposer.propose(ctx)
-    assert result.proposal is None and result.error_category == "malformed_proposal"
-    assert "edits.0.replace" in result.error_message and "\n" not in result.error_message
+    assert result.proposal is None and result.failure.category == "malformed_proposal"
+    assert "edits.0.replace" in result.failure.message and "\n" not in result.failure.message
     assert len(api.bodies) == 2 and sleeps == []
-    assert proposer.fix(ctx, "anything") is None
+    assert proposer.fix(ctx, NO_MATCH) is None
 
 
 def test_text_only_answer_is_asked_again(ctx: ProposalContext) -> None:
@@ -321,7 +357,10 @@ def test_max_tokens_cut_is_asked_again_then_malformed(ctx: ProposalContext) -> N
     api = FakeAPI("max_tokens")
     proposer, _ = make(api)
     result = proposer.propose(ctx)
-    assert result.error_category == "malformed_proposal" and "max_tokens=8192" in result.error_message
+    assert (
+        result.failure.category == "malformed_proposal"
+        and "max_tokens=8192" in result.failure.message
+    )
     assert len(api.bodies) == 2
 
 
@@ -334,12 +373,12 @@ def test_429_with_retry_after_then_success(ctx: ProposalContext) -> None:
     result = proposer.propose(ctx)
 
     assert sleeps == [7.0]
-    assert result.proposal is not None and result.error_category is None  # no iteration lost
+    assert result.proposal is not None and result.failure is None  # no iteration lost
     assert len(api.bodies) == 2 and api.bodies[0] == api.bodies[1]
     error, ok = result.llm_calls
     assert error.status == "error" and "429 rate_limit_error" in error.error and error.cost_usd == 0
     assert ok.status == "ok"
-    assert any(t["kind"] == "error" and "retrying in 7 s" in t["content"] for t in result.transcript)
+    assert any(t.kind == "error" and "retrying in 7 s" in t.content for t in result.transcript)
 
 
 def test_empty_429_storm_is_bounded(ctx: ProposalContext) -> None:
@@ -347,15 +386,18 @@ def test_empty_429_storm_is_bounded(ctx: ProposalContext) -> None:
     proposer, sleeps = make(api, max_wait_s=300)
     result = proposer.propose(ctx)
 
-    assert result.proposal is None and result.error_category == "proposer_error"
-    assert "Anthropic API 429" in result.error_message and "gave up" in result.error_message
-    assert "\n" not in result.error_message
+    assert result.proposal is None and result.failure.category == "proposer_error"
+    assert "Anthropic API 429" in result.failure.message and "gave up" in result.failure.message
+    assert "\n" not in result.failure.message
     assert sum(sleeps) <= 300 and len(sleeps) >= 3
     assert sleeps == sorted(sleeps)  # backing off, not spinning
     assert len(api.requests) == len(sleeps) + 1 <= 10
 
 
-@pytest.mark.parametrize("status, body", [(529, "error_overloaded"), (503, "raw:"), (502, "raw:<html>bad gateway</html>")])
+@pytest.mark.parametrize(
+    "status, body",
+    [(529, "error_overloaded"), (503, "raw:"), (502, "raw:<html>bad gateway</html>")],
+)
 def test_transient_statuses_are_retried(ctx: ProposalContext, status: int, body: str) -> None:
     api = FakeAPI((status, body, {}), "submit_patch")
     proposer, sleeps = make(api)
@@ -367,22 +409,36 @@ def test_permanent_500_is_proposer_error(ctx: ProposalContext) -> None:
     api = FakeAPI((500, "error_api", {}))
     proposer, sleeps = make(api, max_wait_s=60)
     result = proposer.propose(ctx)
-    assert result.error_category == "proposer_error"
-    assert result.error_message.startswith("Anthropic API 500 api_error: Internal server error")
+    assert result.failure.category == "proposer_error"
+    assert result.failure.message.startswith("Anthropic API 500 api_error: Internal server error")
     assert sum(sleeps) <= 60 and len(api.requests) <= 6
 
 
-@pytest.mark.parametrize("status, body, expected", [
-    (400, "error_invalid_request", "Anthropic API 400 invalid_request_error: prompt is too long"),
-    (401, "error_authentication", "Anthropic API 401 authentication_error: invalid x-api-key"),
-])
-def test_permanent_4xx_fails_at_once(ctx: ProposalContext, status: int, body: str, expected: str) -> None:
+@pytest.mark.parametrize(
+    "status, body, expected",
+    [
+        (
+            400,
+            "error_invalid_request",
+            "Anthropic API 400 invalid_request_error: prompt is too long",
+        ),
+        (401, "error_authentication", "Anthropic API 401 authentication_error: invalid x-api-key"),
+    ],
+)
+def test_permanent_4xx_fails_at_once(
+    ctx: ProposalContext, status: int, body: str, expected: str
+) -> None:
     api = FakeAPI((status, body, {}))
     proposer, sleeps = make(api)
     result = proposer.propose(ctx)
-    assert result.error_category == "proposer_error" and result.error_message.startswith(expected)
+    assert result.failure.category == "proposer_error" and result.failure.message.startswith(
+        expected
+    )
     assert sleeps == [] and len(api.requests) == 1
-    assert result.llm_calls[0].status == "error" and result.llm_calls[0].request["model"] == "claude-sonnet-5-5"
+    assert (
+        result.llm_calls[0].status == "error"
+        and result.llm_calls[0].request["model"] == "claude-sonnet-5-5"
+    )
 
 
 def test_network_error_is_retried(ctx: ProposalContext) -> None:
@@ -394,7 +450,14 @@ def test_network_error_is_retried(ctx: ProposalContext) -> None:
     assert proposer.propose(ctx).proposal is not None and sleeps == [2.0]
 
 
-@pytest.mark.parametrize("reply", [(200, "raw:", {}), (200, {}, {}), (200, {"type": "error", "error": {"type": "overloaded_error"}}, {})])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        (200, "raw:", {}),
+        (200, {}, {}),
+        (200, {"type": "error", "error": {"type": "overloaded_error"}}, {}),
+    ],
+)
 def test_unusable_200_body_is_never_a_proposal(ctx: ProposalContext, reply: tuple) -> None:
     api = FakeAPI(reply, "submit_patch")
     proposer, sleeps = make(api)
@@ -439,12 +502,17 @@ def test_model_from_argument_env_or_default(monkeypatch: pytest.MonkeyPatch) -> 
     assert claude_available() == (True, "claude-sonnet-5-5 via https://api.anthropic.com")
     monkeypatch.setenv("KNIGHT_MODEL", "claude-haiku-5-5")
     assert ClaudeProposer(client=client_for(FakeAPI("submit_patch"))).model == "claude-haiku-5-5"
-    assert ClaudeProposer(model="claude-opus-5-5", client=client_for(FakeAPI("submit_patch"))).model == "claude-opus-5-5"
+    assert (
+        ClaudeProposer(model="claude-opus-5-5", client=client_for(FakeAPI("submit_patch"))).model
+        == "claude-opus-5-5"
+    )
     with pytest.raises(ProposerUnavailable, match="no model configured"):
         ClaudeProposer(model=" ", client=client_for(FakeAPI("submit_patch")))
 
 
-def test_anthropic_base_url_is_honoured(monkeypatch: pytest.MonkeyPatch, ctx: ProposalContext) -> None:
+def test_anthropic_base_url_is_honoured(
+    monkeypatch: pytest.MonkeyPatch, ctx: ProposalContext
+) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-from-env")
     monkeypatch.setenv("ANTHROPIC_BASE_URL", "https://gateway.example/anthropic")
     api = FakeAPI("submit_patch")
@@ -453,7 +521,9 @@ def test_anthropic_base_url_is_honoured(monkeypatch: pytest.MonkeyPatch, ctx: Pr
 
     def with_transport(**kwargs: Any) -> anthropic.Anthropic:
         made.append(kwargs)  # only the transport is added; base_url still comes from the env
-        return real(http_client=anthropic.DefaultHttpxClient(transport=httpx2.MockTransport(api)), **kwargs)
+        return real(
+            http_client=anthropic.DefaultHttpxClient(transport=httpx2.MockTransport(api)), **kwargs
+        )
 
     monkeypatch.setattr(claude_module.anthropic, "Anthropic", with_transport)
     assert claude_available()[1] == "claude-sonnet-5-5 via https://gateway.example/anthropic"
@@ -468,14 +538,25 @@ def test_anthropic_base_url_is_honoured(monkeypatch: pytest.MonkeyPatch, ctx: Pr
 # ----------------------------------------------------------------------------- prices
 
 
-def test_prices_defaults_overrides_and_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prices_defaults_overrides_and_fallback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("KNIGHT_PRICES", raising=False)
     assert load_prices() == DEFAULT_PRICES
     table = tmp_path / "prices.json"
-    table.write_text(json.dumps({
-        "claude-sonnet-5-5": {"input": 2, "output": 10, "cache_write": 2.5, "cache_read": 0.2},
-        "my-model": {"input": 1, "output": 1, "cache_write": 1, "cache_read": 1},
-    }))
+    table.write_text(
+        json.dumps(
+            {
+                "claude-sonnet-5-5": {
+                    "input": 2,
+                    "output": 10,
+                    "cache_write": 2.5,
+                    "cache_read": 0.2,
+                },
+                "my-model": {"input": 1, "output": 1, "cache_write": 1, "cache_read": 1},
+            }
+        )
+    )
     monkeypatch.setenv("KNIGHT_PRICES", str(table))
     prices = load_prices()
     assert prices["claude-sonnet-5-5"].input == 2 and prices["my-model"].output == 1

@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from knight.failure import Failure
 from knight.proposal import Edit
 from knight.proposers import ProposalContext, ProposerUnavailable, SkillSummary
 from knight.proposers.command import NO_HYPOTHESIS, CommandProposer, parse_output
 from knight.proposers.prompt import ProposalFormatError
+
+NO_MATCH = Failure(category="patch_no_match", message="the SEARCH text was not found")
 
 BASELINE = Path(__file__).parent.parent / "baselines" / "moe_decode" / "baseline.py"
 PATCH = {
@@ -20,7 +23,9 @@ PATCH = {
     "rationale": "Removes a write-after-read wait; no arithmetic changes.",
     "tags": ["double-buffering"],
     "skills_used": [],
-    "edits": [{"file": "kernel.py", "search": "WEIGHT_BUFFERS = 1", "replace": "WEIGHT_BUFFERS = 2"}],
+    "edits": [
+        {"file": "kernel.py", "search": "WEIGHT_BUFFERS = 1", "replace": "WEIGHT_BUFFERS = 2"}
+    ],
 }
 BLOCKS = """Hypothesis: fetching all 16 K-tiles per DMA amortises the fixed DMA cost.
 The transfer count drops 8x; the accumulation order is untouched.
@@ -36,7 +41,7 @@ GU_TILES_PER_DMA = 16  # K-tiles (of 128 hidden rows) of gate/up weights fetched
 """
 
 # The fake agent: `--mode` picks a behaviour; every call saves its prompt as promptN.md in --state.
-AGENT = r'''
+AGENT = r"""
 import json, pathlib, sys, time
 args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
 mode, state = args["--mode"], pathlib.Path(args["--state"])
@@ -68,7 +73,7 @@ elif mode == "garbage-once":
     out.write_text("I think we should batch the DMAs." if count == 1 else json.dumps(patch))
 elif mode == "garbage":
     out.write_text("I think we should batch the DMAs.")
-'''
+"""
 
 
 class Sleeps(list):
@@ -117,26 +122,32 @@ def agent(tmp_path: Path, mode: str, **kwargs: float) -> tuple[CommandProposer, 
 def test_json_answer_from_the_output_file(tmp_path: Path, ctx: ProposalContext) -> None:
     proposer, sleeps, state = agent(tmp_path, "json")
     result = proposer.propose(ctx)
-    assert result.error_category is None and sleeps == []
+    assert result.failure is None and sleeps == []
     assert result.proposal is not None and result.proposal.hypothesis == PATCH["hypothesis"]
     assert result.proposal.edits == [Edit(**PATCH["edits"][0])]
     prompt = (state / "prompt1.md").read_text()
     assert "bit-exact" in prompt and "# Kernel language" in prompt and "dma-batching" in prompt
-    line = BASELINE.read_text().splitlines().index(
-        "WEIGHT_BUFFERS = 1  # weight buffers rotated across (token, expert) pairs"
-    ) + 1
+    line = (
+        BASELINE.read_text()
+        .splitlines()
+        .index("WEIGHT_BUFFERS = 1  # weight buffers rotated across (token, expert) pairs")
+        + 1
+    )
     assert f"{line} | WEIGHT_BUFFERS = 1" in prompt
     assert "<<<<<<< SEARCH" in prompt and '"edits"' in prompt
     (call,) = result.llm_calls
     assert call.status == "ok" and call.cost_usd == 0 and call.response["returncode"] == 0
-    assert [t["kind"] for t in result.transcript][-1] == "text"
+    assert [t.kind for t in result.transcript][-1] == "text"
 
 
 def test_search_replace_blocks_on_stdout(tmp_path: Path, ctx: ProposalContext) -> None:
     proposer, _, _ = agent(tmp_path, "blocks-stdout")
     result = proposer.propose(ctx)
     assert result.proposal is not None
-    assert result.proposal.hypothesis == "fetching all 16 K-tiles per DMA amortises the fixed DMA cost."
+    assert (
+        result.proposal.hypothesis
+        == "fetching all 16 K-tiles per DMA amortises the fixed DMA cost."
+    )
     assert result.proposal.rationale.startswith("The transfer count drops 8x")
     (edit,) = result.proposal.edits
     assert edit.file == "kernel.py" and edit.replace.startswith("GU_TILES_PER_DMA = 16")
@@ -153,8 +164,8 @@ def test_empty_output_backs_off_then_succeeds(tmp_path: Path, ctx: ProposalConte
 def test_rate_limit_forever_is_bounded(tmp_path: Path, ctx: ProposalContext) -> None:
     proposer, sleeps, state = agent(tmp_path, "rate-limit", max_wait_s=20)
     result = proposer.propose(ctx)
-    assert result.proposal is None and result.error_category == "proposer_error"
-    assert "rate limited" in result.error_message and "gave up" in result.error_message
+    assert result.proposal is None and result.failure.category == "proposer_error"
+    assert "rate limited" in result.failure.message and "gave up" in result.failure.message
     assert sleeps == [2.0, 4.0, 8.0] and sum(sleeps) <= 20
     assert len(list(state.glob("prompt*.md"))) == 4
 
@@ -162,23 +173,23 @@ def test_rate_limit_forever_is_bounded(tmp_path: Path, ctx: ProposalContext) -> 
 def test_rate_limited_exit_is_retried_not_fatal(tmp_path: Path, ctx: ProposalContext) -> None:
     proposer, sleeps, _ = agent(tmp_path, "rate-limit-exit", max_wait_s=5)
     result = proposer.propose(ctx)
-    assert result.error_category == "proposer_error" and "rate limited" in result.error_message
+    assert result.failure.category == "proposer_error" and "rate limited" in result.failure.message
     assert sleeps == [2.0]
 
 
 def test_timeout_is_proposer_error(tmp_path: Path, ctx: ProposalContext) -> None:
     proposer, sleeps, _ = agent(tmp_path, "sleep", timeout_s=1)
     result = proposer.propose(ctx)
-    assert result.error_category == "proposer_error"
-    assert result.error_message == "command timed out after 1 s"
+    assert result.failure.category == "proposer_error"
+    assert result.failure.message == "command timed out after 1 s"
     assert sleeps == [] and result.llm_calls[0].response["timed_out"] is True
 
 
 def test_nonzero_exit_reports_the_last_stderr_line(tmp_path: Path, ctx: ProposalContext) -> None:
     proposer, sleeps, _ = agent(tmp_path, "fail")
     result = proposer.propose(ctx)
-    assert result.error_category == "proposer_error"
-    assert result.error_message == "command exited with status 1: RuntimeError: the agent crashed"
+    assert result.failure.category == "proposer_error"
+    assert result.failure.message == "command exited with status 1: RuntimeError: the agent crashed"
     assert sleeps == []
 
 
@@ -192,22 +203,24 @@ def test_unreadable_answer_is_asked_again(tmp_path: Path, ctx: ProposalContext) 
 def test_unreadable_twice_is_malformed(tmp_path: Path, ctx: ProposalContext) -> None:
     proposer, _, _ = agent(tmp_path, "garbage")
     result = proposer.propose(ctx)
-    assert result.error_category == "malformed_proposal" and "neither" in result.error_message
-    assert proposer.fix(ctx, "patch_no_match") is None
+    assert result.failure.category == "malformed_proposal" and "neither" in result.failure.message
+    assert proposer.fix(ctx, NO_MATCH) is None
 
 
 def test_fix_runs_again_with_the_error(tmp_path: Path, ctx: ProposalContext) -> None:
     proposer, _, state = agent(tmp_path, "json")
-    assert proposer.fix(ctx, "anything") is None
+    assert proposer.fix(ctx, NO_MATCH) is None
     proposer.propose(ctx)
-    result = proposer.fix(ctx, "patch_no_match: SEARCH text not found; nearest: line 27")
+    result = proposer.fix(ctx, NO_MATCH)
     assert result is not None and result.proposal is not None
     assert [c.round for c in result.llm_calls] == [1]
     prompt = (state / "prompt2.md").read_text()
     assert prompt.startswith((state / "prompt1.md").read_text())
-    assert "patch_no_match: SEARCH text not found" in prompt and '"WEIGHT_BUFFERS = 1"' in prompt
-    assert result.transcript[0]["name"] == "Fix" and {t["round"] for t in result.transcript} == {1}
-    assert proposer.transcript[-len(result.transcript):] == result.transcript
+    assert (
+        "The patch: the SEARCH text was not found." in prompt and '"WEIGHT_BUFFERS = 1"' in prompt
+    )
+    assert result.transcript[0].name == "Fix" and {t.round for t in result.transcript} == {1}
+    assert proposer.transcript[-len(result.transcript) :] == result.transcript
 
 
 def test_unusable_templates_are_unavailable() -> None:
@@ -228,6 +241,8 @@ def test_parse_output_forms() -> None:
     proposal = parse_output(bare, "kernel.py")
     assert proposal.hypothesis == NO_HYPOTHESIS and proposal.edits[0].file == "kernel.py"
     with pytest.raises(ProposalFormatError, match="edits.0.replace"):
-        parse_output(json.dumps({**PATCH, "edits": [{"file": "kernel.py", "search": "x"}]}), "kernel.py")
+        parse_output(
+            json.dumps({**PATCH, "edits": [{"file": "kernel.py", "search": "x"}]}), "kernel.py"
+        )
     with pytest.raises(ProposalFormatError, match="unterminated"):
         parse_output("<<<<<<< SEARCH\nx\n", "kernel.py")

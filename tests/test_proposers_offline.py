@@ -12,11 +12,14 @@ from pathlib import Path
 import pytest
 
 from knight.errors import UsageError
+from knight.failure import Failure
 from knight.proposers.base import KnobStat, ProposalContext
 from knight.proposers.offline import OfflineProposer, enumerate_moves, rank_moves
 from knight.proposers.scripted import ScriptedProposer
 from knight.source import source_hash
 from knight.tunables import read_knobs
+
+ILLEGAL = Failure(category="illegal_access", message="out of bounds", file="kernel.py", line=45)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "tests" / "data" / "scripted_example.jsonl"
@@ -32,12 +35,24 @@ def make_ctx(source: str = RMSNORM, **overrides) -> ProposalContext:
     """A context for `source` as the champion, with nothing tried but the champion itself."""
     knobs = read_knobs(source)
     fields = dict(
-        problem_id="test", problem_title="test", problem_description="", kernel_file="kernel.py",
-        champion_source=source, champion_hash=source_hash(source), champion_score_ns=None,
-        baseline_score_ns=None, profile_summary="", bottleneck="",
+        problem_id="test",
+        problem_title="test",
+        problem_description="",
+        kernel_file="kernel.py",
+        champion_source=source,
+        champion_hash=source_hash(source),
+        champion_score_ns=None,
+        baseline_score_ns=None,
+        profile_summary="",
+        bottleneck="",
         knobs={k: v.value for k, v in sorted(knobs.items())},
         knob_choices={k: list(v.allowed) for k, v in sorted(knobs.items())},
-        knob_stats={}, recent=[], lessons=[], skills=[], iteration=1, seed=0,
+        knob_stats={},
+        recent=[],
+        lessons=[],
+        skills=[],
+        iteration=1,
+        seed=0,
         tried_hashes={source_hash(source)},
     )
     fields.update(overrides)
@@ -69,14 +84,18 @@ def kernel(name: str) -> str:
 def test_offline_proposal_changes_exactly_one_knob(name):
     source = kernel(name)
     result = OfflineProposer(seed=0).propose(make_ctx(source, bottleneck=LATENCY_BOUND))
-    assert result.error_category is None and result.proposal is not None
+    assert result.failure is None and result.proposal is not None
     proposal = result.proposal
     after = apply(source, proposal)
     changed = changed_knobs(source, after)
     assert len(changed) == 1
-    (knob, (old, new)), = changed.items()
+    ((knob, (old, new)),) = changed.items()
     assert proposal.tags[:2] == ["knob", knob]
-    assert knob in proposal.hypothesis and repr(old) in proposal.hypothesis and repr(new) in proposal.hypothesis
+    assert (
+        knob in proposal.hypothesis
+        and repr(old) in proposal.hypothesis
+        and repr(new) in proposal.hypothesis
+    )
     assert new in read_knobs(source)[knob].allowed
     assert proposal.rationale
 
@@ -99,7 +118,14 @@ def test_offline_does_not_depend_on_string_hashing():
     outputs = set()
     for hash_seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+        run = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         outputs.add(run.stdout)
     assert len(outputs) == 1
 
@@ -122,8 +148,11 @@ def test_offline_never_repeats_a_tried_move_and_exhausts():
         ctx.iteration += 1
     assert sizes[:singles] == [1] * singles and set(sizes[singles:]) == {2}
     assert len(seen) == len(sizes) == 7 + (2 * 2 + 2 * 3 + 2 * 3)  # singles, then pairs
-    assert result.error_category == "proposer_error"
-    assert result.error_message == f"offline proposer: search space exhausted ({len(sizes)} moves tried)"
+    assert result.failure.category == "proposer_error"
+    assert (
+        result.failure.message
+        == f"offline proposer: search space exhausted ({len(sizes)} moves tried)"
+    )
 
 
 def test_offline_proposes_the_last_untried_single_before_pairs():
@@ -137,7 +166,10 @@ def test_offline_proposes_the_last_untried_single_before_pairs():
 
 def test_offline_experience_weighting():
     won, failed = ("COLS_PER_TILE", "2048"), ("COLS_PER_TILE", "256")
-    stats = {won: KnobStat(tried=1, accepted=1, best_speedup_vs_parent=2.0), failed: KnobStat(tried=3, failed=3)}
+    stats = {
+        won: KnobStat(tried=1, accepted=1, best_speedup_vs_parent=2.0),
+        failed: KnobStat(tried=3, failed=3),
+    }
     ctx = make_ctx(knob_stats=stats)
     knobs = read_knobs(RMSNORM)
     ranked = rank_moves(ctx, knobs, enumerate_moves(ctx, knobs, size=1), random.Random(0))
@@ -158,7 +190,9 @@ def test_offline_follows_the_bottleneck():
     # Both levers a DMA-latency verdict points at: fewer, larger transfers, or more queues.
     assert knob in ("GU_TILES_PER_DMA", "WEIGHT_QUEUES") and new > old
     assert "dma-latency-bound" in proposal.rationale or "fixed latency" in proposal.rationale
-    vector_bound = "VectorE-bound: 49% of the critical path is vector instructions, mostly tensor_tensor"
+    vector_bound = (
+        "VectorE-bound: 49% of the critical path is vector instructions, mostly tensor_tensor"
+    )
     for seed in range(4):
         proposal = OfflineProposer(seed).propose(make_ctx(bottleneck=vector_bound)).proposal
         assert proposal.tags[1] == "SCALE_ENGINE"  # the knob that can take work off VectorE
@@ -170,17 +204,17 @@ def test_offline_exhausted_and_no_knobs():
     moves = enumerate_moves(ctx, knobs, 1) + enumerate_moves(ctx, knobs, 2)
     ctx.tried_hashes |= {m.hash for m in moves}
     result = OfflineProposer().propose(ctx)
-    assert result.proposal is None and result.error_category == "proposer_error"
-    assert f"search space exhausted ({len(moves)} moves tried)" in result.error_message
+    assert result.proposal is None and result.failure.category == "proposer_error"
+    assert f"search space exhausted ({len(moves)} moves tried)" in result.failure.message
 
     plain = "X = 1\n\ndef kernel(a, out):\n    pass\n"
     result = OfflineProposer().propose(make_ctx(plain))
-    assert result.proposal is None and result.error_category == "proposer_error"
-    assert result.error_message == "offline proposer: search space exhausted (0 moves tried)"
+    assert result.proposal is None and result.failure.category == "proposer_error"
+    assert result.failure.message == "offline proposer: search space exhausted (0 moves tried)"
 
 
 def test_offline_fix_declines():
-    assert OfflineProposer().fix(make_ctx(), "patch_no_match") is None
+    assert OfflineProposer().fix(make_ctx(), ILLEGAL) is None
 
 
 # ----------------------------------------------------------------------------- scripted
@@ -188,7 +222,9 @@ def test_offline_fix_declines():
 
 def script_lines() -> list[dict]:
     lines = EXAMPLE.read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        json.loads(line) for line in lines if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def test_scripted_example_in_order_and_applies():
@@ -197,7 +233,7 @@ def test_scripted_example_in_order_and_applies():
     assert len(expected) == 3
     for n, line in enumerate(expected, start=1):
         result = proposer.propose(make_ctx(iteration=n))
-        assert result.error_category is None
+        assert result.failure is None
         assert result.proposal.hypothesis == line["hypothesis"]
         apply(RMSNORM, result.proposal)  # every search occurs once in the baseline
         for follow_up in line.get("fix", []):
@@ -206,18 +242,21 @@ def test_scripted_example_in_order_and_applies():
 
 def test_scripted_exhausted():
     result = ScriptedProposer(EXAMPLE).propose(make_ctx(iteration=4))
-    assert result.proposal is None and result.error_category == "proposer_error"
-    assert result.error_message == "script exhausted after 3 proposals"
+    assert result.proposal is None and result.failure.category == "proposer_error"
+    assert result.failure.message == "script exhausted after 3 proposals"
 
 
 def test_scripted_fix_follow_ups():
     proposer = ScriptedProposer(EXAMPLE)
     ctx = make_ctx(iteration=3)
     proposer.propose(ctx)
-    follow_up = proposer.fix(ctx, "illegal_access at kernel.py:45")
-    assert follow_up is not None and follow_up.proposal.hypothesis == script_lines()[2]["fix"][0]["hypothesis"]
-    assert proposer.fix(ctx, "again") is None  # follow-ups used up
-    assert proposer.fix(make_ctx(iteration=1), "error") is None  # line without follow-ups
+    follow_up = proposer.fix(ctx, ILLEGAL)
+    assert (
+        follow_up is not None
+        and follow_up.proposal.hypothesis == script_lines()[2]["fix"][0]["hypothesis"]
+    )
+    assert proposer.fix(ctx, ILLEGAL) is None  # follow-ups used up
+    assert proposer.fix(make_ctx(iteration=1), ILLEGAL) is None  # line without follow-ups
 
 
 def test_scripted_malformed_line(tmp_path):
@@ -231,14 +270,17 @@ def test_scripted_malformed_line(tmp_path):
     )
     proposer = ScriptedProposer(script)
     bad = proposer.propose(make_ctx(iteration=1))
-    assert bad.proposal is None and bad.error_category == "malformed_proposal"
-    assert "line 3" in bad.error_message and "hypothesis" in bad.error_message
+    assert bad.proposal is None and bad.failure.category == "malformed_proposal"
+    assert "line 3" in bad.failure.message and "hypothesis" in bad.failure.message
     good = proposer.propose(make_ctx(iteration=2))
     assert good.proposal.knobs == {"COLS_PER_TILE": 1024}
     unknown = proposer.propose(make_ctx(iteration=3))
-    assert unknown.error_category == "malformed_proposal" and "line 5" in unknown.error_message
+    assert unknown.failure.category == "malformed_proposal" and "line 5" in unknown.failure.message
     not_object = proposer.propose(make_ctx(iteration=4))
-    assert not_object.error_category == "malformed_proposal" and "line 6" in not_object.error_message
+    assert (
+        not_object.failure.category == "malformed_proposal"
+        and "line 6" in not_object.failure.message
+    )
 
 
 def test_scripted_constructor_errors(tmp_path):

@@ -230,10 +230,10 @@ import sys
 import uvicorn
 from fastapi import FastAPI
 from knight.report.live import make_router
-from knight.store import open_database
+from knight.store import open_store
 
 app = FastAPI()
-app.include_router(make_router(open_database(sys.argv[1], create=False), poll_seconds=0.3))
+app.include_router(make_router(open_store(sys.argv[1], "read"), poll_seconds=0.3))
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
 """
 

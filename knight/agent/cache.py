@@ -23,7 +23,11 @@ class StoreRunCache:
             return  # machine trouble is not a property of the candidate
         with self.db.session() as s:
             save_evaluation(
-                s, candidate, harness, result.workload, result.seed,
+                s,
+                candidate,
+                harness,
+                result.workload,
+                result.seed,
                 status="ok" if result.ok else "failed",
                 report=result.model_dump(mode="json", exclude={"trace"}),
                 latency_ns=result.latency_ns,

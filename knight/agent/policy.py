@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from knight.evaluation import EvalReport
+from knight.failure import Category, Failure, IterationStatus
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """What happens to a candidate: accepted, or rejected/failed with a category."""
+    """What happens to a candidate: accepted, or rejected/failed with the `Failure` that says why."""
 
-    status: str  # accepted / rejected / failed
-    category: str | None
-    message: str
+    status: IterationStatus
+    failure: Failure | None = None
 
 
 def judge(report: EvalReport, champion_score_ns: float, min_gain: float) -> Verdict:
@@ -22,12 +22,20 @@ def judge(report: EvalReport, champion_score_ns: float, min_gain: float) -> Verd
     Held-out workloads are checked afterwards, only for candidates this accepts (they cost time).
     """
     if not report.ok:
-        f = report.failure
-        return Verdict("failed", f.category.value if f else "kernel_exception", f.one_line() if f else "failed")
+        failure = report.failure or Failure(
+            category=Category.kernel_exception, message="the evaluation failed without a reason"
+        )
+        return Verdict(IterationStatus.failed, failure)
     assert report.score_ns is not None
     gain = champion_score_ns / report.score_ns
     if gain < 1.0:
-        return Verdict("rejected", "regression", f"{report.score_ns / 1000:.2f} us is {1 / gain:.3f}x slower than the champion")
+        message = f"{report.score_ns / 1000:.2f} us is {1 / gain:.3f}x slower than the champion"
+        return Verdict(
+            IterationStatus.rejected, Failure(category=Category.regression, message=message)
+        )
     if gain < min_gain:
-        return Verdict("rejected", "no_gain", f"speed-up {gain:.3f}x is below the {min_gain:.3f}x acceptance threshold")
-    return Verdict("accepted", None, f"speed-up {gain:.3f}x over the champion")
+        message = f"speed-up {gain:.3f}x is below the {min_gain:.3f}x acceptance threshold"
+        return Verdict(
+            IterationStatus.rejected, Failure(category=Category.no_gain, message=message)
+        )
+    return Verdict(IterationStatus.accepted)

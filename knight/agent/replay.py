@@ -11,13 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from knight.agent.patching import PatchError, apply_edits
 from knight.errors import KnightError
 from knight.evaluation import Evaluator
+from knight.patch import PatchError, apply_edits
 from knight.problems import Problem
-from knight.proposal import Edit
 from knight.source import canonical_source, source_hash
-from knight.store import Database, accepted_chain, get_run, latest_run
+from knight.store import RunStore
 
 
 @dataclass
@@ -50,51 +49,66 @@ class ReplayResult:
 
     @property
     def all_match(self) -> bool:
-        return all(s.ok and s.hash_match and (s.score_match or not self.same_harness) for s in self.steps)
+        return all(
+            s.ok and s.hash_match and (s.score_match or not self.same_harness) for s in self.steps
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "run_id": self.run_id, "problem": self.problem, "machine": self.machine,
-            "same_harness": self.same_harness, "all_match": self.all_match, "final_hash": self.final_hash,
+            "run_id": self.run_id,
+            "problem": self.problem,
+            "machine": self.machine,
+            "same_harness": self.same_harness,
+            "all_match": self.all_match,
+            "final_hash": self.final_hash,
             "steps": [s.__dict__ for s in self.steps],
         }
 
 
-def resolve_run_id(db: Database, run_id: int | None) -> int:
-    with db.session() as s:
-        if run_id is not None:
-            return get_run(s, run_id).id
-        run = latest_run(s)
-        if run is None:
-            raise KnightError(f"no runs in {db.where} yet; start one with 'knight run'")
-        return run.id
-
-
-def replay(db: Database, problem: Problem, evaluator: Evaluator, run_id: int, to: int | None = None,
-           machine: str | None = None) -> ReplayResult:
+def replay(
+    store: RunStore,
+    problem: Problem,
+    evaluator: Evaluator,
+    run_id: int,
+    to: int | None = None,
+    machine: str | None = None,
+) -> ReplayResult:
     """Re-apply and re-evaluate the accepted chain of `run_id` (up to iteration `to`)."""
-    with db.session() as s:
-        run = get_run(s, run_id)
-        if run.problem_id != problem.id:
-            raise KnightError(f"run {run_id} optimised {run.problem_id}, not {problem.id}")
-        chain = [it for it in accepted_chain(s, run_id) if to is None or it.number <= to]
-        rows = [(it.number, it.hypothesis, it.parent_hash, it.candidate_hash, it.edits, it.score_ns, it.harness)
-                for it in chain]
-        baseline_hash = run.baseline_hash
-        result = ReplayResult(run_id, problem.id, machine or run.machine)
+    run = store.run(run_id)
+    if run.problem_id != problem.id:
+        raise KnightError(f"run {run_id} optimised {run.problem_id}, not {problem.id}")
+    chain = [it for it in store.accepted_chain(run_id) if to is None or it.number <= to]
+    baseline_hash = run.baseline_hash
+    result = ReplayResult(run_id, problem.id, machine or run.machine)
     source = canonical_source(problem.baseline_source())
     if source_hash(source) != baseline_hash:
-        raise KnightError(f"the baseline of {problem.id} changed since run {run_id} (hash {source_hash(source)[:12]} "
-                          f"vs recorded {baseline_hash[:12]}); replay needs the original baseline")
+        raise KnightError(
+            f"the baseline of {problem.id} changed since run {run_id} (hash {source_hash(source)[:12]} "
+            f"vs recorded {baseline_hash[:12]}); replay needs the original baseline"
+        )
     kernel = problem.spec.kernel_file
-    for number, hypothesis, parent, recorded, edits, score, harness in rows:
-        step = ReplayStep(number, hypothesis, recorded, None, False, score, None, False, False, harness, None)
+    for it in chain:
+        number, parent, recorded, harness = it.number, it.parent_hash, it.candidate_hash, it.harness
+        assert recorded is not None, "an accepted iteration always has a candidate"
+        step = ReplayStep(
+            number,
+            it.hypothesis,
+            recorded,
+            None,
+            False,
+            it.score_ns,
+            None,
+            False,
+            False,
+            harness,
+            None,
+        )
         result.steps.append(step)
         if source_hash(source) != parent:
             step.message = f"the chain is broken: iteration {number}'s parent {parent[:12]} is not the replayed kernel"
             break
         try:
-            applied = apply_edits({kernel: source}, [Edit(**e) for e in edits], [kernel])
+            applied = apply_edits({kernel: source}, it.edits, [kernel])
         except PatchError as e:
             step.message = f"the recorded edits no longer apply: {e.message}"
             break
@@ -105,7 +119,7 @@ def replay(db: Database, problem: Problem, evaluator: Evaluator, run_id: int, to
         step.ok = report.ok
         step.harness_now = report.harness
         step.replayed_score_ns = report.score_ns
-        step.score_match = report.score_ns == score
+        step.score_match = report.score_ns == it.score_ns
         if harness != report.harness:
             result.same_harness = False
         if not report.ok:

@@ -10,39 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from knight.evaluation.categories import HINTS, Category, stage_of
-
-
-class Failure(BaseModel):
-    """Why a candidate failed: category, a sentence for a human, where, details, and a hint."""
-
-    category: Category
-    message: str
-    stage: str = ""
-    file: str | None = None
-    line: int | None = None
-    instr_index: int | None = None
-    engine: str | None = None
-    core: int | None = None
-    workload: str | None = None
-    seed: int | None = None
-    details: dict[str, Any] = {}
-    hint: str | None = None
-
-    def model_post_init(self, _ctx: Any) -> None:
-        if not self.stage:
-            self.stage = stage_of(self.category)
-        if self.hint is None and self.category in HINTS:
-            self.hint = HINTS[self.category]
-
-    def location(self) -> str:
-        if self.file is None:
-            return ""
-        return f"{self.file}:{self.line}" if self.line else self.file
-
-    def one_line(self) -> str:
-        where = f" at {self.location()}" if self.file else ""
-        return f"{self.category.value}{where}: {self.message}"
+from knight.failure import Failure
 
 
 class RunResult(BaseModel):

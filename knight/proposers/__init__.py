@@ -3,7 +3,6 @@
 from knight.proposers.base import (
     Attempt,
     KnobStat,
-    LLMCallRecord,
     ProposalContext,
     ProposalResult,
     Proposer,
@@ -12,6 +11,11 @@ from knight.proposers.base import (
 )
 
 __all__ = [
-    "Attempt", "KnobStat", "LLMCallRecord", "ProposalContext", "ProposalResult", "Proposer",
-    "ProposerUnavailable", "SkillSummary",
+    "Attempt",
+    "KnobStat",
+    "ProposalContext",
+    "ProposalResult",
+    "Proposer",
+    "ProposerUnavailable",
+    "SkillSummary",
 ]

@@ -2,9 +2,9 @@
 
 The loop builds a `ProposalContext` each iteration (champion source, profile, recent attempts
 with their real edits and outcomes, lessons, knob statistics, the skill catalog) and asks the
-proposer for a `ProposalResult`. When the patch does not apply or the candidate fails at trace
-time, the loop calls `fix()` with the structured error, up to a bounded number of rounds; a
-conversational proposer answers in the same conversation.
+proposer for a `ProposalResult`. When the patch does not apply or the candidate fails before it
+runs (static or trace stage), the loop calls `fix()` with the typed `Failure`, up to a bounded
+number of rounds; a conversational proposer answers in the same conversation.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from knight.proposal import Edit, Proposal
+from knight.failure import Category, Failure, IterationStatus
+from knight.proposal import Edit, ModelCall, Proposal, Turn
 
 
 @dataclass
@@ -22,8 +23,8 @@ class Attempt:
     number: int
     hypothesis: str
     edits: list[Edit]
-    status: str  # accepted / rejected / failed
-    category: str | None  # failure or rejection category
+    status: IterationStatus
+    category: Category | None  # failure or rejection category
     message: str | None  # one-line explanation
     score_ns: float | None
     speedup_vs_parent: float | None
@@ -75,36 +76,32 @@ class ProposalContext:
 
 
 @dataclass
-class LLMCallRecord:
-    """One model call, for the `llm_calls` table and the cost budget."""
-
-    model: str
-    round: int
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    cost_usd: float = 0.0
-    status: str = "ok"  # ok / error
-    error: str | None = None
-    duration_s: float = 0.0
-    request: dict[str, Any] = field(default_factory=dict)
-    response: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class ProposalResult:
-    """A proposal, or the reason there is none (category proposer_error / malformed_proposal)."""
+    """A proposal, or the failure that left none (category proposer_error / malformed_proposal).
+
+    `transient` marks a failure caused only by the model provider or the network (rate limit,
+    overload, 5xx, timeout): an outage the loop waits out without spending an iteration.
+    """
 
     proposal: Proposal | None
-    error_category: str | None = None
-    error_message: str | None = None
-    llm_calls: list[LLMCallRecord] = field(default_factory=list)
-    transcript: list[dict[str, Any]] = field(default_factory=list)  # readable conversation turns
-    exhausted: bool = False  # the proposer has nothing left to propose (the run ends; no iteration is spent)
+    failure: Failure | None = None
+    transient: bool = False
+    retry_after_s: float | None = None  # the provider's requested wait, when it said
+    llm_calls: list[ModelCall] = field(default_factory=list)
+    transcript: list[Turn] = field(default_factory=list)  # readable conversation turns
+    skills_read: list[str] = field(default_factory=list)  # skills whose bodies the proposer read
+    exhausted: bool = False  # nothing left to propose (the run ends; no iteration is spent)
+
+    @classmethod
+    def failed(
+        cls, category: Category, message: str, *, transient: bool = False, **more: Any
+    ) -> ProposalResult:
+        """A result without a proposal, failing with `category` and `message`."""
+        return cls(None, Failure(category=category, message=message), transient=transient, **more)
 
     @property
     def cost_usd(self) -> float:
+        """What this result's model calls cost."""
         return sum(c.cost_usd for c in self.llm_calls)
 
 
@@ -121,6 +118,6 @@ class Proposer(Protocol):
         """A new proposal for this iteration."""
         ...
 
-    def fix(self, ctx: ProposalContext, error: str) -> ProposalResult | None:
-        """A corrected proposal after `error` (a patch or trace failure), or None if it cannot."""
+    def fix(self, ctx: ProposalContext, failure: Failure) -> ProposalResult | None:
+        """A corrected proposal after `failure` (a patch, static or trace failure), or None."""
         ...

@@ -20,9 +20,9 @@ from typing import Any
 import anthropic
 from anthropic.types import Message
 
-from knight.proposal import Proposal
+from knight.failure import Category, Failure
+from knight.proposal import ModelCall, Proposal, Turn
 from knight.proposers.base import (
-    LLMCallRecord,
     ProposalContext,
     ProposalResult,
     ProposerUnavailable,
@@ -38,6 +38,8 @@ from knight.proposers.prompt import (
     system_prompt,
     user_sections,
 )
+from knight.proposers.retry import RetryBudget, retry_after_s
+from knight.proposers.transcript import patch_text, turn
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
 MODEL_ENV = "KNIGHT_MODEL"
@@ -63,7 +65,9 @@ READ_SKILL_TOOL: dict[str, Any] = {
     "description": "Read the full text of one skill from the catalog: guidance, pitfalls, recipes.",
     "input_schema": {
         "type": "object",
-        "properties": {"name": {"type": "string", "description": "The skill's name in the catalog."}},
+        "properties": {
+            "name": {"type": "string", "description": "The skill's name in the catalog."}
+        },
         "required": ["name"],
         "additionalProperties": False,
     },
@@ -92,58 +96,6 @@ def claude_available(model: str | None = None) -> tuple[bool, str]:
 
 
 # ----------------------------------------------------------------------------- retries
-
-
-@dataclass
-class RetryBudget:
-    """Exponential backoff bounded by the total time a round may spend failing and waiting."""
-
-    max_wait_s: float
-    sleep: Callable[[float], None]
-    initial_s: float = 2.0
-    cap_s: float = 60.0
-    spent_s: float = 0.0
-    waits: int = 0
-
-    def next_wait(self, retry_after: float | None = None) -> float | None:
-        """Seconds to wait before the next attempt (never less than the server asked), or None
-        when that would pass the budget."""
-        backoff = min(self.initial_s * 2**self.waits, self.cap_s)
-        wait = max(retry_after or 0.0, backoff)
-        return None if self.spent_s + wait > self.max_wait_s else wait
-
-    def charge(self, seconds: float) -> None:
-        """Count time spent in a failed attempt against the budget."""
-        self.spent_s += max(0.0, seconds)
-
-    def wait(self, seconds: float) -> None:
-        """Sleep (through the injected function) and count it."""
-        self.sleep(seconds)
-        self.spent_s += seconds
-        self.waits += 1
-
-
-def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
-    """The server's requested wait: `retry-after-ms`, or `retry-after` in seconds or as a date."""
-    if not headers:
-        return None
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        raw = headers.get(name)
-        if raw is None:
-            continue
-        try:
-            return max(0.0, float(raw) * scale)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if raw:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return max(0.0, parsedate_to_datetime(raw).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
-    return None
 
 
 @dataclass
@@ -195,36 +147,16 @@ def _body_problem(message: object) -> str | None:
     """Why a 200 response is not a usable message (an empty or foreign body), or None."""
     if not isinstance(message, Message):
         return "the API returned a body that is not a message (empty or not JSON)"
-    if message.type != "message" or not isinstance(message.content, list) or not message.stop_reason:
+    if (
+        message.type != "message"
+        or not isinstance(message.content, list)
+        or not message.stop_reason
+    ):
         return f"the API returned an incomplete message body (type={message.type!r})"
     return None
 
 
 # ----------------------------------------------------------------------------- conversation
-
-
-def turn(role: str, kind: str, content: str, round: int, **extra: Any) -> dict[str, Any]:
-    """One readable transcript entry (kinds: system, prompt-section, text, tool_use,
-    tool_result, error)."""
-    return {"role": role, "kind": kind, "round": round, "content": content, **extra}
-
-
-def patch_text(data: dict[str, Any]) -> str:
-    """A submit_patch input as people read it: hypothesis, then SEARCH/REPLACE blocks."""
-    lines = [f"hypothesis: {data.get('hypothesis', '')}", f"rationale: {data.get('rationale', '')}"]
-    if data.get("tags") or data.get("skills_used"):
-        lines.append(f"tags: {data.get('tags')}; skills used: {data.get('skills_used')}")
-    edits = data.get("edits")
-    for i, edit in enumerate(edits if isinstance(edits, list) else []):
-        if not isinstance(edit, dict):
-            lines.append(f"edit {i + 1}: {edit!r}")
-            continue
-        lines += [
-            f"edit {i + 1}: {edit.get('file')}",
-            "<<<<<<< SEARCH", str(edit.get("search", "")).rstrip("\n"),
-            "=======", str(edit.get("replace", "")).rstrip("\n"), ">>>>>>> REPLACE",
-        ]
-    return "\n".join(lines)
 
 
 def _tool_result(tool_use_id: str, content: str, is_error: bool = False) -> dict[str, Any]:
@@ -242,7 +174,9 @@ def _assistant_blocks(message: Message) -> list[dict[str, Any]]:
             if block.text.strip():  # the API refuses empty text blocks in the history
                 blocks.append({"type": "text", "text": block.text})
         elif block.type == "tool_use":
-            blocks.append({"type": "tool_use", "id": block.id, "name": block.name, "input": block.input})
+            blocks.append(
+                {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+            )
         else:  # thinking and other blocks must go back unchanged
             blocks.append(block.to_dict(mode="json"))
     return blocks
@@ -264,7 +198,8 @@ class _Conversation:
     ctx: ProposalContext
     system: str
     messages: list[dict[str, Any]] = field(default_factory=list)
-    transcript: list[dict[str, Any]] = field(default_factory=list)
+    transcript: list[Turn] = field(default_factory=list)
+    skills_read: list[str] = field(default_factory=list)  # skill bodies sent, in order
     round: int = 0
     pending_submit_id: str | None = None  # the submit_patch call a fix round answers
     owed_results: list[dict[str, Any]] = field(default_factory=list)  # other calls' results
@@ -326,36 +261,46 @@ class ClaudeProposer:
 
     def propose(self, ctx: ProposalContext) -> ProposalResult:
         """Start a new conversation for this iteration and return its submitted patch."""
-        how = "Read one with the read_skill tool." if self._skill_reader else "(Bodies are not available.)"
+        how = (
+            "Read one with the read_skill tool."
+            if self._skill_reader
+            else "(Bodies are not available.)"
+        )
         conv = _Conversation(ctx=ctx, system=system_prompt(ctx, how))
         self._conv = conv
         task = TOOL_TASK if self._skill_reader else TOOL_TASK_NO_SKILLS
         sections = [*user_sections(ctx), ("Task", task.format(kernel_file=ctx.kernel_file))]
-        conv.messages.append({"role": "user", "content": [{"type": "text", "text": render_sections(sections)}]})
+        conv.messages.append(
+            {"role": "user", "content": [{"type": "text", "text": render_sections(sections)}]}
+        )
         conv.transcript.append(turn("system", "system", conv.system, 0))
-        conv.transcript += [turn("user", "prompt-section", body, 0, name=title) for title, body in sections]
+        conv.transcript += [
+            turn("user", "prompt-section", body, 0, name=title) for title, body in sections
+        ]
         return self._run_round(conv, first_turn=0)
 
-    def fix(self, ctx: ProposalContext, error: str) -> ProposalResult | None:
-        """Send `error` back as the result of the last submit_patch call; None if there is none."""
+    def fix(self, ctx: ProposalContext, failure: Failure) -> ProposalResult | None:
+        """Send `failure` back as the result of the last submit_patch call; None without one."""
         conv = self._conv
         if conv is None or conv.pending_submit_id is None:
             return None
         conv.ctx = ctx
         conv.round += 1
         text = (
-            f"The patch failed:\n{error.strip()}\n\nCall submit_patch again with the complete "
+            f"The patch failed:\n{failure.for_proposer()}\n\nCall submit_patch again with the complete "
             "corrected set of edits; they apply to the champion source shown at the start."
         )
         results = [*conv.owed_results, _tool_result(conv.pending_submit_id, text, is_error=True)]
         conv.owed_results, conv.pending_submit_id = [], None
         conv.messages.append({"role": "user", "content": results})
         first_turn = len(conv.transcript)
-        conv.transcript.append(turn("user", "tool_result", text, conv.round, name=SUBMIT, is_error=True))
+        conv.transcript.append(
+            turn("user", "tool_result", text, conv.round, name=SUBMIT, is_error=True)
+        )
         return self._run_round(conv, first_turn)
 
     @property
-    def transcript(self) -> list[dict[str, Any]]:
+    def transcript(self) -> list[Turn]:
         """The whole current conversation, every round so far (each result holds its own round)."""
         return list(self._conv.transcript) if self._conv else []
 
@@ -364,26 +309,34 @@ class ClaudeProposer:
     def _run_round(self, conv: _Conversation, first_turn: int) -> ProposalResult:
         """Call the model until this round ends; the result carries the round's turns from
         `first_turn` on, so concatenating an iteration's results gives the whole conversation."""
-        records: list[LLMCallRecord] = []
+        records: list[ModelCall] = []
+        first_read = len(conv.skills_read)
         budget = RetryBudget(self.max_wait_s, self._sleep)
         second_chance = True  # a malformed answer is asked for once more
         force = False
         for calls in range(self.max_turns + 1):
             force = force or calls >= self.max_turns - 1
             message = self._call(conv, budget, records, force)
-            if isinstance(message, str):
+            if isinstance(message, _Failure):
                 conv.pending_submit_id = None
-                return self._result(conv, first_turn, records, None, "proposer_error", message)
+                result = self._result(conv, first_turn, first_read, records, None)
+                result.failure = Failure(category=Category.proposer_error, message=message.message)
+                result.transient, result.retry_after_s = message.retryable, message.retry_after
+                return result
             step = self._take(conv, message)
             if step.proposal is not None:
-                return self._result(conv, first_turn, records, step.proposal)
+                return self._result(conv, first_turn, first_read, records, step.proposal)
             if step.problem is not None:
                 if not second_chance:
-                    return self._result(conv, first_turn, records, None, "malformed_proposal", step.problem)
+                    return self._result(conv, first_turn, first_read, records, None, step.problem)
                 second_chance, force = False, True
             conv.messages.append({"role": "user", "content": step.results})
         return self._result(
-            conv, first_turn, records, None, "malformed_proposal",
+            conv,
+            first_turn,
+            first_read,
+            records,
+            None,
             f"no submit_patch call after {self.max_turns + 1} turns",
         )
 
@@ -391,12 +344,22 @@ class ClaudeProposer:
         self,
         conv: _Conversation,
         first_turn: int,
-        records: list[LLMCallRecord],
+        first_read: int,
+        records: list[ModelCall],
         proposal: Proposal | None,
-        category: str | None = None,
-        message: str | None = None,
+        malformed: str | None = None,
     ) -> ProposalResult:
-        return ProposalResult(proposal, category, message, records, conv.transcript[first_turn:])
+        """This round's outcome; `malformed` says why the answer was unusable."""
+        failure = None
+        if malformed is not None:
+            failure = Failure(category=Category.malformed_proposal, message=malformed)
+        return ProposalResult(
+            proposal,
+            failure,
+            llm_calls=records,
+            transcript=conv.transcript[first_turn:],
+            skills_read=conv.skills_read[first_read:],
+        )
 
     # --- one assistant message
 
@@ -414,7 +377,8 @@ class ClaudeProposer:
         if step.proposal is None and step.problem is None and not step.results:
             step.problem = (
                 f"the answer ended without a submit_patch call (stop_reason={message.stop_reason})"
-                if message.stop_reason != "max_tokens" else self._cut_off()
+                if message.stop_reason != "max_tokens"
+                else self._cut_off()
             )
             nudge = f"{step.problem}. Answer with a submit_patch call."
             step.results.append({"type": "text", "text": nudge})
@@ -430,11 +394,23 @@ class ClaudeProposer:
         )
 
     def _tool_call(
-        self, conv: _Conversation, call_id: str, name: str, data: object, stop_reason: str | None, step: _Step
+        self,
+        conv: _Conversation,
+        call_id: str,
+        name: str,
+        data: object,
+        stop_reason: str | None,
+        step: _Step,
     ) -> None:
         """Answer one tool call (or accept the patch), adding to `step`."""
-        shown = patch_text(data) if name == SUBMIT and isinstance(data, dict) else json.dumps(data, indent=2)
-        conv.transcript.append(turn("assistant", "tool_use", shown, conv.round, name=name, input=data))
+        shown = (
+            patch_text(data)
+            if name == SUBMIT and isinstance(data, dict)
+            else json.dumps(data, indent=2)
+        )
+        conv.transcript.append(
+            turn("assistant", "tool_use", shown, conv.round, name=name, input=data)
+        )
         content, is_error = self._tool_answer(conv, call_id, name, data, stop_reason, step)
         if content is None:
             return
@@ -445,7 +421,13 @@ class ClaudeProposer:
             )
 
     def _tool_answer(
-        self, conv: _Conversation, call_id: str, name: str, data: object, stop_reason: str | None, step: _Step
+        self,
+        conv: _Conversation,
+        call_id: str,
+        name: str,
+        data: object,
+        stop_reason: str | None,
+        step: _Step,
     ) -> tuple[str | None, bool]:
         """(tool_result text, is_error) for one call; None text for the accepted submit_patch."""
         if name == SUBMIT:
@@ -471,6 +453,7 @@ class ClaudeProposer:
         if body is None:
             known = ", ".join(s.name for s in conv.ctx.skills) or "(none)"
             return f"unknown skill {name!r}; the catalog has: {known}", True
+        conv.skills_read.append(name)
         if len(body) > MAX_SKILL_CHARS:
             body = body[:MAX_SKILL_CHARS] + f"\n... (cut at {MAX_SKILL_CHARS} characters)"
         return body, False
@@ -481,21 +464,25 @@ class ClaudeProposer:
         """The Messages API request body: tools, then the cached system block, then messages."""
         tools = [READ_SKILL_TOOL, SUBMIT_PATCH_TOOL] if self._skill_reader else [SUBMIT_PATCH_TOOL]
         choice: dict[str, Any] = (
-            {"type": "tool", "name": SUBMIT} if force else {"type": "auto", "disable_parallel_tool_use": True}
+            {"type": "tool", "name": SUBMIT}
+            if force
+            else {"type": "auto", "disable_parallel_tool_use": True}
         )
         return {
             "model": self.model,
             "max_tokens": self.max_tokens,
             "tools": copy.deepcopy(tools),
             "tool_choice": choice,
-            "system": [{"type": "text", "text": conv.system, "cache_control": {"type": "ephemeral"}}],
+            "system": [
+                {"type": "text", "text": conv.system, "cache_control": {"type": "ephemeral"}}
+            ],
             "messages": _with_cache_breakpoint(conv.messages),
         }
 
     def _call(
-        self, conv: _Conversation, budget: RetryBudget, records: list[LLMCallRecord], force: bool
-    ) -> Message | str:
-        """The model's next message, or a one-line reason the round must end."""
+        self, conv: _Conversation, budget: RetryBudget, records: list[ModelCall], force: bool
+    ) -> Message | _Failure:
+        """The model's next message, or the failure that ends the round."""
         request = self._request(conv, force)
         while True:
             start = time.monotonic()
@@ -506,7 +493,9 @@ class ClaudeProposer:
             else:
                 problem = _body_problem(message)
                 if problem is None:
-                    records.append(self._ok_record(conv, request, message, time.monotonic() - start))
+                    records.append(
+                        self._ok_record(conv, request, message, time.monotonic() - start)
+                    )
                     return message
                 # An empty or foreign 200 body is a transport fault, never an empty proposal.
                 failure = _Failure(problem, retryable=True, response={"body": _raw(message)})
@@ -521,15 +510,17 @@ class ClaudeProposer:
                     )
                 records.append(self._error_record(conv, request, failure, elapsed))
                 conv.transcript.append(turn("system", "error", failure.message, conv.round))
-                return failure.message
+                return failure
             note = f"{failure.message}; retrying in {wait:g} s"
-            records.append(self._error_record(conv, {"model": self.model, "retried": True}, failure, elapsed))
+            records.append(
+                self._error_record(conv, {"model": self.model, "retried": True}, failure, elapsed)
+            )
             conv.transcript.append(turn("system", "error", note, conv.round))
             budget.wait(wait)
 
     def _ok_record(
         self, conv: _Conversation, request: dict[str, Any], message: Message, duration: float
-    ) -> LLMCallRecord:
+    ) -> ModelCall:
         usage = message.usage
         tokens = {
             "input_tokens": getattr(usage, "input_tokens", None) or 0,
@@ -537,7 +528,7 @@ class ClaudeProposer:
             "cache_read_tokens": getattr(usage, "cache_read_input_tokens", None) or 0,
             "cache_write_tokens": getattr(usage, "cache_creation_input_tokens", None) or 0,
         }
-        return LLMCallRecord(
+        return ModelCall(
             model=message.model or self.model,
             round=conv.round,
             cost_usd=call_cost(self.price, **tokens),
@@ -549,8 +540,8 @@ class ClaudeProposer:
 
     def _error_record(
         self, conv: _Conversation, request: dict[str, Any], failure: _Failure, duration: float
-    ) -> LLMCallRecord:
-        return LLMCallRecord(
+    ) -> ModelCall:
+        return ModelCall(
             model=self.model,
             round=conv.round,
             status="error",

@@ -23,14 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from knight.proposal import Edit, Proposal, parse_search_replace_blocks
+from knight.failure import Category, Failure
+from knight.proposal import Edit, ModelCall, Proposal, Turn, parse_search_replace_blocks
 from knight.proposers.base import (
-    LLMCallRecord,
     ProposalContext,
     ProposalResult,
     ProposerUnavailable,
 )
-from knight.proposers.claude import RetryBudget, turn
 from knight.proposers.prompt import (
     ProposalFormatError,
     command_task,
@@ -39,6 +38,8 @@ from knight.proposers.prompt import (
     system_prompt,
     user_sections,
 )
+from knight.proposers.retry import RetryBudget
+from knight.proposers.transcript import turn
 
 PROMPT_FILE = "{prompt_file}"
 OUTPUT_FILE = "{output_file}"
@@ -70,7 +71,11 @@ def _json_patch(text: str) -> dict[str, Any] | None:
             data = json.loads(candidate)
         except ValueError:
             continue
-        if isinstance(data, dict) and data.get("name") == "submit_patch" and isinstance(data.get("input"), dict):
+        if (
+            isinstance(data, dict)
+            and data.get("name") == "submit_patch"
+            and isinstance(data.get("input"), dict)
+        ):
             data = data["input"]
         if isinstance(data, dict) and ("edits" in data or "hypothesis" in data):
             return data
@@ -105,7 +110,9 @@ def parse_output(text: str, kernel_file: str) -> Proposal:
     except ValueError as exc:
         raise ProposalFormatError(f"bad SEARCH/REPLACE block: {exc}") from exc
     if not edits:
-        raise ProposalFormatError("found neither a submit_patch JSON object nor SEARCH/REPLACE blocks")
+        raise ProposalFormatError(
+            "found neither a submit_patch JSON object nor SEARCH/REPLACE blocks"
+        )
     prose = _prose_before_blocks(text, edits)
     hypothesis = _clean_hypothesis(prose[0]) if prose else ""
     return Proposal(
@@ -164,7 +171,9 @@ class CommandProposer:
         if not argv:
             raise ProposerUnavailable("--command is empty")
         if PROMPT_FILE not in template:
-            raise ProposerUnavailable("--command must contain {prompt_file} (and may contain {output_file})")
+            raise ProposerUnavailable(
+                "--command must contain {prompt_file} (and may contain {output_file})"
+            )
         if shutil.which(argv[0]) is None:
             raise ProposerUnavailable(f"command not found: {argv[0]}")
         self.template = template
@@ -175,7 +184,7 @@ class CommandProposer:
         self._can_fix = False  # the last round ended with a proposal
         self._last_answer = ""
         self._round = 0
-        self._transcript: list[dict[str, Any]] = []
+        self._transcript: list[Turn] = []
 
     # --- the Proposer protocol
 
@@ -186,25 +195,29 @@ class CommandProposer:
         self._prompt = system + "\n\n" + render_sections(sections)
         self._round, self._last_answer = 0, ""
         self._transcript = [turn("system", "system", system, 0)]
-        self._transcript += [turn("user", "prompt-section", body, 0, name=title) for title, body in sections]
+        self._transcript += [
+            turn("user", "prompt-section", body, 0, name=title) for title, body in sections
+        ]
         return self._run_round(ctx, self._prompt, first_turn=0)
 
-    def fix(self, ctx: ProposalContext, error: str) -> ProposalResult | None:
+    def fix(self, ctx: ProposalContext, failure: Failure) -> ProposalResult | None:
         """Run the agent again with the failure appended to the prompt; None without a proposal."""
         if self._prompt is None or not self._can_fix:
             return None
         self._round += 1
         feedback = (
-            f"Your previous answer was:\n{self._last_answer.strip()}\n\nIt failed:\n{error.strip()}\n\n"
+            f"Your previous answer was:\n{self._last_answer.strip()}\n\nIt failed:\n{failure.for_proposer()}\n\n"
             "Write a corrected answer in the same format: the complete set of edits, against the "
             "champion source above."
         )
         first_turn = len(self._transcript)
         self._transcript.append(turn("user", "prompt-section", feedback, self._round, name="Fix"))
-        return self._run_round(ctx, self._prompt + "\n\n## Your previous proposal failed\n" + feedback, first_turn)
+        return self._run_round(
+            ctx, self._prompt + "\n\n## Your previous proposal failed\n" + feedback, first_turn
+        )
 
     @property
-    def transcript(self) -> list[dict[str, Any]]:
+    def transcript(self) -> list[Turn]:
         """Every round of the current iteration (each result holds its own round's turns)."""
         return list(self._transcript)
 
@@ -213,7 +226,7 @@ class CommandProposer:
     def _run_round(self, ctx: ProposalContext, prompt: str, first_turn: int) -> ProposalResult:
         """Run the agent until it answers, fails for good, or the backoff budget is spent."""
         budget = RetryBudget(self.max_wait_s, self._sleep)
-        records: list[LLMCallRecord] = []
+        records: list[ModelCall] = []
         reask = True  # an unreadable answer is asked for once more, with the reason
         with tempfile.TemporaryDirectory(prefix="knight-command-") as tmp:
             while True:
@@ -228,9 +241,11 @@ class CommandProposer:
                     return self._result(first_turn, records, verdict)
                 category, message, transient = verdict
                 records[-1].status, records[-1].error = "error", message
-                if category == "malformed_proposal" and reask:
+                if category is Category.malformed_proposal and reask:
                     reask = False
-                    self._transcript.append(turn("system", "error", message + "; asking again", self._round))
+                    self._transcript.append(
+                        turn("system", "error", message + "; asking again", self._round)
+                    )
                     prompt += f"\n\n## Your answer could not be read\n{message}. Use exactly one of the two formats."
                     continue
                 wait = budget.next_wait() if transient else None
@@ -238,27 +253,45 @@ class CommandProposer:
                     if transient:
                         message += f"; gave up after {budget.waits + 1} runs and {budget.spent_s:.0f} s (max_wait_s={self.max_wait_s:g})"
                     self._transcript.append(turn("system", "error", message, self._round))
-                    return self._result(first_turn, records, None, category, message)
-                self._transcript.append(turn("system", "error", f"{message}; retrying in {wait:g} s", self._round))
+                    return self._result(first_turn, records, None, category, message, transient)
+                self._transcript.append(
+                    turn("system", "error", f"{message}; retrying in {wait:g} s", self._round)
+                )
                 budget.wait(wait)
 
-    def _judge(self, ctx: ProposalContext, run: _Run) -> Proposal | tuple[str, str, bool]:
+    def _judge(self, ctx: ProposalContext, run: _Run) -> Proposal | tuple[Category, str, bool]:
         """The proposal in a run's answer, or (category, one-line reason, worth retrying)."""
         if run.timed_out:
-            return "proposer_error", f"command timed out after {self.timeout_s:g} s", False
+            return Category.proposer_error, f"command timed out after {self.timeout_s:g} s", False
         limited = bool(RATE_LIMITED.search("\n".join((run.answer, run.stdout, run.stderr))))
         if run.returncode != 0:
             if limited:
-                return "proposer_error", f"command rate limited (exit status {run.returncode})", True
-            return "proposer_error", f"command exited with status {run.returncode}: {_last_line(run.stderr)}", False
+                return (
+                    Category.proposer_error,
+                    f"command rate limited (exit status {run.returncode})",
+                    True,
+                )
+            return (
+                Category.proposer_error,
+                f"command exited with status {run.returncode}: {_last_line(run.stderr)}",
+                False,
+            )
         if not run.answer.strip():
-            return "proposer_error", "command produced no output", True
+            return Category.proposer_error, "command produced no output", True
         try:
             return parse_output(run.answer, ctx.kernel_file)
         except (ProposalFormatError, ValueError) as exc:
             if limited:
-                return "proposer_error", f"command output says it was rate limited: {_last_line(run.answer)}", True
-            return "malformed_proposal", " ".join(f"unreadable answer: {exc}".split())[:500], False
+                return (
+                    Category.proposer_error,
+                    f"command output says it was rate limited: {_last_line(run.answer)}",
+                    True,
+                )
+            return (
+                Category.malformed_proposal,
+                " ".join(f"unreadable answer: {exc}".split())[:500],
+                False,
+            )
 
     def _execute(self, tmp: Path, prompt: str) -> _Run:
         """Write the prompt, run the command in its own session, collect its answer."""
@@ -272,11 +305,19 @@ class CommandProposer:
             # No shell: the template is split into argv. The environment passes through: it is
             # the user's own agent, and it may need its own credentials.
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                text=True, encoding="utf-8", errors="replace", start_new_session=True,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+                start_new_session=True,
             )
         except OSError as exc:
-            return _Run(argv, 127, "", f"cannot run {argv[0]}: {exc}", "", False, time.monotonic() - start)
+            return _Run(
+                argv, 127, "", f"cannot run {argv[0]}: {exc}", "", False, time.monotonic() - start
+            )
         timed_out = False
         try:
             stdout, stderr = proc.communicate(timeout=self.timeout_s)
@@ -284,14 +325,20 @@ class CommandProposer:
             timed_out = True
             _kill_group(proc)
             stdout, stderr = proc.communicate()
-        answer = output_file.read_text(encoding="utf-8", errors="replace") if output_file.is_file() else ""
+        answer = (
+            output_file.read_text(encoding="utf-8", errors="replace")
+            if output_file.is_file()
+            else ""
+        )
         if not answer.strip():
             answer = stdout
-        return _Run(argv, proc.returncode, stdout, stderr, answer, timed_out, time.monotonic() - start)
+        return _Run(
+            argv, proc.returncode, stdout, stderr, answer, timed_out, time.monotonic() - start
+        )
 
-    def _record(self, run: _Run) -> LLMCallRecord:
+    def _record(self, run: _Run) -> ModelCall:
         """A run as a call record: no tokens or cost are known for an external agent."""
-        return LLMCallRecord(
+        return ModelCall(
             model=f"command:{Path(run.argv[0]).name}",
             round=self._round,
             duration_s=run.duration_s,
@@ -305,8 +352,21 @@ class CommandProposer:
         )
 
     def _result(
-        self, first_turn: int, records: list[LLMCallRecord], proposal: Proposal | None,
-        category: str | None = None, message: str | None = None,
+        self,
+        first_turn: int,
+        records: list[ModelCall],
+        proposal: Proposal | None,
+        category: Category | None = None,
+        message: str = "",
+        transient: bool = False,
     ) -> ProposalResult:
+        """This round's outcome: the proposal, or why there is none."""
         self._can_fix = proposal is not None
-        return ProposalResult(proposal, category, message, records, self._transcript[first_turn:])
+        failure = Failure(category=category, message=message) if category is not None else None
+        return ProposalResult(
+            proposal,
+            failure,
+            transient=transient,
+            llm_calls=records,
+            transcript=self._transcript[first_turn:],
+        )

@@ -16,6 +16,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from knight.failure import Category, Failure
 from knight.proposal import Edit, Proposal
 from knight.proposers.base import KnobStat, ProposalContext, ProposalResult
 from knight.source import source_hash
@@ -91,16 +92,16 @@ class OfflineProposer:
             pairs = enumerate_moves(ctx, knobs, size=2)
             untried = [m for m in pairs if m.hash not in ctx.tried_hashes]
         if not untried:
-            return ProposalResult(
-                proposal=None,
-                error_category="proposer_error",
-                error_message=f"offline proposer: search space exhausted ({len(singles) + len(pairs)} moves tried)",
+            tried = len(singles) + len(pairs)
+            return ProposalResult.failed(
+                Category.proposer_error,
+                f"offline proposer: search space exhausted ({tried} moves tried)",
                 exhausted=True,
             )
         ranked = rank_moves(ctx, knobs, untried, random.Random(self.seed ^ ctx.iteration))
         return ProposalResult(proposal=_proposal(ctx, knobs, ranked[0], len(untried)))
 
-    def fix(self, ctx: ProposalContext, error: str) -> ProposalResult | None:
+    def fix(self, ctx: ProposalContext, failure: Failure) -> ProposalResult | None:
         """None: knob edits are exact, so a failure is a real result, not a typo to correct."""
         return None
 
@@ -138,7 +139,9 @@ def enumerate_moves(ctx: ProposalContext, knobs: dict[str, Knob], size: int) -> 
 
 def _move(ctx: ProposalContext, changes: tuple[Change, ...]) -> Move:
     """The edits for `changes` and the hash of the champion with them applied as plain text."""
-    edits = knob_edits(ctx.champion_source, {name: new for name, _, new in changes}, ctx.kernel_file)
+    edits = knob_edits(
+        ctx.champion_source, {name: new for name, _, new in changes}, ctx.kernel_file
+    )
     source = ctx.champion_source
     for edit in edits:
         source = source.replace(edit.search, edit.replace, 1)  # the knob line occurs once
@@ -166,7 +169,9 @@ def profile_hits(ctx: ProposalContext) -> tuple[list[Row], list[Row]]:
     """Keyword-table rows whose word is in the bottleneck line, and those only in the summary."""
     verdict = ctx.bottleneck.lower()
     summary = "\n".join(
-        line for line in ctx.profile_summary.lower().splitlines() if not line.startswith(TABLE_LINES)
+        line
+        for line in ctx.profile_summary.lower().splitlines()
+        if not line.startswith(TABLE_LINES)
     )
     strong = [row for row in KEYWORD_TABLE if row[0] in verdict]
     weak = [row for row in KEYWORD_TABLE if row[0] not in verdict and row[0] in summary]
@@ -197,7 +202,9 @@ def _matching_words(knob: Knob, change: Change, rows: list[Row]) -> list[str]:
     return words
 
 
-def bottleneck_bonus(knob: Knob, change: Change, strong: list[Row], weak: list[Row]) -> tuple[float, str | None]:
+def bottleneck_bonus(
+    knob: Knob, change: Change, strong: list[Row], weak: list[Row]
+) -> tuple[float, str | None]:
     """The bonus for a change that addresses what the profile reports, and the words behind it."""
     if words := _matching_words(knob, change, strong):
         return BOTTLENECK_BONUS, f"bottleneck mentions {', '.join(repr(w) for w in words)}"
@@ -222,7 +229,9 @@ def rank_moves(
             value, why = value_score(ctx.knob_stats.get((name, repr(new))), total)
             bonus, why_bonus = bottleneck_bonus(knobs[name], change, strong, weak)
             score += value + bonus
-            reasons.append(f"{name}={new!r}: {why}" + (f"; {why_bonus} (+{bonus:.2f})" if why_bonus else ""))
+            reasons.append(
+                f"{name}={new!r}: {why}" + (f"; {why_bonus} (+{bonus:.2f})" if why_bonus else "")
+            )
         scored.append(ScoredMove(move, round(score, 9), rng.random(), tuple(reasons)))
     return sorted(scored, key=lambda s: (-s.score, s.tiebreak))
 
@@ -239,16 +248,25 @@ def mechanism(name: str, old: Any, new: Any) -> str:
     upper = name.upper()
     more = isinstance(old, int | float) and isinstance(new, int | float) and new > old
     if "PER_DMA" in upper:
-        return ("fewer, larger transfers pay the fixed per-DMA latency fewer times" if more
-                else "smaller transfers let compute start on the first tile sooner")
+        return (
+            "fewer, larger transfers pay the fixed per-DMA latency fewer times"
+            if more
+            else "smaller transfers let compute start on the first tile sooner"
+        )
     if "BUFFERS" in upper:
-        return ("the next transfer can land in a free buffer while compute uses the current one" if more
-                else "fewer buffers free on-chip memory and shorten the rotation")
+        return (
+            "the next transfer can land in a free buffer while compute uses the current one"
+            if more
+            else "fewer buffers free on-chip memory and shorten the rotation"
+        )
     if "ENGINE" in upper or "QUEUE" in upper:
         return f"the work moves off the {old} engine's queue, so it can run in parallel with what stays there"
     if "COLS" in upper or "TILE" in upper:
-        return ("fewer, larger steps pay per-instruction and per-DMA fixed costs fewer times" if more
-                else "smaller steps pipeline loads, compute and stores more finely")
+        return (
+            "fewer, larger steps pay per-instruction and per-DMA fixed costs fewer times"
+            if more
+            else "smaller steps pipeline loads, compute and stores more finely"
+        )
     return "tests whether this setting lies on the critical path"
 
 
@@ -261,7 +279,9 @@ def hypothesis(knobs: dict[str, Knob], changes: tuple[Change, ...]) -> str:
     return f"Set {' and '.join(parts)} together, since every single change was tried: {effects}."
 
 
-def _proposal(ctx: ProposalContext, knobs: dict[str, Knob], best: ScoredMove, n_untried: int) -> Proposal:
+def _proposal(
+    ctx: ProposalContext, knobs: dict[str, Knob], best: ScoredMove, n_untried: int
+) -> Proposal:
     """The proposal for the best move, with the statistics and profile words behind it."""
     changes = best.move.changes
     kind = "single-knob" if len(changes) == 1 else "knob-pair"
@@ -272,6 +292,7 @@ def _proposal(ctx: ProposalContext, knobs: dict[str, Knob], best: ScoredMove, n_
     return Proposal(
         hypothesis=hypothesis(knobs, changes),
         rationale=rationale,
-        tags=["knob", *[name for name, _, _ in changes]] + ([] if len(changes) == 1 else ["knob-pair"]),
+        tags=["knob", *[name for name, _, _ in changes]]
+        + ([] if len(changes) == 1 else ["knob-pair"]),
         edits=list(best.move.edits),
     )

@@ -14,106 +14,32 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from knight.npu import nisa, nl
 from knight.npu.machine import MachineSpec, load_machine
-from knight.proposal import Edit, Proposal
+from knight.proposal import Edit, Proposal, SubmitPatch, tool_schema, validation_summary
 from knight.proposers.base import Attempt, KnobStat, ProposalContext, SkillSummary
 
 # ----------------------------------------------------------------------------- answer format
 
-SUBMIT_PATCH_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "hypothesis": {
-            "type": "string",
-            "description": "One sentence: what you expect to get faster, and why.",
-        },
-        "rationale": {
-            "type": "string",
-            "description": "Why this should work and keep the outputs bit-exact (a few sentences).",
-        },
-        "tags": {
-            "type": "array",
-            "items": {"type": "string"},
-            "description": "Short labels, e.g. dma-batching, double-buffering, psum, engine-balance.",
-        },
-        "skills_used": {
-            "type": "array",
-            "items": {"type": "string"},
-            "description": "Names of the skills from the catalog this patch relies on (may be empty).",
-        },
-        "edits": {
-            "type": "array",
-            "description": "Search/replace edits, applied in order to the current champion source.",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "file": {"type": "string", "description": "The editable kernel file."},
-                    "search": {
-                        "type": "string",
-                        "description": "Exact text of the current source (no line numbers), "
-                        "matching exactly one place.",
-                    },
-                    "replace": {"type": "string", "description": "The text that replaces it."},
-                },
-                "required": ["file", "search", "replace"],
-                "additionalProperties": False,
-            },
-        },
-    },
-    "required": ["hypothesis", "rationale", "tags", "skills_used", "edits"],
-    "additionalProperties": False,
-}
+SUBMIT_PATCH_SCHEMA: dict[str, Any] = tool_schema(SubmitPatch)
 
 
 class ProposalFormatError(ValueError):
     """A submitted patch does not fit the submit_patch schema; the message says where."""
 
 
-class _EditIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    file: str
-    search: str
-    replace: str
-
-
-class _SubmitPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    hypothesis: str
-    rationale: str
-    tags: list[str]
-    skills_used: list[str]
-    edits: list[_EditIn]
-
-
 def parse_submit_patch(data: object) -> Proposal:
     """A Proposal from a submit_patch input; ProposalFormatError names every problem."""
     if not isinstance(data, dict):
-        raise ProposalFormatError(f"submit_patch input must be a JSON object, got {type(data).__name__}")
+        kind = type(data).__name__
+        raise ProposalFormatError(f"submit_patch input must be a JSON object, got {kind}")
     try:
-        patch = _SubmitPatch.model_validate(data)
-        return Proposal(
-            hypothesis=patch.hypothesis,
-            rationale=patch.rationale,
-            tags=patch.tags,
-            skills_used=patch.skills_used,
-            edits=[Edit(file=e.file, search=e.search, replace=e.replace) for e in patch.edits],
-        )
+        patch = SubmitPatch.model_validate(data)
+        return Proposal.model_validate(patch.model_dump())
     except ValidationError as exc:
-        raise ProposalFormatError(_validation_summary(exc)) from exc
-
-
-def _validation_summary(exc: ValidationError) -> str:
-    """One line per problem, `path: message`, as the model needs it to correct itself."""
-    parts = []
-    for err in exc.errors()[:8]:
-        where = ".".join(str(p) for p in err["loc"]) or "(input)"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
+        raise ProposalFormatError(validation_summary(exc)) from exc
 
 
 # ----------------------------------------------------------------------------- system text
@@ -224,12 +150,17 @@ def language_summary() -> str:
     lines = [
         "# Kernel language (`from knight.npu import nisa, nl`)",
         "nl: dtypes nl.bfloat16, nl.float16, nl.float32, nl.int32; buffers nl.sbuf (default), "
-        "nl.psum, nl.hbm; activation ops " + ", ".join(f"nl.{o}" for o in nl.ACTIVATION_OPS)
-        + "; ALU ops " + ", ".join(f"nl.{o}" for o in nl.ALU_OPS) + ".",
+        "nl.psum, nl.hbm; activation ops "
+        + ", ".join(f"nl.{o}" for o in nl.ACTIVATION_OPS)
+        + "; ALU ops "
+        + ", ".join(f"nl.{o}" for o in nl.ALU_OPS)
+        + ".",
     ]
     lines += [f"- {_signature('nl', getattr(nl, n))}: {_doc(getattr(nl, n))}" for n in NL_FUNCTIONS]
     lines.append("Instructions (each records one instruction; nothing runs at trace time):")
-    lines += [f"- {_signature('nisa', getattr(nisa, n))}: {_doc(getattr(nisa, n))}" for n in nisa.__all__]
+    lines += [
+        f"- {_signature('nisa', getattr(nisa, n))}: {_doc(getattr(nisa, n))}" for n in nisa.__all__
+    ]
     lines.append(
         "Views: indexing/slicing (bounds-checked; an integer on an on-chip partition axis keeps "
         "the axis), view.reshape(*shape) (no copy), view.permute(*axes) (on chip the partition "
@@ -256,14 +187,16 @@ def system_prompt(ctx: ProposalContext, how_to_read_skills: str, machine: str | 
         f"# Problem: {ctx.problem_title} ({ctx.problem_id})\n"
         f"{ctx.problem_description.strip()}\nEditable file: `{ctx.kernel_file}`."
     )
-    return "\n\n".join([
-        ROLE,
-        problem,
-        RULES.format(kernel_file=ctx.kernel_file),
-        machine_summary(load_machine(machine or ctx.machine)),
-        language_summary(),
-        skill_catalog(ctx.skills, how_to_read_skills),
-    ])
+    return "\n\n".join(
+        [
+            ROLE,
+            problem,
+            RULES.format(kernel_file=ctx.kernel_file),
+            machine_summary(load_machine(machine or ctx.machine)),
+            language_summary(),
+            skill_catalog(ctx.skills, how_to_read_skills),
+        ]
+    )
 
 
 # ----------------------------------------------------------------------------- user turn
@@ -327,9 +260,9 @@ MAX_EDIT_LINES = 16  # per edit shown in an attempt: enough to recognise it, bou
 
 def edit_diff(edit: Edit, max_lines: int = MAX_EDIT_LINES) -> str:
     """An edit as a compact diff (`-` search lines, `+` replace lines), truncated."""
-    diff = list(difflib.unified_diff(
-        edit.search.splitlines(), edit.replace.splitlines(), lineterm="", n=1
-    ))[2:]  # drop the ---/+++ header
+    diff = list(
+        difflib.unified_diff(edit.search.splitlines(), edit.replace.splitlines(), lineterm="", n=1)
+    )[2:]  # drop the ---/+++ header
     if len(diff) > max_lines:
         diff = diff[:max_lines] + [f"... ({len(diff) - max_lines} more diff lines)"]
     return "\n".join(diff) if diff else "(no change)"

@@ -16,7 +16,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from knight.errors import UsageError
-from knight.proposal import Proposal
+from knight.failure import Category, Failure
+from knight.proposal import Proposal, validation_summary
 from knight.proposers.base import ProposalContext, ProposalResult
 
 
@@ -44,17 +45,10 @@ def load_script(path: Path) -> list[ScriptLine]:
         try:
             lines.append(ScriptLine(number, json.loads(stripped)))
         except json.JSONDecodeError as exc:
-            raise UsageError(f"{path}:{number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            raise UsageError(
+                f"{path}:{number}: invalid JSON ({exc.msg} at column {exc.colno})"
+            ) from None
     return lines
-
-
-def _validation_summary(exc: ValidationError) -> str:
-    """The first validation error as `field: message`, with a count of the others."""
-    errors = exc.errors()
-    first = errors[0]
-    where = ".".join(str(part) for part in first["loc"]) or "proposal"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{where}: {first['msg']}{more}"
 
 
 class ScriptedProposer:
@@ -70,17 +64,14 @@ class ScriptedProposer:
     def propose(self, ctx: ProposalContext) -> ProposalResult:
         """The proposal on the script's `ctx.iteration`-th line, or why there is none."""
         if ctx.iteration > len(self.lines):
-            return ProposalResult(
-                proposal=None,
-                error_category="proposer_error",
-                error_message=f"script exhausted after {len(self.lines)} proposals",
+            return ProposalResult.failed(
+                Category.proposer_error,
+                f"script exhausted after {len(self.lines)} proposals",
                 exhausted=True,
             )
         if ctx.iteration < 1:
-            return ProposalResult(
-                proposal=None,
-                error_category="proposer_error",
-                error_message=f"iteration numbers start at 1, got {ctx.iteration}",
+            return ProposalResult.failed(
+                Category.proposer_error, f"iteration numbers start at 1, got {ctx.iteration}"
             )
         line = self.lines[ctx.iteration - 1]
         data = line.data
@@ -88,7 +79,7 @@ class ScriptedProposer:
             data = {k: v for k, v in data.items() if k != "fix"}
         return self._result(data, f"line {line.number}")
 
-    def fix(self, ctx: ProposalContext, error: str) -> ProposalResult | None:
+    def fix(self, ctx: ProposalContext, failure: Failure) -> ProposalResult | None:
         """The next follow-up in this iteration's `fix` list, or None when none is left."""
         if not 1 <= ctx.iteration <= len(self.lines):
             return None
@@ -111,9 +102,7 @@ class ScriptedProposer:
         try:
             return ProposalResult(proposal=Proposal.model_validate(data))
         except ValidationError as exc:
-            return self._malformed(f"{where}: {_validation_summary(exc)}")
+            return self._malformed(f"{where}: {validation_summary(exc)}")
 
     def _malformed(self, message: str) -> ProposalResult:
-        return ProposalResult(
-            proposal=None, error_category="malformed_proposal", error_message=f"{self.path.name} {message}"
-        )
+        return ProposalResult.failed(Category.malformed_proposal, f"{self.path.name} {message}")

@@ -26,7 +26,9 @@ def make_proposer(
     if name is None:
         name = "claude" if os.environ.get("ANTHROPIC_API_KEY") else "offline"
         if name == "offline":
-            note("ANTHROPIC_API_KEY is not set: using the offline proposer (knob tuning guided by the database)")
+            note(
+                "ANTHROPIC_API_KEY is not set: using the offline proposer (knob tuning guided by the database)"
+            )
     if name not in NAMES:
         raise UsageError(f"unknown proposer {name!r}; choose one of {', '.join(NAMES)}")
     if name == "offline":
@@ -35,13 +37,17 @@ def make_proposer(
         return OfflineProposer(seed=seed)
     if name == "scripted":
         if script is None:
-            raise UsageError("--proposer scripted needs --script FILE (JSONL, one proposal per line)")
+            raise UsageError(
+                "--proposer scripted needs --script FILE (JSONL, one proposal per line)"
+            )
         from knight.proposers.scripted import ScriptedProposer
 
         return ScriptedProposer(script)
     if name == "command":
         if not command:
-            raise UsageError("--proposer command needs --command 'TEMPLATE with {prompt_file} and {output_file}'")
+            raise UsageError(
+                "--proposer command needs --command 'TEMPLATE with {prompt_file} and {output_file}'"
+            )
         from knight.proposers.command import CommandProposer
 
         try:

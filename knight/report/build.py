@@ -10,7 +10,7 @@ from knight.report.collect import load_run, run_ids
 from knight.report.measure import ProfilerFactory, evaluated_comparison, stored_comparison
 from knight.report.model import Comparison, RunView
 from knight.report.page import report_document
-from knight.store import Database
+from knight.store import RunStore
 
 
 @dataclass
@@ -23,31 +23,31 @@ class ReportResult:
 
 
 def build_report(
-    database: Database,
+    store: RunStore,
     runs: list[int] | None = None,
     *,
     profiler_for: ProfilerFactory | None = None,
 ) -> ReportResult:
     """The report of `runs` (default: every run). With `profiler_for(machine)`, baseline and
     champion are profiled now, timelines included; without, the stored profiles are shown."""
-    views = [load_run(database, run_id) for run_id in run_ids(database, runs)]
+    views = [load_run(store, run_id) for run_id in run_ids(store, runs)]
     comparisons: dict[int, Comparison] = {}
     for view in views:
         if profiler_for is None:
-            comparisons[view.id] = stored_comparison(database, view)
+            comparisons[view.id] = stored_comparison(view)
             continue
         try:
             problem = load_problem(view.problem)
         except KnightError as error:  # the problem is not installed here: show what was stored
-            comparison = stored_comparison(database, view)
+            comparison = stored_comparison(view)
             comparison.note = f"cannot profile now ({error}); {comparison.note}"
             comparisons[view.id] = comparison
             continue
         comparisons[view.id] = evaluated_comparison(
-            database, view, problem, profiler_for(view.machine)
+            store, view, problem, profiler_for(view.machine)
         )
     return ReportResult(
-        html=report_document(views, comparisons, database.where),
+        html=report_document(views, comparisons, store.where),
         runs=views,
         comparisons=comparisons,
     )

@@ -1,164 +1,153 @@
-"""Reading runs for the report out of the store; the only module of the report that queries it."""
+"""Reading runs for the report through the store's typed run-history API (`RunStore`)."""
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
+from knight.errors import NotFoundError
 from knight.problems import weighted_geomean
 from knight.report.model import IterationView, KernelMeasurement, ModelUsage, RunState, RunView
-from knight.store import (
-    Candidate,
-    Database,
-    Evaluation,
-    Iteration,
-    LLMCall,
-    get_run,
-    list_iterations,
-    list_runs,
-)
+from knight.store import IterationDetail, RunStore
 
 
-def run_ids(database: Database, wanted: list[int] | None = None) -> list[int]:
+def run_ids(store: RunStore, wanted: list[int] | None = None) -> list[int]:
     """The runs to report: `wanted` in the order given (each must exist), else every run."""
-    with database.session() as session:
-        if wanted:
-            return [get_run(session, run_id).id for run_id in dict.fromkeys(wanted)]
-        return [run.id for run in list_runs(session)]
+    if wanted:
+        return [store.run(run_id).id for run_id in dict.fromkeys(wanted)]
+    return [run.id for run in store.list_runs()]
 
 
-def load_run(database: Database, run_id: int) -> RunView:
+def load_run(store: RunStore, run_id: int) -> RunView:
     """Everything the report shows about one run (NotFoundError if there is none)."""
-    with database.session() as session:
-        run = get_run(session, run_id)
-        rows = list_iterations(session, run_id=run_id)
-        usage = _usage_by_iteration(session, run_id)
-        produced_by = {it.candidate_hash: it.number for it in rows if it.status == "accepted"}
-        iterations = [_iteration_view(it, usage.get(it.number), produced_by) for it in rows]
-        return RunView(
-            id=run.id,
-            problem=run.problem_id,
-            problem_hash=run.problem_hash,
-            proposer=run.proposer,
-            machine=run.machine,
-            status=run.status,
-            created_at=run.created_at.isoformat(timespec="seconds"),
-            finished_at=run.finished_at.isoformat(timespec="seconds") if run.finished_at else None,
-            budget=run.budget,
-            seed=run.seed,
-            knight_version=run.knight_version,
-            baseline_hash=run.baseline_hash,
-            champion_hash=run.champion_hash,
-            baseline_score_ns=run.baseline_score_ns,
-            best_score_ns=run.best_score_ns,
-            floor_score_ns=_floor_score(iterations),
-            harness=next((it.harness for it in reversed(rows) if it.harness), None),
-            iterations=iterations,
-        )
-
-
-def run_state(database: Database, run_id: int) -> RunState:
-    """A small summary that changes whenever the run records an iteration or changes status."""
-    with database.session() as session:
-        run = get_run(session, run_id)
-        rows = list_iterations(session, run_id=run_id)
-        last = rows[-1].number if rows else None
-        key = f"{run.status}|{len(rows)}|{last}|{run.best_score_ns}|{run.finished_at}"
-        return RunState(
-            run_id=run.id,
-            status=run.status,
-            iterations=len(rows),
-            last_number=last,
-            best_score_ns=run.best_score_ns,
-            version=hashlib.sha256(key.encode()).hexdigest()[:16],
-        )
-
-
-def stored_measurement(
-    database: Database, label: str, candidate_hash: str, harness: str | None
-) -> KernelMeasurement | None:
-    """The profile the evaluator stored for a kernel under `harness`, if it kept one."""
-    if harness is None:
-        return None
-    with database.session() as session:
-        rows = session.scalars(
-            select(Evaluation)
-            .where(Evaluation.candidate_hash == candidate_hash, Evaluation.harness == harness)
-            .order_by(Evaluation.id)
-        ).all()
-        for row in rows:
-            if row.report.get("profile"):
-                return KernelMeasurement(
-                    label=label,
-                    candidate_hash=candidate_hash,
-                    workload=row.workload,
-                    seed=row.seed,
-                    latency_ns=row.latency_ns,
-                    profile=row.report["profile"],
-                    harness=harness,
-                )
-    return None
-
-
-def _usage_by_iteration(session: Session, run_id: int) -> dict[int, ModelUsage]:
-    calls = session.scalars(
-        select(LLMCall).where(LLMCall.run_id == run_id).order_by(LLMCall.id)
-    ).all()
-    usage: dict[int, ModelUsage] = {}
-    for call in calls:
-        if call.iteration_number is None:
-            continue
-        u = usage.setdefault(call.iteration_number, ModelUsage())
-        u.calls += 1
-        u.input_tokens += call.input_tokens
-        u.output_tokens += call.output_tokens
-        u.cache_read_tokens += call.cache_read_tokens
-        u.cache_write_tokens += call.cache_write_tokens
-        u.cost_usd += call.cost_usd
-    return usage
-
-
-def _iteration_view(
-    it: Iteration, usage: ModelUsage | None, produced_by: dict[Any, int]
-) -> IterationView:
-    report = it.report or {}
-    return IterationView(
-        number=it.number,
-        status=it.status,
-        category=it.category,
-        proposer=it.proposer,
-        hypothesis=it.hypothesis,
-        rationale=it.rationale or "",
-        tags=list(it.tags or []),
-        skills_cited=list(it.skills_cited or []),
-        patch_rungs=list(it.patch_rungs or []),
-        edits=len(it.edits or []),
-        diff=it.diff or "",
-        parent_hash=it.parent_hash,
-        candidate_hash=it.candidate_hash,
-        parent_number=_parent_number(it, produced_by),
-        score_ns=it.score_ns,
-        parent_score_ns=it.parent_score_ns,
-        speedup_vs_baseline=it.speedup_vs_baseline,
-        speedup_vs_parent=it.speedup_vs_parent,
-        failure=it.failure,
-        workloads=list(report.get("workloads") or []),
-        integrity=dict(report.get("integrity") or {}),
-        profile=dict(report.get("profile") or {}),
-        transcript=list(it.transcript or []),
-        fix_rounds=it.fix_rounds,
-        wall_s=it.wall_s,
-        usage=usage or ModelUsage(),
+    run = store.run(run_id)
+    details = [store.iteration(run_id, it.number) for it in store.history(run_id)]
+    produced_by = {d.candidate_hash: d.number for d in details if d.status.value == "accepted"}
+    iterations = [_iteration_view(d, produced_by) for d in details]
+    return RunView(
+        id=run.id,
+        problem=run.problem_id,
+        problem_hash=run.problem_hash,
+        proposer=run.proposer,
+        machine=run.machine,
+        status=run.status.value,
+        created_at=run.created_at.isoformat(timespec="seconds"),
+        finished_at=run.finished_at.isoformat(timespec="seconds") if run.finished_at else None,
+        budget=run.budget,
+        seed=run.seed,
+        knight_version=run.knight_version,
+        baseline_hash=run.baseline_hash,
+        champion_hash=run.champion_hash,
+        baseline_score_ns=run.baseline_score_ns,
+        best_score_ns=run.best_score_ns,
+        floor_score_ns=_floor_score(iterations),
+        harness=next((d.harness for d in reversed(details) if d.harness), None),
+        iterations=iterations,
+        baseline_profile=next(
+            (
+                d.parent_profile
+                for d in details
+                if d.parent_hash == run.baseline_hash and d.parent_profile
+            ),
+            {},
+        ),
     )
 
 
-def _parent_number(it: Iteration, produced_by: dict[Any, int]) -> int | None:
-    """The earlier accepted iteration whose candidate this one started from (None: the baseline)."""
-    number = produced_by.get(it.parent_hash)
-    return number if number is not None and number < it.number else None
+def run_state(store: RunStore, run_id: int) -> RunState:
+    """A small summary that changes whenever the run records an iteration or changes status."""
+    run = store.run(run_id)
+    progress = store.progress(run_id)
+    last = store.history(run_id, limit=1)
+    number = last[0].number if last else None
+    key = f"{run.status}|{progress.iterations}|{number}|{run.best_score_ns}|{run.finished_at}"
+    return RunState(
+        run_id=run.id,
+        status=run.status.value,
+        iterations=progress.iterations,
+        last_number=number,
+        best_score_ns=run.best_score_ns,
+        version=hashlib.sha256(key.encode()).hexdigest()[:16],
+    )
+
+
+def stored_measurement(run: RunView, label: str) -> KernelMeasurement | None:
+    """The profile the run stored for its baseline or champion (first workload, first seed)."""
+    if label == "baseline":
+        if not run.baseline_profile:
+            return None
+        first = next((w for it in run.iterations for w in it.workloads if not w.get("heldout")), {})
+        return KernelMeasurement(
+            label=label,
+            candidate_hash=run.baseline_hash,
+            workload=first.get("name", "?"),
+            seed=(first.get("seeds") or [0])[0],
+            latency_ns=run.baseline_profile.get("total_ns"),
+            profile=run.baseline_profile,
+            harness=run.harness,
+        )
+    champion = run.champion_iteration()
+    if champion is None or not champion.candidate_hash or not champion.profile:
+        return None
+    first = next((w for w in champion.workloads if not w.get("heldout")), {})
+    return KernelMeasurement(
+        label=label,
+        candidate_hash=champion.candidate_hash,
+        workload=first.get("name", "?"),
+        seed=(first.get("seeds") or [0])[0],
+        latency_ns=champion.profile.get("total_ns"),
+        profile=champion.profile,
+        harness=run.harness,
+    )
+
+
+def kernel_source(store: RunStore, candidate_hash: str) -> str | None:
+    """The stored source of a candidate, or None when the database does not hold it."""
+    try:
+        return store.candidate_source(candidate_hash)
+    except NotFoundError:
+        return None
+
+
+def _iteration_view(d: IterationDetail, produced_by: dict[str | None, int]) -> IterationView:
+    report = d.report or {}
+    usage = ModelUsage()
+    for call in d.llm_calls:
+        usage.calls += 1
+        usage.input_tokens += call.input_tokens
+        usage.output_tokens += call.output_tokens
+        usage.cache_read_tokens += call.cache_read_tokens
+        usage.cache_write_tokens += call.cache_write_tokens
+        usage.cost_usd += call.cost_usd
+    parent = produced_by.get(d.parent_hash)
+    return IterationView(
+        number=d.number,
+        status=d.status.value,
+        category=d.category.value if d.category is not None else None,
+        proposer=d.proposer,
+        hypothesis=d.hypothesis,
+        rationale=d.rationale,
+        tags=list(d.tags),
+        skills_cited=list(d.skills_cited),
+        patch_rungs=list(d.patch_rungs),
+        edits=len(d.edits),
+        diff=d.diff,
+        parent_hash=d.parent_hash,
+        candidate_hash=d.candidate_hash,
+        # The earlier accepted iteration whose candidate this one patched; None: the baseline.
+        parent_number=parent if parent is not None and parent < d.number else None,
+        score_ns=d.score_ns,
+        parent_score_ns=d.parent_score_ns,
+        speedup_vs_baseline=d.speedup_vs_baseline,
+        speedup_vs_parent=d.speedup_vs_parent,
+        failure=d.failure.model_dump(mode="json") if d.failure is not None else None,
+        workloads=list(report.get("workloads") or []),
+        integrity=dict(report.get("integrity") or {}),
+        profile=dict(report.get("profile") or {}),
+        transcript=[t.model_dump(mode="json") for t in d.transcript],
+        fix_rounds=d.fix_rounds,
+        wall_s=d.wall_s,
+        usage=usage,
+    )
 
 
 def _floor_score(iterations: list[IterationView]) -> float | None:
@@ -171,10 +160,3 @@ def _floor_score(iterations: list[IterationView]) -> float | None:
                 {w["name"]: w["floor_ns"] for w in scored}, {w["name"]: w["weight"] for w in scored}
             )
     return None
-
-
-def kernel_source(database: Database, candidate_hash: str) -> str | None:
-    """The stored source of a candidate, or None when the database does not hold it."""
-    with database.session() as session:
-        candidate = session.get(Candidate, candidate_hash)
-        return candidate.source if candidate is not None else None

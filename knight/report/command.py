@@ -46,19 +46,19 @@ def report_cmd(
     from knight.report.build import build_report
     from knight.report.collect import run_ids
     from knight.report.measure import LocalProfilers
-    from knight.store import open_database
+    from knight.store import open_store
 
-    database = open_database(db, create=False)
+    store = open_store(db, "read")  # never writes; an old schema gets the upgrade hint
     evaluators = LocalProfilers(workers) if timelines else None
     try:
-        wanted = run_ids(database, run)  # unknown runs fail here, before any profiling
+        wanted = run_ids(store, run)  # unknown runs fail here, before any profiling
         if evaluators is not None and wanted and not as_json:
             sys.stderr.write("profiling baseline and champion of each run for the timelines ...\n")
-        result = build_report(database, wanted, profiler_for=evaluators)
+        result = build_report(store, wanted, profiler_for=evaluators)
     finally:
         if evaluators is not None:
             evaluators.close()
-        database.close()
+        store.close()
     out_file.write_text(result.html, encoding="utf-8")
     summary = {
         "out": str(out_file),

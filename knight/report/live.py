@@ -29,7 +29,7 @@ from knight.report.measure import (
 )
 from knight.report.model import Comparison, RunState, RunView
 from knight.report.page import document, run_body, runs_index
-from knight.store import Database
+from knight.store import Database, RunStore
 
 TRACE_LABELS = ("baseline", "champion")
 
@@ -62,15 +62,31 @@ class _Timelines:
             return self._done[key]
 
 
+StoreSource = RunStore | Database | Callable[[], RunStore | Database]
+
+
+def _store_getter(source: StoreSource) -> Callable[[], RunStore]:
+    """A function giving the store for each request (a callable source is asked every time)."""
+
+    def as_store(value: RunStore | Database) -> RunStore:
+        return value if isinstance(value, RunStore) else RunStore(value)
+
+    if callable(source):
+        return lambda: as_store(source())
+    fixed = as_store(source)
+    return lambda: fixed
+
+
 def make_router(
-    database: Database | Callable[[], Database],
+    database: StoreSource,
     *,
     profiler_for: ProfilerFactory | None = None,
     poll_seconds: float = 2.0,
 ) -> APIRouter:
-    """The live report pages over `database` (or a callable returning it, opened lazily)."""
+    """The live report pages over `database`: a `RunStore` (open it with `open_store(where,
+    "read")`), a `Database`, or a callable returning either, asked on every request."""
     router = APIRouter(tags=["report"])
-    db = database if callable(database) else (lambda: database)
+    db = _store_getter(database)
     profilers = profiler_for or LocalProfilers(workers=2)
     timelines = _Timelines()
 
@@ -86,7 +102,7 @@ def make_router(
 
         timelines_href = request.url_for("live_timelines", run_id=run.id).path
         return run_body(
-            run, stored_comparison(db(), run), trace_href=trace_href, timelines_href=timelines_href
+            run, stored_comparison(run), trace_href=trace_href, timelines_href=timelines_href
         )
 
     def evaluated(run: RunView) -> Comparison:

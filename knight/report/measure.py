@@ -11,7 +11,7 @@ from knight.evaluation import LocalEvaluator, MemoryCache, RunResult
 from knight.problems import Problem
 from knight.report.collect import kernel_source, stored_measurement
 from knight.report.model import Comparison, KernelMeasurement, RunView
-from knight.store import Database
+from knight.store import RunStore
 
 
 class Profiler(Protocol):
@@ -55,31 +55,17 @@ class LocalProfilers:
             self.open.clear()
 
 
-def stored_comparison(database: Database, run: RunView) -> Comparison:
+def stored_comparison(run: RunView) -> Comparison:
     """Baseline and champion profiles as the run stored them (no timelines: those are not kept)."""
-    champion = run.champion_iteration()
-    baseline = stored_measurement(database, "baseline", run.baseline_hash, run.harness)
-    measured = None
-    if champion is not None and champion.candidate_hash and champion.profile:
-        first = next((w for w in champion.workloads if not w.get("heldout")), {})
-        measured = KernelMeasurement(
-            label="champion",
-            candidate_hash=champion.candidate_hash,
-            workload=first.get("name", "?"),
-            seed=(first.get("seeds") or [0])[0],
-            latency_ns=champion.profile.get("total_ns"),
-            profile=champion.profile,
-            harness=run.harness,
-        )
     return Comparison(
-        baseline=baseline,
-        champion=measured,
+        baseline=stored_measurement(run, "baseline"),
+        champion=stored_measurement(run, "champion"),
         note="profiles as the run stored them (first workload, first seed); timelines are not stored",
     )
 
 
 def evaluated_comparison(
-    database: Database, run: RunView, problem: Problem, profiler: Profiler
+    store: RunStore, run: RunView, problem: Problem, profiler: Profiler
 ) -> Comparison:
     """Profile baseline and champion now, on the problem's first workload, with their timelines."""
     workload = problem.spec.workloads[0]
@@ -88,19 +74,19 @@ def evaluated_comparison(
     if run.problem_hash and problem.hash != run.problem_hash:
         note += "; the problem changed since the run, so these figures may differ from the recorded ones"
     baseline = _measure(
-        database, profiler, problem, "baseline", run.baseline_hash, workload.name, seed
+        store, profiler, problem, "baseline", run.baseline_hash, workload.name, seed
     )
     champion = None
     chosen = run.champion_iteration()
     if chosen is not None and chosen.candidate_hash:
         champion = _measure(
-            database, profiler, problem, "champion", chosen.candidate_hash, workload.name, seed
+            store, profiler, problem, "champion", chosen.candidate_hash, workload.name, seed
         )
     return Comparison(baseline=baseline, champion=champion, note=note)
 
 
 def _measure(
-    database: Database,
+    store: RunStore,
     profiler: Profiler,
     problem: Problem,
     label: str,
@@ -108,7 +94,7 @@ def _measure(
     workload: str,
     seed: int,
 ) -> KernelMeasurement:
-    source = kernel_source(database, candidate_hash)
+    source = kernel_source(store, candidate_hash)
     if source is None:
         return KernelMeasurement(
             label=label,

@@ -89,6 +89,7 @@ class RunView(BaseModel):
     )
     harness: str | None = None
     iterations: list[IterationView] = []
+    baseline_profile: dict[str, Any] = {}  # as stored by the evaluator (first workload, first seed)
 
     @property
     def speedup(self) -> float | None:

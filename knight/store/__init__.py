@@ -1,6 +1,20 @@
-"""Knight's database: SQLAlchemy models, opening and migrating, and the queries the loop uses."""
+"""Knight's database and its typed run-history API.
 
-from knight.store.db import Database, database_url, open_database
+Public API (for the loop, the CLI, `knight serve`, `knight report`) — no SQLAlchemy needed:
+
+- `open_store(where, access=...)` -> `RunStore`: `"read"` never writes and refuses an old schema
+  with a hint; `"write"` creates or backs up and upgrades (see `RunStore.schema_upgrade`).
+- `RunStore`: `start_run`, `reopen_run`, `run`, `resolve_run_id`, `list_runs`, `close_run`,
+  `record_iteration`, `record_proposer_calls`, `progress`, `history`, `accepted_chain`,
+  `iteration`, `problem_history`, `candidate_source`, `sources`, `skill_usage`.
+- Records (pydantic): `RunSpec`, `RunInfo`, `RunProgress`, `IterationRecord`, `LessonRecord`,
+  `IterationSummary`, `IterationDetail`, `AttemptRow`, `ProblemHistory`.
+
+Lower level (store internals, the evaluation cache, migrations): `Database`, `open_database`,
+the ORM models and `queries`.
+"""
+
+from knight.store.db import Database, SchemaUpgrade, database_url, open_database
 from knight.store.migrate import head_revision
 from knight.store.models import (
     ITERATION_STATUSES,
@@ -18,7 +32,8 @@ from knight.store.models import (
     SkillEvent,
     utcnow,
 )
-from knight.store.queries import (
+from knight.store.open import Access, open_store
+from knight.store.queries import (  # session-level queries; callers migrate to RunStore
     accepted_chain,
     cached_evaluation,
     get_iteration,
@@ -32,6 +47,18 @@ from knight.store.queries import (
     skill_usage,
     source_hash,
 )
+from knight.store.records import (
+    AttemptRow,
+    IterationDetail,
+    IterationRecord,
+    IterationSummary,
+    LessonRecord,
+    ProblemHistory,
+    RunInfo,
+    RunProgress,
+    RunSpec,
+)
+from knight.store.runs import RunStore
 
 __all__ = [
     "ITERATION_STATUSES",
@@ -39,27 +66,40 @@ __all__ = [
     "LLM_CALL_STATUSES",
     "RUN_STATUSES",
     "SKILL_EVENTS",
+    "Access",
+    "AttemptRow",
     "Base",
     "Candidate",
     "Database",
     "Evaluation",
     "Iteration",
+    "IterationDetail",
+    "IterationRecord",
+    "IterationSummary",
     "LLMCall",
     "Lesson",
+    "LessonRecord",
+    "ProblemHistory",
     "Run",
+    "RunInfo",
+    "RunProgress",
+    "RunSpec",
+    "RunStore",
+    "SchemaUpgrade",
     "SkillEvent",
     "accepted_chain",
     "cached_evaluation",
-    "database_url",
     "get_iteration",
-    "get_or_create_candidate",
     "get_run",
-    "head_revision",
     "latest_run",
     "list_iterations",
     "list_runs",
     "next_iteration_number",
+    "database_url",
+    "get_or_create_candidate",
+    "head_revision",
     "open_database",
+    "open_store",
     "save_evaluation",
     "skill_usage",
     "source_hash",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -18,9 +20,24 @@ from knight.store.migrate import (
     BUSY_TIMEOUT_MS,
     check_revision,
     current_revision,
+    head_revision,
     sqlite_file,
     upgrade_to_head,
 )
+
+
+@dataclass(frozen=True)
+class SchemaUpgrade:
+    """What opening for writing did to an older schema: revisions and the backup copy made."""
+
+    before: str | None
+    after: str
+    backup: Path | None  # None for a new database or a non-SQLite backend
+
+    @property
+    def changed(self) -> bool:
+        """Whether the schema was migrated (a brand-new database is created, not migrated)."""
+        return self.before is not None and self.before != self.after
 
 
 def database_url(url_or_path: str) -> URL:
@@ -32,6 +49,15 @@ def database_url(url_or_path: str) -> URL:
         return make_url(url_or_path)
     except ArgumentError as error:
         raise UsageError(f"not a database URL: {url_or_path!r} ({error})") from error
+
+
+def _set_sqlite_readonly_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """Read-only connections only wait for writers; they change no setting of the file."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
 
 
 def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -49,28 +75,41 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.commit()
 
 
-def _create_engine(url: URL, where: str) -> Engine:
+def _readonly_url(url: URL) -> URL:
+    """The same SQLite file opened through a read-only URI (no write can reach the file)."""
+    path = sqlite_file(url)
+    if path is None:
+        return url
+    # Percent-escape what a URI path cannot hold verbatim.
+    quoted = str(path.resolve()).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+    return URL.create("sqlite", database=f"file:{quoted}", query={"mode": "ro", "uri": "true"})
+
+
+def _create_engine(url: URL, where: str, readonly: bool = False) -> Engine:
     """An engine for `url`, with Knight's SQLite settings when it is SQLite."""
     options: dict[str, Any] = {}
     if url.get_backend_name() == "sqlite" and sqlite_file(url) is None:
         # Each connection to :memory: is a separate database: share one connection instead.
         options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
     try:
-        engine = create_engine(url, **options)
+        engine = create_engine(_readonly_url(url) if readonly else url, **options)
     except ImportError as error:
         raise KnightError(f"cannot open {where}: database driver missing ({error})") from error
     if url.get_backend_name() == "sqlite":
-        event.listen(engine, "connect", _set_sqlite_pragmas)
+        pragmas = _set_sqlite_readonly_pragmas if readonly else _set_sqlite_pragmas
+        event.listen(engine, "connect", pragmas)
     return engine
 
 
 class Database:
     """An open Knight database: the engine, a session factory and schema maintenance."""
 
-    def __init__(self, engine: Engine, where: str) -> None:
-        """Wrap `engine`; `where` names the database in messages (path or password-free URL)."""
+    def __init__(self, engine: Engine, where: str, path: Path | None = None) -> None:
+        """Wrap `engine`; `where` names the database in messages (path or password-free URL);
+        `path` is the SQLite file, if it is one."""
         self.engine = engine
         self.where = where
+        self.path = path
         # Objects stay readable after the session commits (the CLI prints them afterwards).
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
@@ -103,6 +142,34 @@ class Database:
         """Bring the schema to this Knight's head revision; return (before, after)."""
         return upgrade_to_head(self.engine, self.where)
 
+    def backup(self, label: str) -> Path | None:
+        """Copy a SQLite file next to itself (`<file>.<label>.bak`, numbered if taken) with
+        SQLite's online backup; None for other backends, which have their own tools."""
+        if self.path is None:
+            return None
+        target = self.path.with_name(f"{self.path.name}.{label}.bak")
+        n = 1
+        while target.exists():
+            n += 1
+            target = self.path.with_name(f"{self.path.name}.{label}.{n}.bak")
+        raw = self.engine.raw_connection()
+        try:
+            with closing(sqlite3.connect(target)) as copy:
+                raw.driver_connection.backup(copy)  # type: ignore[union-attr]
+        finally:
+            raw.close()
+        return target
+
+    def upgrade_with_backup(self) -> SchemaUpgrade:
+        """Upgrade to head; an existing older schema is first copied aside with `backup`."""
+        before = self.revision()
+        head = head_revision()
+        backup = None
+        if before is not None and before != head:
+            backup = self.backup(f"before-{head}")
+        before, after = self.upgrade()
+        return SchemaUpgrade(before, after, backup)
+
     def integrity_check(self) -> str:
         """SQLite's `PRAGMA integrity_check` ("ok" when sound); "ok" on other backends."""
         if self.engine.dialect.name != "sqlite":
@@ -116,23 +183,29 @@ class Database:
         self.engine.dispose()
 
 
-def open_database(url_or_path: str, *, create: bool = True, migrate: bool = True) -> Database:
+def open_database(
+    url_or_path: str, *, create: bool = True, migrate: bool = True, readonly: bool = False
+) -> Database:
     """Open (and with `create`, create) a Knight database, upgrading its schema with `migrate`.
 
     A bare path means SQLite. Without `migrate` the schema is left as found (for `knight db
-    upgrade`, which then calls `Database.upgrade`); a schema newer than this Knight always fails.
+    upgrade` and `knight run`, which back up first); a schema newer than this Knight always
+    fails. `readonly` never writes (a SQLite file is opened read-only) and refuses an
+    out-of-date schema with a hint to run `knight db upgrade`.
     """
     url = database_url(url_or_path)
     path = sqlite_file(url)
     where = str(path) if path is not None else url.render_as_string(hide_password=True)
     if path is not None and not path.exists():
-        if not create:
+        if not create or readonly:
             raise NotFoundError(f"database not found: {path}")
         if not path.parent.is_dir():
             raise NotFoundError(f"cannot create database {path}: no directory {path.parent}")
-    database = Database(_create_engine(url, where), where)
+    database = Database(_create_engine(url, where, readonly), where, path)
     try:
-        if migrate:
+        if readonly:
+            _check_current(database, url_or_path)
+        elif migrate:
             database.upgrade()
         else:
             with database.engine.connect() as connection:
@@ -144,3 +217,17 @@ def open_database(url_or_path: str, *, create: bool = True, migrate: bool = True
         database.close()
         raise
     return database
+
+
+def _check_current(database: Database, given: str) -> None:
+    """Refuse (with the command that fixes it) a schema older than this Knight's."""
+    with database.engine.connect() as connection:
+        revision = check_revision(connection, database.where)
+    head = head_revision()
+    if revision == head:
+        return
+    state = "has no Knight schema yet" if revision is None else f"is at schema revision {revision}"
+    raise KnightError(
+        f"{database.where} {state}, this Knight reads {head}: run 'knight db upgrade --db {given}' "
+        "(it keeps a backup copy); read-only commands never change the database"
+    )

@@ -24,8 +24,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-RUN_STATUSES = ("running", "finished", "interrupted", "failed")
-ITERATION_STATUSES = ("accepted", "rejected", "failed")
+from knight.failure import IterationStatus, RunStatus
+
+RUN_STATUSES = tuple(status.value for status in RunStatus)
+ITERATION_STATUSES = tuple(status.value for status in IterationStatus)
 LLM_CALL_STATUSES = ("ok", "error")
 SKILL_EVENTS = ("retrieved", "cited", "won", "failed")
 LESSON_KINDS = ("win", "pitfall", "undo")

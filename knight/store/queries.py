@@ -152,7 +152,9 @@ def accepted_chain(session: Session, run_id: int) -> list[Iteration]:
 
 def skill_usage(session: Session) -> dict[str, dict[str, int]]:
     """How often each skill was retrieved, cited, won and failed, over the whole database."""
-    q = select(SkillEvent.skill, SkillEvent.event, func.count()).group_by(SkillEvent.skill, SkillEvent.event)
+    q = select(SkillEvent.skill, SkillEvent.event, func.count()).group_by(
+        SkillEvent.skill, SkillEvent.event
+    )
     usage: dict[str, dict[str, int]] = {}
     for skill, event, n in session.execute(q):
         usage.setdefault(skill, {})[event] = n

@@ -30,16 +30,10 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from knight.failure import Category, Failure
 from knight.proposal import Edit
-from knight.source import canonical_source, source_hash  # noqa: F401 - re-exported
+from knight.source import canonical_source
 
-PatchCategory = Literal["patch_no_match", "patch_ambiguous", "patch_outside_editable", "patch_noop"]
-CATEGORIES: tuple[PatchCategory, ...] = (
-    "patch_no_match",
-    "patch_ambiguous",
-    "patch_outside_editable",
-    "patch_noop",
-)
 Rung = Literal["exact", "whitespace", "indentation", "fuzzy"]
 
 FUZZY_MIN_RATIO = 0.9  # a window must be at least this similar to the SEARCH block
@@ -51,16 +45,16 @@ NEAREST_SEEDS = 6  # ... at most this many per SEARCH line
 
 
 class PatchError(Exception):
-    """An edit that cannot be applied, with a category from the failure taxonomy.
+    """An edit that cannot be applied; `failure` is its patch-stage `Failure`.
 
-    `edit_index` is the 0-based position of the edit in the proposal (None when the failure
-    concerns the patch as a whole). `details` holds `nearest` snippets for patch_no_match and
-    `places` (1-based line numbers) for patch_ambiguous.
+    `failure.edit_index` is the 0-based position of the edit in the proposal (None when the
+    failure concerns the patch as a whole). `failure.details` holds `nearest` snippets for
+    patch_no_match and `places` (1-based line numbers) for patch_ambiguous.
     """
 
     def __init__(
         self,
-        category: PatchCategory,
+        category: Category | str,
         message: str,
         *,
         edit_index: int | None = None,
@@ -68,20 +62,23 @@ class PatchError(Exception):
         details: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
-        self.category = category
-        self.message = message
-        self.edit_index = edit_index
-        self.file = file
-        self.details = details or {}
+        self.failure = Failure(
+            category=Category(category),
+            message=message,
+            edit_index=edit_index,
+            file=file,
+            details=details or {},
+        )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "category": self.category,
-            "message": self.message,
-            "edit_index": self.edit_index,
-            "file": self.file,
-            "details": self.details,
-        }
+    @property
+    def category(self) -> Category:
+        """The failure's category (patch stage)."""
+        return self.failure.category
+
+    @property
+    def message(self) -> str:
+        """The failure's one-sentence explanation."""
+        return self.failure.message
 
 
 @dataclass
@@ -152,26 +149,6 @@ def render_diff(before: Mapping[str, str], after: Mapping[str, str]) -> str:
         )
         chunks.extend(_mark_missing_newline(line) for line in hunks)
     return "".join(chunks)
-
-
-def format_patch_error(err: PatchError) -> str:
-    """A multi-line explanation of a failed patch, written for the proposer's fix round."""
-    where = (
-        f"Edit {err.edit_index + 1} on {err.file}" if err.edit_index is not None else "The patch"
-    )
-    lines = [f"{where}: {err.message}."]
-    if err.category == "patch_no_match":
-        lines += _format_nearest(err.details.get("nearest", []))
-        lines.append("Copy the SEARCH lines verbatim from the current file.")
-    elif err.category == "patch_ambiguous":
-        lines.append(
-            "Add surrounding lines to the SEARCH text so that it matches exactly one place."
-        )
-    elif err.category == "patch_outside_editable":
-        lines.append("Editable files: " + ", ".join(err.details.get("editable", [])) + ".")
-    elif err.category == "patch_noop":
-        lines.append("Propose a change that modifies the kernel's behaviour or schedule.")
-    return "\n".join(lines)
 
 
 # --- one edit ---------------------------------------------------------------------------------
@@ -579,19 +556,6 @@ def _resolve_file(path: str, allowed: set[str], keys: Mapping[str, str], index: 
             file=path,
         )
     return keys[normal]
-
-
-def _format_nearest(nearest: list[dict[str, Any]]) -> list[str]:
-    if not nearest:
-        return []
-    lines = ["Nearest lines in the current file:"]
-    for snippet in nearest:
-        first, last = snippet["start_line"], snippet["end_line"]
-        where = f"line {first}" if first == last else f"lines {first}-{last}"
-        lines.append(f"  {where} (similarity {snippet['ratio']:.2f}):")
-        for number, text in enumerate(snippet["text"].split("\n"), start=snippet["start_line"]):
-            lines.append(f"    {number:>4} | {text}")
-    return lines
 
 
 def _mark_missing_newline(diff_line: str) -> str:
