@@ -131,6 +131,8 @@ class Browser:
         """Start Chromium with no network services and a DevTools port on 127.0.0.1."""
         profile = workdir / "chromium-profile"
         profile.mkdir(parents=True, exist_ok=True)
+        active = profile / "DevToolsActivePort"
+        active.unlink(missing_ok=True)  # left by an earlier browser on this profile: a stale port
         process = subprocess.Popen(
             [
                 executable,
@@ -151,7 +153,6 @@ class Browser:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        active = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 60
         while not (active.exists() and active.read_text().strip()):
             if process.poll() is not None or time.monotonic() > deadline:

@@ -362,7 +362,7 @@ def engine_bars(profiles: list[tuple[str, dict]]) -> str:
         k for k in keys if any(p["engines"].get(k, {}).get("busy_ns") for _, p in profiles)
     ] or keys
     per_row = len(profiles)
-    height = 40 + len(keys) * (per_row * 12 + 8) + 20
+    height = 30 + len(keys) * (per_row * 12 + 8) + 6
     frame = Frame(width=760, height=height, left=130, right=150, top=30, bottom=10)
     top = max(
         max(p["engines"].get(k, {}).get("busy_ns", 0.0), p.get("total_ns", 0.0))
