@@ -13,6 +13,7 @@ from rich.table import Table
 
 from knight import __version__
 from knight.errors import KnightError, UsageError
+from knight.report.command import report_cmd
 from knight.service.commands import EvaluatorOpt, TokenOpt, register, remote_evaluator
 
 app = typer.Typer(
@@ -697,6 +698,8 @@ def runs_cmd(db: DbOpt = "knight.db", as_json: JsonOpt = False) -> None:
     if not runs:
         err.print("no runs yet")
 
+
+app.command("report")(report_cmd)
 
 skills_app = typer.Typer(
     help="The skills library: catalog, usage statistics, consolidation.", no_args_is_help=True

@@ -72,7 +72,7 @@ class Server:
             "--workers",
             "2",
             "--log-level",
-            "warning",
+            "info",
             *self.extra,
             cwd=self.home,
             stdout=log,
@@ -461,3 +461,22 @@ def test_client_run_survives_a_killed_server(server: Server, tmp_path: Path) -> 
     finally:
         if client.poll() is None:
             client.kill()
+
+
+def test_live_report_pages_take_a_token_and_no_token_is_ever_logged(server: Server) -> None:
+    with server.client() as c:
+        runs = c.get("/v1/runs").json()
+        run_id = (
+            runs[0]["run_id"]
+            if runs
+            else c.post("/v1/runs", json={"problem": "rmsnorm", "budget": 1}).json()["run_id"]
+        )
+    anonymous = server.client(None)
+    assert anonymous.get(f"/runs/{run_id}").status_code == 401
+    page = anonymous.get(f"/runs/{run_id}", params={"token": server.ro})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    state = anonymous.get(f"/runs/{run_id}/state.json", params={"token": server.ro})
+    assert state.status_code == 200 and state.json()["status"]
+    log = (server.home / "server.log").read_text()
+    assert f"/runs/{run_id}?token=<redacted>" in log
+    assert server.ro not in log and server.rw not in log

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         if marked:
             log.warning("runs left in flight by a previous server, now interrupted: %s", marked)
         state["s"] = _State(settings, store, queue, runs)
+        logging.getLogger("uvicorn.access").addFilter(RedactTokens())
         reaper = asyncio.create_task(_reap_forever(runs))
         try:
             yield
@@ -116,6 +118,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         if scope is None:
             raise HTTPException(401, "unknown token", {"WWW-Authenticate": "Bearer"})
         return scope
+
+    def page_reader(
+        authorization: Annotated[str | None, Header()] = None,
+        token: Annotated[str | None, Query(description="Token, for browsers (pages only).")] = None,
+    ) -> str:
+        # A browser cannot send a bearer header when following a link: pages also take ?token=.
+        return bearer(authorization if token is None else f"Bearer {token}")
 
     def read_write(scope: Annotated[str, Depends(bearer)]) -> str:
         if scope != "rw":
@@ -339,7 +348,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    _include_live_report(app, ro, lambda: st().store)
+    _include_live_report(app, [Depends(page_reader)], lambda: st().store)
     return app
 
 
@@ -435,14 +444,25 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
 
-def _include_live_report(app: FastAPI, dependencies: list[Any], database: Any) -> None:
-    """Mount the live report pages of `knight.report` when that package provides them."""
+def _include_live_report(app: FastAPI, dependencies: list[Any], store: Any) -> None:
+    """Mount the live report pages of `knight.report` (`/runs/...`) when that package is there."""
     try:
-        from knight.report import live  # optional: the report package may be absent
+        from knight.report.live import make_router  # optional: the report package may be absent
     except ImportError:
         return
-    router = getattr(live, "router", None)
-    if router is None and hasattr(live, "make_router"):
-        router = live.make_router(database)
-    if router is not None:
-        app.include_router(router, dependencies=dependencies)
+    app.include_router(make_router(store), dependencies=dependencies)
+
+
+class RedactTokens(logging.Filter):
+    """Keeps `?token=...` (the report pages' way to authenticate a browser) out of access logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _TOKEN_IN_QUERY.sub(r"\1<redacted>", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        return True
+
+
+_TOKEN_IN_QUERY = re.compile(r"((?:^|[?&])token=)[^&\s]*")
