@@ -453,6 +453,8 @@ def test_client_run_survives_a_killed_server(server: Server, tmp_path: Path) -> 
         assert client.returncode == 0, (tmp_path / "client.log").read_text()[-2000:]
         summary = json.loads(out)
         assert (summary["status"], summary["iterations"]) == ("finished", 5)
+        said = (tmp_path / "client.log").read_text()
+        assert f"the evaluator at {srv.url}: cannot reach it" in said and "answers again" in said
         database = open_database(str(db), create=False)
         with database.session() as s:
             numbers = sorted(n for (n,) in s.query(Iteration.number).all())

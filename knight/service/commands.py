@@ -139,7 +139,9 @@ def remote_evaluator(
         raise UsageError(f"--evaluator must be an http:// or https:// URL, not {url!r}")
     if not token:
         raise UsageError("--evaluator needs a token: --token or $KNIGHT_TOKEN")
-    return RemoteEvaluator(url, token, machine, max_seeds=max_seeds)
+    return RemoteEvaluator(
+        url, token, machine, max_seeds=max_seeds, note=lambda text: sys.stderr.write(text + "\n")
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -10,6 +10,7 @@ submitted again. A server restart in the middle of a run therefore costs time, n
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -38,11 +39,13 @@ class RemoteEvaluator:
         backoff_s: float = 0.25,
         max_backoff_s: float = 5.0,
         transport: httpx.BaseTransport | None = None,
+        note: Callable[[str], None] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.machine, self.max_seeds, self.profile = machine, max_seeds, profile
         self.max_wait_s, self.backoff_s, self.max_backoff_s = max_wait_s, backoff_s, max_backoff_s
         self.retries = 0  # transient failures ridden out so far (for progress displays and tests)
+        self.note = note or (lambda text: None)  # where to say that an outage began and ended
         # The read timeout must outlast one long-poll window.
         self._http = httpx.Client(
             base_url=self.url,
@@ -98,6 +101,8 @@ class RemoteEvaluator:
             except httpx.TransportError as e:
                 why, wait = f"cannot reach it ({type(e).__name__})", None
             else:
+                if attempt and r.status_code not in RETRY_STATUSES:
+                    self.note(f"the evaluator at {self.url} answers again")
                 if r.status_code < 300:
                     return r.json()
                 if r.status_code == 404 and missing_ok:
@@ -105,6 +110,11 @@ class RemoteEvaluator:
                 if r.status_code not in RETRY_STATUSES:
                     raise KnightError(f"the evaluator at {self.url} refused: {_detail(r)}")
                 why, wait = f"HTTP {r.status_code}: {_detail(r)}", _retry_after(r)
+            if not attempt:
+                self.note(
+                    f"the evaluator at {self.url}: {why}; retrying for up to "
+                    f"{self.max_wait_s:.0f} s"
+                )
             attempt += 1
             self.retries += 1
             pause = (
