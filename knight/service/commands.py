@@ -92,6 +92,7 @@ def serve_cmd(
 
     from knight.service.app import ServiceSettings, create_app
     from knight.service.tokens import TokenStore
+    from knight.store import open_store
 
     if not 0 < port < 65536:
         raise UsageError("--port must be between 1 and 65535")
@@ -106,6 +107,7 @@ def serve_cmd(
     if request_timeout <= 0 or run_timeout <= 0:
         raise UsageError("timeouts must be positive")
     tokens = TokenStore.load(token_file)
+    open_store(db, "write", create=True).close()  # a bad --db fails here, in one line
     if host not in ("127.0.0.1", "localhost", "::1"):
         sys.stderr.write(
             f"warning: serving on {host}: tokens travel in clear text unless a TLS proxy "
