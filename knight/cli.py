@@ -13,6 +13,8 @@ from rich.table import Table
 
 from knight import __version__
 from knight.errors import KnightError, UsageError
+from knight.report.command import report_cmd
+from knight.service.commands import EvaluatorOpt, TokenOpt, register, remote_evaluator
 
 app = typer.Typer(
     name="knight",
@@ -152,6 +154,8 @@ def eval_cmd(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Wall-clock limit per run, seconds.")
     ] = 300.0,
+    evaluator: EvaluatorOpt = None,
+    token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Judge a kernel: static checks, isolated bit-exact runs on every workload, integrity, score."""
@@ -164,13 +168,18 @@ def eval_cmd(
         raise UsageError("--seeds must be at least 1")
     machine = _machine(machine)
     err.print(f"judging {kernel} on {prob.id} ...")
-    with LocalEvaluator(
-        machine,
-        workers=workers,
-        timeout_s=timeout,
-        cache=MemoryCache() if no_cache else None,
-        max_seeds=seeds,
-    ) as ev:
+    judge = (
+        remote_evaluator(evaluator, token, machine, seeds)
+        if evaluator
+        else LocalEvaluator(
+            machine,
+            workers=workers,
+            timeout_s=timeout,
+            cache=MemoryCache() if no_cache else None,
+            max_seeds=seeds,
+        )
+    )
+    with judge as ev:
         report = ev.evaluate(source, prob, heldout=heldout)
     if as_json:
         _print_json(report.model_dump(mode="json"))
@@ -447,6 +456,8 @@ def run_cmd(
         int | None,
         typer.Option("--workers", help="Evaluation worker processes (default: CPU cores)."),
     ] = None,
+    evaluator: EvaluatorOpt = None,
+    token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Optimise a problem for a budget of iterations, keeping every attempt in the database."""
@@ -494,7 +505,14 @@ def run_cmd(
         note=err.print,
     )
     events = _Progress(quiet=False)
-    with store, LocalEvaluator(machine, workers=workers, cache=StoreRunCache(store.db)) as ev:
+    with (
+        store,
+        (
+            remote_evaluator(evaluator, token, machine)
+            if evaluator
+            else LocalEvaluator(machine, workers=workers, cache=StoreRunCache(store.db))
+        ) as ev,
+    ):
         runner = Runner(store, prob, ev, prop, skills=skills, events=events, machine=machine)
         if resume is not None:
             given = {"script": str(script) if script else None, "command": command, "model": model}
@@ -695,6 +713,8 @@ def runs_cmd(db: DbOpt = "knight.db", as_json: JsonOpt = False) -> None:
         err.print("no runs yet")
 
 
+app.command("report")(report_cmd)
+
 skills_app = typer.Typer(
     help="The skills library: catalog, usage statistics, consolidation.", no_args_is_help=True
 )
@@ -793,6 +813,9 @@ def db_upgrade_cmd(db: DbOpt = "knight.db", as_json: JsonOpt = False) -> None:
     else:
         kept = f" (backup: {upgrade.backup})" if upgrade.backup else ""
         out.print(f"{db}: {upgrade.before or 'empty'} -> {upgrade.after}{kept}", markup=False)
+
+
+register(app)  # knight serve, knight token (knight/service/commands.py)
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -495,8 +495,9 @@ def test_timestamps_come_back_as_aware_utc(db: Database) -> None:
 
 
 def test_the_shipped_example_database_opens_after_an_upgrade(tmp_path: Path) -> None:
-    """knight.db.example was written by an older schema (0001): a newer Knight upgrades and reads it."""
-    example = Path(__file__).resolve().parents[1] / "knight.db.example"
+    """A database written by an older schema (0001, the former knight.db.example): a newer Knight
+    upgrades and reads it."""
+    example = Path(__file__).resolve().parent / "data" / "knight-0001.sqlite"
     copy = tmp_path / "example.db"
     shutil.copy(example, copy)
     with open_database(str(copy), migrate=False) as database:

@@ -1,0 +1,304 @@
+"""`knight report` and the live run pages: built from real runs, looked at in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from html import unescape
+from pathlib import Path
+
+import pytest
+from browser import Browser, chromium_path
+
+from knight.report import charts
+from knight.report.model import SCORE_LABEL, IterationView, RunView
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_DB = ROOT / "knight.db.example"
+SCRIPT = ROOT / "tests" / "data" / "scripted_example.jsonl"
+CHROMIUM = chromium_path()
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="Chromium is not installed (Debian: apt-get install -y chromium); the rendered-page checks need it",
+)
+# What the page must draw, counted in the browser after the scripts ran.
+RENDERED = """JSON.stringify({
+  svgs: document.querySelectorAll('svg.chart').length,
+  speedupPoints: document.querySelectorAll('svg.speedup circle').length,
+  lineageNodes: document.querySelectorAll('svg.lineage circle').length,
+  timelines: document.querySelectorAll('svg.timeline rect').length,
+  iterations: document.querySelectorAll('details.iteration').length,
+  width: document.querySelector('svg.speedup') ? document.querySelector('svg.speedup').getBoundingClientRect().width : 0
+})"""
+
+
+def knight(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the real CLI in a child process (no network variables needed: nothing leaves the machine)."""
+    return subprocess.run(
+        [sys.executable, "-m", "knight.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def scripted_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database holding a real two-iteration run of the scripted proposer on rmsnorm."""
+    where = tmp_path_factory.mktemp("scripted")
+    db = where / "k.db"
+    done = knight(
+        "run",
+        "--db",
+        str(db),
+        "--problem",
+        "rmsnorm",
+        "--proposer",
+        "scripted",
+        "--script",
+        str(SCRIPT),
+        "--budget",
+        "2",
+        "--workers",
+        "1",
+        "--json",
+        cwd=where,
+    )
+    assert done.returncode == 0, done.stderr
+    return db
+
+
+def test_report_cli_writes_a_self_contained_page(scripted_db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.html"
+    done = knight(
+        "report",
+        "--db",
+        str(scripted_db),
+        "--out",
+        str(out),
+        "--no-timelines",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["runs"][0]["iterations"] == 2 and summary["bytes"] == len(out.read_bytes())
+    html = out.read_text()
+    # Self-contained: no external script, style, image or font; nothing to fetch.
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert "<script src" not in html and not re.search(r"url\(\s*['\"]?(https?:)?//", html)
+    # Units say what they are: the score is named as the weighted geometric mean, next to workloads.
+    assert SCORE_LABEL in html and "evaluation per workload" in html.lower()
+    assert html.count('<details class="iteration"') == 2
+    visible = unescape(re.sub(r"<[^>]+>", "", html))
+    assert "+COLS_PER_TILE = 2048" in visible  # the diff of iteration 2, highlighted but verbatim
+    # The same inputs give the same page.
+    again = tmp_path / "again.html"
+    assert (
+        knight(
+            "report", "--db", str(scripted_db), "--out", str(again), "--no-timelines", cwd=tmp_path
+        ).returncode
+        == 0
+    )
+    assert again.read_text() == html
+
+
+def test_report_cli_errors_are_one_line(scripted_db: Path, tmp_path: Path) -> None:
+    missing_run = knight(
+        "report",
+        "--db",
+        str(scripted_db),
+        "--run",
+        "42",
+        "--out",
+        str(tmp_path / "r.html"),
+        cwd=tmp_path,
+    )
+    assert missing_run.returncode == 1 and missing_run.stderr.strip() == "error: run 42 not found"
+    no_dir = knight(
+        "report",
+        "--db",
+        str(scripted_db),
+        "--out",
+        str(tmp_path / "nowhere" / "r.html"),
+        cwd=tmp_path,
+    )
+    assert no_dir.returncode == 2 and len(no_dir.stderr.strip().splitlines()) == 1
+    no_db = knight("report", "--db", str(tmp_path / "absent.db"), cwd=tmp_path)
+    assert no_db.returncode == 1 and "Traceback" not in no_db.stderr
+    assert not (tmp_path / "absent.db").exists()
+
+
+def _tree_run() -> RunView:
+    """A run shaped like a beam search: two children of the baseline, one of them grows on."""
+
+    def it(number: int, status: str, parent: int | None, speedup: float | None) -> IterationView:
+        return IterationView(
+            number=number,
+            status=status,
+            parent_number=parent,
+            speedup_vs_baseline=speedup,
+            hypothesis=f"idea {number}",
+            parent_hash="p",
+            category=None
+            if status == "accepted"
+            else "no_gain"
+            if status == "rejected"
+            else "shape_error",
+        )
+
+    return RunView(
+        id=7,
+        problem="p",
+        proposer="offline",
+        machine="trn2",
+        status="running",
+        created_at="now",
+        budget=5,
+        seed=0,
+        knight_version="0",
+        baseline_hash="b" * 64,
+        baseline_score_ns=100.0,
+        best_score_ns=80.0,
+        floor_score_ns=10.0,
+        iterations=[
+            it(1, "accepted", None, 1.1),
+            it(2, "rejected", None, 1.0),
+            it(3, "accepted", 1, 1.25),
+            it(4, "failed", 3, None),
+            it(5, "rejected", 3, 1.2),
+        ],
+    )
+
+
+def test_lineage_is_a_tree_with_links_to_iterations() -> None:
+    drawing = charts.lineage_tree(_tree_run())
+    for number in range(1, 6):
+        assert f'href="#run-7-it-{number}"' in drawing
+    assert drawing.count("<circle") == 6  # the baseline and five iterations
+    assert drawing.count("<polyline") == 5  # one edge per iteration to its parent
+
+
+def test_speedup_chart_marks_every_candidate_and_the_floor() -> None:
+    drawing = charts.speedup_chart(_tree_run())
+    assert drawing.count("<circle") == 5  # failed iterations too, on the axis
+    assert "physical floor" in drawing or "floor: 10x" in drawing
+    assert "of roofline" in drawing
+
+
+@needs_chromium
+def test_example_report_renders_in_chromium(tmp_path: Path) -> None:
+    """`knight report --db knight.db.example` works offline and the browser draws every plot."""
+    db = tmp_path / "example.db"
+    shutil.copy(EXAMPLE_DB, db)  # a copy: opening may upgrade an older schema in place
+    out = tmp_path / "r.html"
+    done = knight(
+        "report", "--db", str(db), "--out", str(out), "--workers", "1", "--json", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    browser = Browser.launch(tmp_path, CHROMIUM)
+    try:
+        page = browser.page()
+        page.goto(out.as_uri())
+        page.pump(1.0)
+        seen = json.loads(page.evaluate(RENDERED))
+        shot = page.screenshot(tmp_path / "report.png")
+    finally:
+        browser.close()
+    iterations = sum(r["iterations"] for r in summary["runs"])
+    assert seen["iterations"] == iterations > 0
+    assert seen["svgs"] >= 6 and seen["speedupPoints"] >= iterations
+    assert seen["lineageNodes"] == iterations + len(summary["runs"])
+    assert seen["timelines"] > 0 and seen["width"] > 300
+    assert page.problems == []
+    assert all(url.startswith(("file:", "data:")) for url in page.requests)
+    assert shot.stat().st_size > 20_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+LIVE_APP = """
+import sys
+import uvicorn
+from fastapi import FastAPI
+from knight.report.live import make_router
+from knight.store import open_store
+
+app = FastAPI()
+app.include_router(make_router(open_store(sys.argv[1], "read"), poll_seconds=0.3))
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+@needs_chromium
+def test_live_page_updates_as_iterations_arrive(scripted_db: Path, tmp_path: Path) -> None:
+    """The run page, open in the browser, shows iterations recorded after it loaded, without a reload."""
+    db = tmp_path / "live.db"
+    shutil.copy(scripted_db, db)
+    app = tmp_path / "app.py"
+    app.write_text(textwrap.dedent(LIVE_APP))
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(app), str(db), str(port)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    browser = None
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_http(f"{base}/runs/1/state.json")
+        browser = Browser.launch(tmp_path, CHROMIUM)
+        page = browser.page()
+        page.goto(f"{base}/runs/1")
+        assert page.evaluate(
+            "!!document.getElementById('run-1-it-2') && !document.getElementById('run-1-it-3')"
+        )
+        page.evaluate("window.knightStillTheSamePage = true")
+        page.screenshot(tmp_path / "live-before.png")
+        # A real run continues: the scripted proposer's third proposal becomes iteration 3.
+        resumed = knight(
+            "run", "--db", str(db), "--resume", "1", "--budget", "3", "--workers", "1", cwd=tmp_path
+        )
+        assert resumed.returncode == 0, resumed.stderr
+        page.wait_for("!!document.getElementById('run-1-it-3')", timeout=60)
+        assert page.evaluate(
+            "window.knightStillTheSamePage === true"
+        )  # updated in place, not reloaded
+        assert page.evaluate("document.querySelectorAll('svg.speedup circle').length") == 3
+        page.wait_for(
+            "document.getElementById('live-status').textContent.includes('3 iterations')",
+            timeout=30,
+        )
+        page.screenshot(tmp_path / "live-after.png")
+        assert page.problems == []
+    finally:
+        if browser is not None:
+            browser.close()
+        server.terminate()
+        server.wait(timeout=30)
