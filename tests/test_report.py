@@ -19,7 +19,7 @@ import pytest
 from browser import Browser, chromium_path
 
 from knight.report import charts
-from knight.report.model import SCORE_LABEL, IterationView, RunView
+from knight.report.model import SCORE_LABEL, IterationView, ModelUsage, RunView
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DB = ROOT / "knight.db.example"
@@ -186,6 +186,20 @@ def test_lineage_is_a_tree_with_links_to_iterations() -> None:
         assert f'href="#run-7-it-{number}"' in drawing
     assert drawing.count("<circle") == 6  # the baseline and five iterations
     assert drawing.count("<polyline") == 5  # one edge per iteration to its parent
+
+
+def test_usage_chart_stacks_tokens_and_plots_cost() -> None:
+    run = _tree_run()
+    assert "no model calls" in charts.usage_chart(run)
+    run.iterations[0].usage = ModelUsage(
+        calls=2, input_tokens=1200, output_tokens=300, cost_usd=0.02
+    )
+    run.iterations[2].usage = ModelUsage(
+        calls=1, input_tokens=900, cache_read_tokens=5000, cost_usd=0.01
+    )
+    drawing = charts.usage_chart(run)
+    assert drawing.count("<rect") - 5 == 4  # four token bars (the legend has five swatches)
+    assert "#1: 1,200 input tokens" in drawing and "total $0.0300" in drawing
 
 
 def test_speedup_chart_marks_every_candidate_and_the_floor() -> None:
