@@ -288,6 +288,10 @@ def test_live_page_updates_as_iterations_arrive(scripted_db: Path, tmp_path: Pat
     try:
         base = f"http://127.0.0.1:{port}"
         _wait_http(f"{base}/runs/1/state.json")
+        # A page opened with a query string (knight serve's ?token=) keeps it on its links.
+        with urllib.request.urlopen(f"{base}/runs/1?token=t0k", timeout=30) as response:
+            html = response.read().decode()
+        assert 'href="/runs/1/timelines?token=t0k"' in html and 'href="/runs?token=t0k"' in html
         browser = Browser.launch(tmp_path, CHROMIUM)
         page = browser.page()
         page.goto(f"{base}/runs/1")
