@@ -212,14 +212,23 @@ def test_speedup_chart_marks_every_candidate_and_the_floor() -> None:
 
 @needs_chromium
 def test_example_report_renders_in_chromium(tmp_path: Path) -> None:
-    """`knight report --db knight.db.example` works offline and the browser draws every plot."""
-    db = tmp_path / "example.db"
-    shutil.copy(EXAMPLE_DB, db)  # a copy: opening may upgrade an older schema in place
+    """`knight report --db knight.db.example` works offline, leaves the file as it was, and the
+    browser draws every plot."""
+    before = EXAMPLE_DB.read_bytes()
     out = tmp_path / "r.html"
     done = knight(
-        "report", "--db", str(db), "--out", str(out), "--workers", "1", "--json", cwd=tmp_path
+        "report",
+        "--db",
+        str(EXAMPLE_DB),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--json",
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
+    assert EXAMPLE_DB.read_bytes() == before
     summary = json.loads(done.stdout)
     browser = Browser.launch(tmp_path, CHROMIUM)
     try:
