@@ -19,7 +19,7 @@ import pytest
 from browser import Browser, chromium_path
 
 from knight.report import charts
-from knight.report.model import SCORE_LABEL, IterationView, RunView
+from knight.report.model import SCORE_LABEL, IterationView, ModelUsage, RunView
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DB = ROOT / "knight.db.example"
@@ -169,7 +169,7 @@ def _tree_run() -> RunView:
         baseline_hash="b" * 64,
         baseline_score_ns=100.0,
         best_score_ns=80.0,
-        floor_score_ns=10.0,
+        floor_score_ns=20.0,
         iterations=[
             it(1, "accepted", None, 1.1),
             it(2, "rejected", None, 1.0),
@@ -188,23 +188,47 @@ def test_lineage_is_a_tree_with_links_to_iterations() -> None:
     assert drawing.count("<polyline") == 5  # one edge per iteration to its parent
 
 
+def test_usage_chart_stacks_tokens_and_plots_cost() -> None:
+    run = _tree_run()
+    assert "no model calls" in charts.usage_chart(run)
+    run.iterations[0].usage = ModelUsage(
+        calls=2, input_tokens=1200, output_tokens=300, cost_usd=0.02
+    )
+    run.iterations[2].usage = ModelUsage(
+        calls=1, input_tokens=900, cache_read_tokens=5000, cost_usd=0.01
+    )
+    drawing = charts.usage_chart(run)
+    assert drawing.count("<rect") - 5 == 4  # four token bars (the legend has five swatches)
+    assert "#1: 1,200 input tokens" in drawing and "total $0.0300" in drawing
+
+
 def test_speedup_chart_marks_every_candidate_and_the_floor() -> None:
     drawing = charts.speedup_chart(_tree_run())
     assert drawing.count("<circle") == 5  # failed iterations too, on the axis
-    assert "physical floor" in drawing or "floor: 10x" in drawing
-    assert "of roofline" in drawing
+    # The floor (5x) is far above the points: a note says where; the 25% line (1.25x) is drawn.
+    assert "physical floor: 5x the baseline score (off the chart)" in drawing
+    assert "the champion is at 25% of the roofline" in drawing and "25% of roofline" in drawing
 
 
 @needs_chromium
 def test_example_report_renders_in_chromium(tmp_path: Path) -> None:
-    """`knight report --db knight.db.example` works offline and the browser draws every plot."""
-    db = tmp_path / "example.db"
-    shutil.copy(EXAMPLE_DB, db)  # a copy: opening may upgrade an older schema in place
+    """`knight report --db knight.db.example` works offline, leaves the file as it was, and the
+    browser draws every plot."""
+    before = EXAMPLE_DB.read_bytes()
     out = tmp_path / "r.html"
     done = knight(
-        "report", "--db", str(db), "--out", str(out), "--workers", "1", "--json", cwd=tmp_path
+        "report",
+        "--db",
+        str(EXAMPLE_DB),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--json",
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
+    assert EXAMPLE_DB.read_bytes() == before
     summary = json.loads(done.stdout)
     browser = Browser.launch(tmp_path, CHROMIUM)
     try:
@@ -273,6 +297,10 @@ def test_live_page_updates_as_iterations_arrive(scripted_db: Path, tmp_path: Pat
     try:
         base = f"http://127.0.0.1:{port}"
         _wait_http(f"{base}/runs/1/state.json")
+        # A page opened with a query string (knight serve's ?token=) keeps it on its links.
+        with urllib.request.urlopen(f"{base}/runs/1?token=t0k", timeout=30) as response:
+            html = response.read().decode()
+        assert 'href="/runs/1/timelines?token=t0k"' in html and 'href="/runs?token=t0k"' in html
         browser = Browser.launch(tmp_path, CHROMIUM)
         page = browser.page()
         page.goto(f"{base}/runs/1")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from html import escape
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -77,6 +78,13 @@ def _store_getter(source: StoreSource) -> Callable[[], RunStore]:
     return lambda: fixed
 
 
+def _link(request: Request, name: str, **params: object) -> str:
+    """The path of route `name`, with this request's query string: a page opened with
+    `?token=...` (how `knight serve` authenticates a browser) keeps it on every link."""
+    path = request.url_for(name, **params).path
+    return f"{path}?{request.url.query}" if request.url.query else path
+
+
 def make_router(
     database: StoreSource,
     *,
@@ -98,9 +106,9 @@ def make_router(
 
     def body(request: Request, run: RunView) -> str:
         def trace_href(m) -> str:
-            return request.url_for("live_trace", run_id=run.id, label=m.label).path
+            return _link(request, "live_trace", run_id=run.id, label=m.label)
 
-        timelines_href = request.url_for("live_timelines", run_id=run.id).path
+        timelines_href = _link(request, "live_timelines", run_id=run.id)
         return run_body(
             run, stored_comparison(run), trace_href=trace_href, timelines_href=timelines_href
         )
@@ -122,7 +130,7 @@ def make_router(
     def runs_page(request: Request) -> HTMLResponse:
         """Every run in the database, each linking to its live page."""
         views = [load_run(db(), run_id) for run_id in run_ids(db())]
-        table = runs_index(views, link=lambda r: request.url_for("live_run", run_id=r.id).path)
+        table = runs_index(views, link=lambda r: _link(request, "live_run", run_id=r.id))
         return HTMLResponse(document("Knight runs", f"<h1>Knight runs</h1>{table}"))
 
     @router.get("/runs/{run_id}", response_class=HTMLResponse, name="live_run")
@@ -136,7 +144,7 @@ def make_router(
             f'data-body-url="{request.url_for("live_body", run_id=run_id).path}"'
         )
         head = (
-            f'<nav><a href="{request.url_for("live_runs").path}">all runs</a></nav>'
+            f'<nav><a href="{escape(_link(request, "live_runs"))}">all runs</a></nav>'
             f'<p class="muted">live: <span id="live-status">{state.status}, {state.iterations} '
             f"iterations</span></p>"
         )
@@ -170,11 +178,11 @@ def make_router(
         comparison = evaluated(run)
 
         def trace_href(m) -> str:
-            return request.url_for("live_trace", run_id=run.id, label=m.label).path
+            return _link(request, "live_trace", run_id=run.id, label=m.label)
 
-        back = request.url_for("live_run", run_id=run_id).path
+        back = _link(request, "live_run", run_id=run_id)
         html = (
-            f'<nav><a href="{back}">run {run_id}</a></nav><h1>Run {run_id}: baseline vs champion</h1>'
+            f'<nav><a href="{escape(back)}">run {run_id}</a></nav><h1>Run {run_id}: baseline vs champion</h1>'
             + comparison_html(run, comparison, trace_href=trace_href)
         )
         return HTMLResponse(document(f"Knight run {run_id}: timelines", html))

@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 
 from knight import __version__
-from knight.report import charts
+from knight.report import charts, profile_charts
 from knight.report.highlight import diff_html, style_css
 from knight.report.model import SCORE_LABEL, Comparison, IterationView, KernelMeasurement, RunView
 from knight.report.timeline import legend_svg, timeline_svg, trace_end_us
@@ -213,9 +213,9 @@ def iteration_html(run: RunView, it: IterationView) -> str:
         parts += [
             f"<h4>Profile (workload {escape(_first_workload(it))}, first seed)</h4>",
             f"<p>verdict: {escape(str(it.profile.get('bottleneck', '-')))}</p>",
-            charts.engine_bars(profiles),
-            charts.dma_histogram(profiles),
-            charts.critical_path(it.profile, f"#{it.number}"),
+            profile_charts.engine_bars(profiles),
+            profile_charts.dma_histogram(profiles),
+            profile_charts.critical_path(it.profile, f"#{it.number}"),
             critical_lines(it.profile),
         ]
     if it.transcript:
@@ -340,9 +340,9 @@ def comparison_html(
     if ok:
         parts.append(profile_table(ok))
         labelled = [(m.label, m.profile) for m in ok]
-        parts.append(charts.engine_bars(labelled))
-        parts.append(charts.dma_histogram(labelled))
-        parts.extend(charts.critical_path(m.profile, m.label) for m in ok)
+        parts.append(profile_charts.engine_bars(labelled))
+        parts.append(profile_charts.dma_histogram(labelled))
+        parts.extend(profile_charts.critical_path(m.profile, m.label) for m in ok)
     traced = [m for m in ok if m.trace]
     if traced:
         span = max(trace_end_us(m.trace) for m in traced if m.trace)
