@@ -127,7 +127,7 @@ def test_knight_export_writes_a_file(tmp_path):
     assert res.returncode == 0, res.stderr
     text = target.read_text()
     assert "import nki.isa as nisa" in text and "@nki.jit" in text
-    res = _knight("export", "baselines/rmsnorm/baseline.py", "--problem", "rmsnorm", "--json")
+    res = _knight("export", "baselines/rmsnorm/baseline.py", "--json")  # problem found by its entry
     assert res.returncode == 0, res.stderr
     assert '"grid": 1' in res.stdout and "def launch(x, gamma)" in res.stdout
 

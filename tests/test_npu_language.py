@@ -340,7 +340,9 @@ def test_transpose_copies_bits():
         nisa.tensor_copy(t, ps)
         nisa.dma_copy(yt, t)
         v = nl.ndarray((32, 32), dtype=nl.float32)
-        nisa.nc_transpose(v, s[0:32, 0:32], engine=nisa.engine.vector)  # VectorE 32x32, widened exactly
+        nisa.nc_transpose(
+            v, s[0:32, 0:32], engine=nisa.engine.vector
+        )  # VectorE 32x32, widened exactly
         nisa.dma_copy(yv, v)
 
     res = sim(kernel, {"x": x}, {"yt": ((96, 128), BF16), "yv": ((32, 32), F32)})

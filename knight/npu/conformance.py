@@ -12,6 +12,8 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
+from knight.npu import nl
+
 DOCS = "https://awsdocs-neuron.readthedocs-hosted.com"
 V2_33 = f"{DOCS}/en/v2.33.0/nki/api/generated/"
 V2_30 = f"{DOCS}/en/v2.30.0/nki/api/generated/"
@@ -197,29 +199,16 @@ ISA_ROWS: tuple[Row, ...] = (
     ),
 )
 
+# Knight-only public names and why they exist (kernels using them cannot be exported).
+EXTENSIONS = {
+    "nl.identity": "pass-through activation kept for existing kernels; NKI's documented "
+    "pass-through is nl.copy",
+}
 _OP = "an op value passed to instructions (op=nl.{0}), as NKI kernels pass it; calling it on a tile is not supported"
-_ACT = (
-    "copy",
-    "exp",
-    "log",
-    "sigmoid",
-    "silu",
-    "tanh",
-    "gelu",
-    "relu",
-    "square",
-    "sqrt",
-    "rsqrt",
-    "reciprocal",
-)
-_ALU = ("add", "subtract", "multiply", "divide", "maximum", "minimum")
 _RANGE = "(start, stop=None, step=1)"
 
 NL_ROWS: tuple[Row, ...] = (
-    *(
-        Row(f"nl.{d}", f"nki.language.{d}", "", DTYPES_PAGE)
-        for d in ("bfloat16", "float16", "float32", "int32", "uint32")
-    ),
+    *(Row(f"nl.{d}", f"nki.language.{d}", "", DTYPES_PAGE) for d in nl.DTYPES),
     *(
         Row(f"nl.{b}", f"nki.language.{b}", "", NL_INDEX)
         for b in ("sbuf", "psum", "hbm", "shared_hbm")
@@ -249,15 +238,12 @@ NL_ROWS: tuple[Row, ...] = (
     _nl("sequential_range", f"sequential_range{_RANGE}", difference="unrolled at trace time"),
     _nl("static_range", f"static_range{_RANGE}"),
     _nl("ds", "ds(start, size)", base=LATEST, difference="start may not be a register"),
-    *(Row(f"nl.{op}", f"nki.language.{op}", "", NL_INDEX, _OP.format(op)) for op in _ACT + _ALU),
-    Row(
-        "nl.identity",
-        "",
-        "",
-        "",
-        difference="pass-through activation; NKI's documented pass-through is nl.copy",
-        extension=True,
+    *(
+        Row(f"nl.{op}", f"nki.language.{op}", "", NL_INDEX, _OP.format(op))
+        for op in nl.ACTIVATION_OPS + nl.ALU_OPS
+        if f"nl.{op}" not in EXTENSIONS
     ),
+    *(Row(name, "", "", "", why, extension=True) for name, why in EXTENSIONS.items()),
 )
 
 # View methods kernels use on tiles and HBM tensors (`x.reshape(...)`), and NKI's counterparts.
