@@ -15,10 +15,12 @@ import dataclasses
 import numpy as np
 import pytest
 
+from knight.npu import nisa, nl
 from knight.npu.access import region_for
 from knight.npu.errors import Race, SourceLoc
 from knight.npu.machine import load_machine
 from knight.npu.program import DmaShape, Instr, Program, Region
+from knight.npu.runtime import simulate
 from knight.npu.timing import descriptor_ns, dma_efficiency, schedule
 
 M2 = load_machine("trn2")
@@ -294,3 +296,86 @@ def test_tensor_engine_starts_at_half_rate_and_ramps_over_3_us():
         _prog([_matmul(k) for k in range(40)]), dataclasses.replace(M2, tensor_throttle=False)
     )
     assert off.occupancy_ps[0] == pytest.approx(full, rel=0.01)
+
+
+# ----------------------------------------------------------------------------- through the language
+
+
+def _exchange_kernel(barrier: bool):
+    """Each core writes its half of `out` to HBM, then reads the other core's half back."""
+
+    def kernel(x, out):
+        c = nl.program_id(0)
+        mine = nl.ndarray((P, 64), dtype=nl.float32, name="mine")
+        nisa.dma_copy(dst=mine, src=x[c], engine=nisa.engine.sync)
+        nisa.dma_copy(dst=out[c], src=mine, engine=nisa.engine.sync)
+        if barrier:
+            nisa.core_barrier(out, (0, 1))
+        theirs = nl.ndarray((P, 64), dtype=nl.float32, name="theirs")
+        nisa.dma_copy(dst=theirs, src=out[1 - c], engine=nisa.engine.sync)  # the reading line
+        nisa.dma_copy(dst=x[c], src=theirs, engine=nisa.engine.sync)
+
+    return kernel
+
+
+def test_reading_the_other_cores_hbm_write_without_core_barrier_is_a_race_at_that_line():
+    """NKI `core_barrier`: "wait until both physical cores reach this point, so that what each
+    wrote to the shared HBM tensor is visible to the other". Without it the read is a race."""
+    import inspect
+
+    x = np.arange(2 * P * 64, dtype=np.float32).reshape(2, P, 64)
+    outs = {"out": ((2, P, 64), np.float32)}
+    kernel = _exchange_kernel(barrier=False)
+    with pytest.raises(Race) as err:
+        simulate(kernel, {"x": x}, outs, machine="trn2", grid=2)
+    src, first = inspect.getsourcelines(_exchange_kernel)
+    reading = first + next(i for i, line in enumerate(src) if "the reading line" in line)
+    assert err.value.loc.line == reading and err.value.category == "race"
+    ok = simulate(_exchange_kernel(barrier=True), {"x": x}, outs, machine="trn2", grid=2)
+    assert ok.latency_ns > 0
+
+
+def test_interleaved_halves_written_by_two_engines_overlap_in_a_kernel():
+    """ARCH1 access patterns: VectorE writing the even columns and GpSimd the odd columns of one
+    tile touch disjoint bytes, so they run at the same time (issue 9: 26 -> 42 us when serialised)."""
+
+    def kernel(x, out):
+        t = nl.ndarray((P, 4096), dtype=nl.float32, name="t")
+        nisa.memset(t[:, 0::2], 1.0, engine=nisa.engine.vector)
+        nisa.memset(t[:, 1::2], 2.0, engine=nisa.engine.gpsimd)
+        nisa.dma_copy(dst=out, src=t, engine=nisa.engine.sync)
+
+    res = simulate(
+        kernel,
+        {"x": np.zeros((1, 1), np.float32)},
+        {"out": ((P, 4096), np.float32)},
+        machine="trn2",
+        grid=1,
+    )
+    s = res.schedule
+    even, odd = (i for i, ins in enumerate(s.instrs) if ins.op == "memset")
+    assert s.start_ps[odd] < s.finish_ps[even]  # concurrent, not after the even half
+    assert np.all(res.outputs["out"][:, 0::2] == 1.0) and np.all(res.outputs["out"][:, 1::2] == 2.0)
+
+
+def test_tensor_engine_throttle_reengages_after_an_idle_gap():
+    """PROF: "If utilization drops below 50% over any ~3 microsecond window — for example during an
+    idle gap — the limit re-engages, so the next burst again runs at roughly 50%"."""
+    full = 512 / M2.tensor_ghz * 1000
+    gap = _vec(
+        reads=(Region(5, 0, P, 0, 2048),), writes=(Region(6, 0, P, 0, 64),), elems=4000
+    )  # ~4 us
+    later = _i(
+        "matmul",
+        "tensor",
+        (Region(1, 0, P, 0, 256), Region(6, 0, P, 0, 64)),
+        (Region(7, 0, P, 0, 2048),),
+        moving=512,
+        stationary=P,
+        contract=P,
+    )
+    s = schedule(_prog([*(_matmul(k) for k in range(40)), gap, later]), M2)
+    assert (
+        s.start_ps[-1] - (s.start_ps[39] + s.occupancy_ps[39]) > 1_500_000
+    )  # idle > half a window
+    assert s.occupancy_ps[-1] > 1.8 * full  # throttled again

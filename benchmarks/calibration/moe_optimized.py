@@ -50,11 +50,12 @@ def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
             slot = t * K + c * MINE + s
             e = nisa.register_alloc()
             nisa.register_load(e, ids[0:1, slot : slot + 1])
-            # Queues follow the trigger engine: gate+up alternate over the two HWDGE queues
-            # (ScalarE first: it is idle at the start), the down weights use GpSimd's SWDGE queue.
+            # As the winners: the first expert's gate+up on the idle ScalarE (HWDGE), every other
+            # transfer generated on GpSimd (SWDGE); the queue follows the trigger engine.
+            first = t == 0 and s == 0
             nisa.dma_copy(
                 dst=wgu[b][s], src=w_gate_up[e].reshape(P, KT, 2, I),
-                engine=nisa.engine.scalar if s % 2 == 0 else nisa.engine.sync,
+                engine=nisa.engine.scalar if first else nisa.engine.gpsimd,
             )
             for half in range(2):
                 nisa.dma_copy(

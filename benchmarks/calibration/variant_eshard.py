@@ -26,9 +26,13 @@ def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
     x = nl.ndarray((P, KT, T), dtype=nl.bfloat16, name="x")
     ids = nl.ndarray((1, T * K), dtype=nl.int32, name="ids")
     wts = nl.ndarray((P, T * K), dtype=nl.float32, name="routing_weights")
-    nisa.dma_copy(dst=x, src=hidden.reshape(T, P, KT).permute(1, 2, 0))
-    nisa.dma_copy(dst=ids, src=expert_ids.reshape(1, T * K))
-    nisa.dma_copy(dst=wts, src=expert_weights.reshape(1, T * K).broadcast_to(P, T * K))
+    nisa.dma_copy(dst=x, src=hidden.reshape(T, P, KT).permute(1, 2, 0), engine=nisa.engine.sync)
+    nisa.dma_copy(dst=ids, src=expert_ids.reshape(1, T * K), engine=nisa.engine.sync)
+    nisa.dma_copy(
+        dst=wts,
+        src=expert_weights.reshape(1, T * K).broadcast_to(P, T * K),
+        engine=nisa.engine.sync,
+    )
 
     wgu = nl.ndarray((P, KT, 2, I), dtype=nl.bfloat16, name="w_gate_up")
     wdn = nl.ndarray((HALF, 2, H), dtype=nl.bfloat16, name="w_down")
@@ -44,11 +48,14 @@ def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
     for t in range(T):
         for s in range(MINE):
             slot = t * K + c * MINE + s
-            e = nisa.register_load(ids[0:1, slot : slot + 1])
-            nisa.dma_copy(dst=wgu, src=w_gate_up[e].reshape(P, KT, 2, I))
+            e = nisa.register_alloc()
+            nisa.register_load(e, ids[0:1, slot : slot + 1])
+            nisa.dma_copy(dst=wgu, src=w_gate_up[e].reshape(P, KT, 2, I), engine=nisa.engine.sync)
             for half in range(2):
                 nisa.dma_copy(
-                    dst=wdn[:, half, :], src=w_down[e][half * HALF : (half + 1) * HALF, :]
+                    dst=wdn[:, half, :],
+                    src=w_down[e][half * HALF : (half + 1) * HALF, :],
+                    engine=nisa.engine.sync,
                 )
             # gate halves -> groups 0, 1; up halves -> groups 2, 3 (K-tiles in the baseline's order)
             for g in range(4):
@@ -65,7 +72,7 @@ def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
             # Down: one bank reused, one read-out per output tile; the two I-halves summed in fp32.
             for j in range(KT):
                 cols = nl.ds(j * P, P)
-                nisa.nc_matmul(ps_down, wdn[:, 0, cols], inter[:, 0, :])
+                nisa.nc_matmul(ps_down, wdn[:, 0, cols], inter[:, 0, :], accumulate=False)
                 nisa.nc_matmul(ps_down, wdn[:, 1, cols], inter[:, 1, :], accumulate=True)
                 nisa.tensor_copy(eo[:, j : j + 1], ps_down)
             # eo[p, j] is output h = 128 j + p; scaled[p, s, j', h'] = tile 2 j' + h' ... kept as
@@ -78,11 +85,22 @@ def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
             )
 
         # Ordered reduction: swap the halves each core needs, then add slots 0..7 in order.
-        nisa.sendrecv(dst=theirs, src=scaled[:, :, :, other])
+        nisa.sendrecv(
+            src=scaled[:, :, :, other],
+            dst=theirs,
+            send_to_rank=other,
+            recv_from_rank=other,
+            pipe_id=0,
+            dma_engine=nisa.dma_engine.gpsimd_dma,
+        )
         mine = [scaled[:, s, :, c] for s in range(MINE)]
         recv = [theirs[:, s, :] for s in range(MINE)]
         seq = mine + recv if c == 0 else recv + mine
         nisa.tensor_copy(acc, seq[0])
         for term in seq[1:]:
             nisa.tensor_tensor(acc, acc, term, nl.add)
-        nisa.dma_copy(dst=out[t].reshape(KT, P)[c * 8 : c * 8 + 8, :].permute(1, 0), src=acc)
+        nisa.dma_copy(
+            dst=out[t].reshape(KT, P)[c * 8 : c * 8 + 8, :].permute(1, 0),
+            src=acc,
+            engine=nisa.engine.sync,
+        )

@@ -4,8 +4,7 @@ Identical to `baselines/moe_decode/baseline.py` (96/96 split of I across the cor
 gate/up pieces on one queue, one weight buffer) except the down projection: its 16 output tiles
 go to 4 PSUM banks (four columns per bank; gate and up hold two more, 6 of the 8 banks), so
 TensorE never waits for a read-out, and one batched 3-D read-out copies all of them to the fp32
-partial. Output bits equal the baseline's
-(the read-out copies fp32 to fp32).
+partial. Output bits equal the baseline's (the read-out copies fp32 to fp32).
 """
 
 from knight.npu import nisa, nl
@@ -17,7 +16,8 @@ P = 128  # partitions
 KT = H // P  # K-tiles of the hidden dimension
 HALF = I // 2  # intermediate columns per core
 GU_TILES_PER_DMA = 2  # as in the baseline
-WEIGHT_BUFFERS = 1
+WEIGHT_ENGINE = "sync"  # as in the baseline
+WEIGHT_BUFFERS = 1  # as in the baseline
 
 
 def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
@@ -43,9 +43,7 @@ def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
     ]
     ps_gate = nl.ndarray((HALF, 1), dtype=nl.float32, buffer=nl.psum, name="ps_gate")
     ps_up = nl.ndarray((HALF, 1), dtype=nl.float32, buffer=nl.psum, name="ps_up")
-    ps_down = nl.ndarray(
-        (P, 4, 512), dtype=nl.float32, buffer=nl.psum, name="ps_down"
-    )  # all 8 banks
+    ps_down = nl.ndarray((P, 4, 512), dtype=nl.float32, buffer=nl.psum, name="ps_down")  # 4 banks
     act = nl.ndarray((HALF, 1), dtype=nl.float32, name="silu_gate")
     inter = nl.ndarray((HALF, 1), dtype=nl.bfloat16, name="intermediate")
     partial = nl.ndarray((P, KT), dtype=nl.float32, name="partial")
@@ -58,16 +56,19 @@ def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
         for k in range(K):
             slot = t * K + k
             buf = slot % WEIGHT_BUFFERS
-            e = nisa.register_load(ids[0:1, slot : slot + 1])
+            e = nisa.register_alloc()
+            nisa.register_load(e, ids[0:1, slot : slot + 1])
 
             # Gate and up columns of this core: 2 x 192-byte pieces per hidden row.
             src = w_gate_up[e].reshape(P, KT, 2, I)
-            n = 0
             for kt in range(0, KT, GU_TILES_PER_DMA):
                 tiles = nl.ds(kt, GU_TILES_PER_DMA)
-                nisa.dma_copy(dst=wgu[buf][:, tiles], src=src[:, tiles, :, cols], engine="sync")
-                n += 1
-            nisa.dma_copy(dst=wdn[buf], src=w_down[e][cols, :], engine="sync")
+                nisa.dma_copy(
+                    dst=wgu[buf][:, tiles],
+                    src=src[:, tiles, :, cols],
+                    engine=nisa.engine[WEIGHT_ENGINE],
+                )
+            nisa.dma_copy(dst=wdn[buf], src=w_down[e][cols, :], engine=nisa.engine[WEIGHT_ENGINE])
 
             for kt in range(KT):
                 nisa.nc_matmul(
@@ -80,13 +81,19 @@ def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
 
             # Down projection: output h = 128j + p; tile j -> bank j % 4, column j // 4; one read-out.
             for j in range(KT):
-                nisa.nc_matmul(
-                    ps_down[:, j % 4, j // 4 : j // 4 + 1], wdn[buf][:, j * P : (j + 1) * P], inter
-                )
+                dst = ps_down[:, j % 4, j // 4 : j // 4 + 1]
+                nisa.nc_matmul(dst, wdn[buf][:, j * P : (j + 1) * P], inter, accumulate=False)
             nisa.tensor_copy(partial.reshape(P, 4, 4).permute(0, 2, 1), ps_down[:, 0:4, 0:4])
 
             # Swap partials: each core finishes output tiles [8c, 8c+8).
-            nisa.sendrecv(dst=theirs, src=partial[:, other * 8 : other * 8 + 8])
+            nisa.sendrecv(
+                src=partial[:, other * 8 : other * 8 + 8],
+                dst=theirs,
+                send_to_rank=other,
+                recv_from_rank=other,
+                pipe_id=0,
+                dma_engine=nisa.dma_engine.gpsimd_dma,
+            )
             nisa.tensor_tensor(expert_out, partial[:, c * 8 : c * 8 + 8], theirs, nl.add)
             nisa.tensor_scalar(scaled, expert_out, nl.multiply, wts[:, slot : slot + 1])
             if k == 0:

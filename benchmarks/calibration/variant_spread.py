@@ -15,8 +15,9 @@ P = 128  # partitions
 KT = H // P  # K-tiles of the hidden dimension
 HALF = I // 2  # intermediate columns per core
 GU_TILES_PER_DMA = 2  # as in the baseline
-WEIGHT_BUFFERS = 1
-TRIGGERS = ("sync", "scalar", "gpsimd")  # the one mechanism: transfers rotate over trigger engines
+WEIGHT_ENGINE = "sync"  # as in the baseline
+WEIGHT_BUFFERS = 1  # as in the baseline
+TRIGGERS = (nisa.engine.sync, nisa.engine.scalar, nisa.engine.gpsimd)  # the one mechanism
 
 
 def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
@@ -55,7 +56,8 @@ def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
         for k in range(K):
             slot = t * K + k
             buf = slot % WEIGHT_BUFFERS
-            e = nisa.register_load(ids[0:1, slot : slot + 1])
+            e = nisa.register_alloc()
+            nisa.register_load(e, ids[0:1, slot : slot + 1])
 
             # Gate and up columns of this core: 2 x 192-byte pieces per hidden row.
             src = w_gate_up[e].reshape(P, KT, 2, I)
@@ -79,11 +81,18 @@ def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
 
             # Down projection: output h = 128j + p; one bank, one read-out per tile.
             for j in range(KT):
-                nisa.nc_matmul(ps_down, wdn[buf][:, j * P : (j + 1) * P], inter)
+                nisa.nc_matmul(ps_down, wdn[buf][:, j * P : (j + 1) * P], inter, accumulate=False)
                 nisa.tensor_copy(partial[:, j : j + 1], ps_down)
 
             # Swap partials: each core finishes output tiles [8c, 8c+8).
-            nisa.sendrecv(dst=theirs, src=partial[:, other * 8 : other * 8 + 8])
+            nisa.sendrecv(
+                src=partial[:, other * 8 : other * 8 + 8],
+                dst=theirs,
+                send_to_rank=other,
+                recv_from_rank=other,
+                pipe_id=0,
+                dma_engine=nisa.dma_engine.gpsimd_dma,
+            )
             nisa.tensor_tensor(expert_out, partial[:, c * 8 : c * 8 + 8], theirs, nl.add)
             nisa.tensor_scalar(scaled, expert_out, nl.multiply, wts[:, slot : slot + 1])
             if k == 0:
