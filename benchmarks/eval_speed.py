@@ -81,6 +81,29 @@ def full_eval(workers: int | None, input_cache: Path) -> tuple[float, object]:
     return time.perf_counter() - start, report
 
 
+def measure_full(workers: int | None) -> dict:
+    """full_eval_s (nothing cached) and full_eval_warm_inputs_s (inputs already generated)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cold_s, cold = full_eval(workers, Path(tmp))
+        warm_s, warm = full_eval(workers, Path(tmp))
+    for name, rep in (("cold", cold), ("warm", warm)):
+        if not rep.ok:
+            raise SystemExit(
+                f"the calibration kernel should be ok ({name}): {rep.failure and rep.failure.one_line()}"
+            )
+    print(
+        f"  full evaluation of the calibration kernel: {cold_s:.1f} s uncached, {warm_s:.1f} s with "
+        f"inputs already generated ({cold.simulated_runs} runs)",
+        file=sys.stderr,
+    )
+    return {
+        "full_eval_s": round(cold_s, 3),
+        "full_eval_warm_inputs_s": round(warm_s, 3),
+        "full_eval_runs": cold.simulated_runs,
+        "full_eval_within_target": cold_s <= 4.0,
+    }
+
+
 def tree_rss_mb(pid: int) -> float:
     """Resident memory of a process and its descendants (a sandboxed worker sits under bwrap)."""
     total, todo = 0.0, [pid]
@@ -146,11 +169,15 @@ def main() -> None:
         "--soak", type=int, default=0, metavar="N", help="judge N candidates and report worker RSS"
     )
     parser.add_argument("--skip-full", action="store_true", help="do not measure full_eval_s")
+    parser.add_argument("--full-only", action="store_true", help="measure only full_eval_s")
     args = parser.parse_args()
     if args.soak:
         print(json.dumps(soak(load_problem(args.problem or "rmsnorm"), args.soak, args.workers)))
         return
     args.problem = args.problem or "moe_decode"
+    if args.full_only:
+        print(json.dumps(measure_full(args.workers)))
+        return
 
     problem = with_seeds(load_problem(args.problem), args.seeds)
     runs = sum(len(w.seeds) for w in problem.all_workloads())
@@ -191,25 +218,7 @@ def main() -> None:
         "within_bar": ratio <= 3.0,
     }
     if not args.skip_full:
-        with tempfile.TemporaryDirectory() as tmp:
-            cold_s, cold = full_eval(args.workers, Path(tmp))
-            warm_s, warm = full_eval(args.workers, Path(tmp))
-        for name, rep in (("cold", cold), ("warm", warm)):
-            if not rep.ok:
-                raise SystemExit(
-                    f"the calibration kernel should be ok ({name}): {rep.failure and rep.failure.one_line()}"
-                )
-        print(
-            f"  full evaluation of the calibration kernel: {cold_s:.1f} s uncached, {warm_s:.1f} s with "
-            f"inputs already generated ({cold.simulated_runs} runs)",
-            file=sys.stderr,
-        )
-        out.update(
-            full_eval_s=round(cold_s, 3),
-            full_eval_warm_inputs_s=round(warm_s, 3),
-            full_eval_runs=cold.simulated_runs,
-            full_eval_within_target=cold_s <= 4.0,
-        )
+        out.update(measure_full(args.workers))
     print(json.dumps(out))
 
 

@@ -472,3 +472,22 @@ def test_sandboxed_code_cannot_reach_network_database_or_files(rmsnorm, tmp_path
     assert "outside:" in msg and "outside:written" not in msg, msg
     assert "own:/tmp" in msg, msg
     assert not outside.exists() and got == []
+
+
+def test_without_the_sandbox_workers_still_trace_and_execute(rmsnorm, monkeypatch, tmp_path):
+    """KNIGHT_SANDBOX=none is the documented fallback: same verdicts, less containment."""
+    monkeypatch.setenv("KNIGHT_SANDBOX", "none")
+    with LocalEvaluator(
+        isolate=True, workers=1, cache=MemoryCache(), max_seeds=1, input_cache=tmp_path / "inputs"
+    ) as ev:
+        assert ev.pool is not None and ev.pool.sandbox == "none"
+        report = ev.evaluate(rmsnorm.baseline_source(), rmsnorm, profile=False)
+    assert report.ok, report.failure and report.failure.one_line()
+
+
+def test_a_misconfigured_sandbox_is_one_clear_error(monkeypatch):
+    from knight.errors import KnightError
+
+    monkeypatch.setenv("KNIGHT_SANDBOX", "maybe")
+    with pytest.raises(KnightError, match="KNIGHT_SANDBOX must be one of"):
+        WorkerPool(1)

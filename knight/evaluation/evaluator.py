@@ -155,31 +155,37 @@ class LocalEvaluator:
         hash_seed: int,
     ) -> list[TraceResult]:
         """The call log of `source` for each workload's shape, traced data-free (memoised)."""
-        answers: dict[str, TraceResult] = {}
-        todo: dict[str, TraceRequest] = {}
-        h = _hash(source)
-        for w in workloads:
+        return self.traces_for(
+            [(source, filename, w) for w in workloads], problem, machine, hash_seed
+        )
+
+    def traces_for(
+        self,
+        jobs: list[tuple[str, str, Workload]],
+        problem: Problem,
+        machine: MachineSpec,
+        hash_seed: int,
+    ) -> list[TraceResult]:
+        """Call logs for (source, file name, workload) jobs: one trace per distinct source and
+        shape, all in one batch so that every tracer stays busy."""
+        keys = []
+        todo: dict[tuple, TraceRequest] = {}
+        for source, filename, w in jobs:
             req = _trace_request(source, filename, problem, w, machine)
-            key = shape_key(req)
-            hit = self._logs.get((h, filename, key, hash_seed))
-            if hit is not None:
-                self._logs.move_to_end((h, filename, key, hash_seed))
-                answers[key] = hit
+            key = (_hash(source), filename, shape_key(req), hash_seed)
+            keys.append(key)
+            if key in self._logs:
+                self._logs.move_to_end(key)
             else:
-                todo[key] = req
-        if todo:
-            for key, res in zip(
-                todo, self._run_traces(list(todo.values()), hash_seed), strict=True
-            ):
-                answers[key] = res
-                if res.ok or res.failure is None or cacheable_failure(res.failure):
-                    self._logs[(h, filename, key, hash_seed)] = res
-                    while len(self._logs) > _LOGS_KEPT:
-                        self._logs.popitem(last=False)
-        return [
-            answers[shape_key(_trace_request(source, filename, problem, w, machine))]
-            for w in workloads
-        ]
+                todo.setdefault(key, req)
+        fresh = dict(zip(todo, self._run_traces(list(todo.values()), hash_seed), strict=True))
+        answers = [fresh[k] if k in fresh else self._logs[k] for k in keys]
+        for key, res in fresh.items():
+            if res.ok or res.failure is None or cacheable_failure(res.failure):
+                self._logs[key] = res
+        while len(self._logs) > _LOGS_KEPT:
+            self._logs.popitem(last=False)
+        return answers
 
     def _run_traces(self, reqs: list[TraceRequest], hash_seed: int) -> list[TraceResult]:
         pool = self.pool
@@ -368,12 +374,44 @@ class _Context:
     # -- running (through the cache)
 
     def _collect(self, pairs, profile_first: bool = False) -> tuple[dict, dict]:
-        base = self._cached_runs(
-            self.base_hash, self.base_source, pairs, "baseline.py", profile_first
-        )
-        cand = self._cached_runs(
-            self.cand_hash, self.source, pairs, self.problem.spec.kernel_file, profile_first
-        )
+        """The baseline's and the candidate's runs on `pairs`, traced and executed in one batch."""
+        kernels = [
+            (self.base_hash, self.base_source, "baseline.py"),
+            (self.cand_hash, self.source, self.problem.spec.kernel_file),
+        ]
+        out: list[dict[tuple[str, int], RunResult]] = [{}, {}]
+        todo: list[tuple[int, Workload, int, bool]] = []
+        same = self.cand_hash == self.base_hash
+        for k, (h, _, _) in enumerate(kernels[:1] if same else kernels):
+            for i, (w, s) in enumerate(pairs):
+                profile = profile_first and i == 0
+                hit = self.ev.cache.get(h, self.harness, w.name, s)
+                if hit is not None and (not profile or hit.profile):
+                    out[k][(w.name, s)] = hit
+                    self.cached += 1
+                else:
+                    todo.append((k, w, s, profile))
+        jobs = [(kernels[k][1], kernels[k][2], w) for k, w, _, _ in todo]
+        traced = self.ev.traces_for(jobs, self.problem, self.machine, TRACE_SEED)
+        reqs, owners = [], []
+        for (k, w, s, profile), t in zip(todo, traced, strict=True):
+            if t.ok and t.call_log is not None:
+                reqs.append(ExecuteRequest(
+                    call_log=t.call_log, problem_dir=str(self.problem.root), workload=w.name, seed=s,
+                    machine=self.machine.name, profile=profile, input_cache=str(self.ev.input_cache),
+                ))  # fmt: skip
+                owners.append(k)
+            else:  # the trace failed: the verdict holds for every seed of this shape
+                r = _failed_run(w.name, s, t.failure)
+                out[k][(w.name, s)] = r
+                self.ev.cache.put(kernels[k][0], self.harness, r)
+        for k, r in zip(owners, self.ev.execute(self.problem, reqs), strict=True):
+            self.simulated += 1
+            out[k][(r.workload, r.seed)] = r
+            self.ev.cache.put(kernels[k][0], self.harness, r)
+        if kernels[1][0] == kernels[0][0]:  # the candidate is the baseline: its runs are the same
+            out[1] = out[0]
+        base, cand = out
         bad = [r for r in base.values() if not r.ok]
         if bad:
             f = bad[0].failure
@@ -381,45 +419,6 @@ class _Context:
                 f"the baseline of {self.problem.id} fails on {bad[0].workload}: {f.one_line() if f else '?'}"
             )
         return base, cand
-
-    def _cached_runs(self, h: str, source: str, pairs, filename: str, profile_first: bool) -> dict:
-        out: dict[tuple[str, int], RunResult] = {}
-        todo: list[tuple[Workload, int, bool]] = []
-        for i, (w, s) in enumerate(pairs):
-            hit = self.ev.cache.get(h, self.harness, w.name, s)
-            if hit is not None and (not (profile_first and i == 0) or hit.profile):
-                out[(w.name, s)] = hit
-                self.cached += 1
-            else:
-                todo.append((w, s, profile_first and i == 0))
-        if not todo:
-            return out
-        traced = self.ev.traces(
-            source, filename, self.problem, [w for w, _, _ in todo], self.machine, TRACE_SEED
-        )
-        reqs = []
-        for (w, s, profile), t in zip(todo, traced, strict=True):
-            if t.ok and t.call_log is not None:
-                reqs.append(
-                    ExecuteRequest(
-                        call_log=t.call_log,
-                        problem_dir=str(self.problem.root),
-                        workload=w.name,
-                        seed=s,
-                        machine=self.machine.name,
-                        profile=profile,
-                        input_cache=str(self.ev.input_cache),
-                    )
-                )
-            else:  # the trace failed: the verdict holds for every seed of this shape
-                r = _failed_run(w.name, s, t.failure)
-                out[(w.name, s)] = r
-                self.ev.cache.put(h, self.harness, r)
-        for r in self.ev.execute(self.problem, reqs):
-            self.simulated += 1
-            out[(r.workload, r.seed)] = r
-            self.ev.cache.put(h, self.harness, r)
-        return out
 
     # -- checks, in the order that gives the most specific verdict
 

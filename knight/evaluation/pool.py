@@ -196,6 +196,7 @@ class WorkerPool:
         self, size: int | None = None, timeout_s: float = 300.0, memory_mb: int = 6144
     ) -> None:
         self.size = max(1, size or os.cpu_count() or 1)
+        self.sandbox = sandbox.mode()  # a misconfigured KNIGHT_SANDBOX fails here, in one line
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
         self._idle: list[Worker] = []
