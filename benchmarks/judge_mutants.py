@@ -7,7 +7,10 @@ Human lines go to stderr; the last stdout line is JSON: the kill rate per proble
 survivors, and per mutant the workload that killed it and its simulated latency relative to the
 baseline on the problem's first visible workload (a mutant is meant to be faster or equal).
 
-    python benchmarks/judge_mutants.py [PROBLEM ...] [--workers N]
+    python benchmarks/judge_mutants.py [PROBLEM ...] [--workers N] [--seeds N]
+
+With --seeds N each mutant is also evaluated on N fresh seeds of its problem's order family
+(`order_kill_share`): the families reveal the reordering, not one lucky seed.
 """
 
 from __future__ import annotations
@@ -19,7 +22,12 @@ import time
 from pathlib import Path
 
 from knight.evaluation import LocalEvaluator, MemoryCache
-from knight.evaluation.mutation import judge_mutant, latency_ratio, load_mutants
+from knight.evaluation.mutation import (
+    judge_mutant,
+    latency_ratio,
+    load_mutants,
+    order_kill_fraction,
+)
 from knight.problems import load_problem
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +39,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("problems", nargs="*", default=list(PROBLEMS))
     parser.add_argument("--workers", type=int, default=2, help="worker processes (0: in-process)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=0,
+        help="also report each mutant's kill share over this many fresh seeds of the order family",
+    )
     args = parser.parse_args()
     start = time.perf_counter()
     kill_rate: dict[str, float] = {}
@@ -45,9 +59,19 @@ def main() -> int:
             first = problem.spec.workloads[0].name
             for m, v in zip(mutants_of, verdicts, strict=True):
                 ratio = latency_ratio(ev, problem, m)
+                robust = (
+                    order_kill_fraction(ev, problem, m, list(range(1000, 1000 + args.seeds)))
+                    if args.seeds
+                    else None
+                )
                 print(
                     f"{pid}/{v.mutant}: {'killed by ' + v.killed_by if v.killed else 'SURVIVED'}"
-                    f" ({v.category}); latency x{ratio} of the baseline on {first}",
+                    f" ({v.category}); latency x{ratio} of the baseline on {first}"
+                    + (
+                        f"; killed on {robust:.0%} of {args.seeds} fresh order seeds"
+                        if args.seeds
+                        else ""
+                    ),
                     file=sys.stderr,
                 )
                 mutants[f"{pid}/{v.mutant}"] = {
@@ -55,6 +79,8 @@ def main() -> int:
                     "category": v.category,
                     f"latency_ratio_{first}": ratio,
                 }
+                if args.seeds:
+                    mutants[f"{pid}/{v.mutant}"]["order_kill_share"] = robust
             kill_rate[pid] = (
                 round(sum(v.killed for v in verdicts) / len(verdicts), 4) if verdicts else 0.0
             )

@@ -114,6 +114,20 @@ def latency_ratio(evaluator: LocalEvaluator, problem: Problem, mutant: Mutant) -
     return round(w.latency_ns / w.baseline_latency_ns, 4)
 
 
+def order_kill_fraction(
+    evaluator: LocalEvaluator, problem: Problem, mutant: Mutant, seeds: list[int]
+) -> float:
+    """Share of `seeds` of the problem's first order-revealing (adversarial) workload on which
+    the mutant is rejected: how robustly the family reveals it, beyond the judged seeds."""
+    workload = problem.spec.adversarial[0]
+    source = mutant.apply(problem.baseline_source())
+    killed = 0
+    for seed in seeds:
+        one = _only_workload(problem, workload.model_copy(update={"seeds": [seed]}))
+        killed += evaluator.evaluate(source, one, profile=False).failure is not None
+    return round(killed / len(seeds), 4)
+
+
 def _only_workload(problem: Problem, workload: Workload) -> Problem:
     """A copy of `problem` whose only (visible) workload is `workload`."""
     copy = load_problem_dir(problem.root)
