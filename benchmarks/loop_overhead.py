@@ -31,8 +31,6 @@ from knight.proposal import Edit, Proposal
 from knight.proposers import ProposalContext, ProposalResult
 from knight.store import IterationSummary, open_store
 
-COLS = "COLS_PER_TILE = {}  # columns per normalise / multiply / store step"
-
 
 class GrowingProposer:
     """Iteration n: the champion plus comment line n, and a tile width that cycles."""
@@ -41,15 +39,13 @@ class GrowingProposer:
 
     def propose(self, ctx: ProposalContext) -> ProposalResult:
         width = (256, 1024, 2048)[ctx.iteration % 3]
-        edits = [Edit(file="kernel.py", search=COLS.format(512), replace=COLS.format(width))]
-        edits.append(
-            Edit(
-                file="kernel.py",
-                search="TUNABLES = {",
-                replace=f"# v{ctx.iteration}\nTUNABLES = {{",
-            )
+        edit = Edit(
+            file="kernel.py", search="TUNABLES = {", replace=f"# v{ctx.iteration}\nTUNABLES = {{"
         )
-        return ProposalResult(Proposal(hypothesis=f"variant {ctx.iteration}", edits=edits))
+        proposal = Proposal(
+            hypothesis=f"variant {ctx.iteration}", edits=[edit], knobs={"COLS_PER_TILE": width}
+        )
+        return ProposalResult(proposal)
 
     def fix(self, ctx: ProposalContext, failure: object) -> None:
         return None
@@ -66,7 +62,7 @@ class Timer:
 
     def iteration_finished(self, outcome: IterationSummary, best_speedup: float) -> None:
         self.stamps.append(time.perf_counter())
-        if outcome.category is Category.patch_no_match:
+        if outcome.category in (Category.patch_no_match, Category.malformed_proposal):
             raise SystemExit(f"iteration {outcome.number}: the benchmark's patch did not apply")
 
     def message(self, text: str) -> None:

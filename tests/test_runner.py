@@ -6,6 +6,7 @@ not spend the budget, held-out rejection, Ctrl-C, and resuming after a crash at 
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -16,7 +17,8 @@ from knight.agent.loop import Runner
 from knight.errors import UsageError
 from knight.evaluation.fake import FakeEvaluator, FakeOutcome
 from knight.failure import Category, Failure, IterationStatus, RunStatus
-from knight.problems import load_problem
+from knight.problems import Problem, load_problem
+from knight.problems.spec import load_problem_dir
 from knight.proposal import Edit, ModelCall, Proposal
 from knight.proposers import ProposalContext, ProposalResult
 from knight.store import RunStore, open_store
@@ -107,6 +109,7 @@ class FakeClock:
 
 @dataclass
 class Rig:
+    problem: Problem
     store: RunStore
     evaluator: FakeEvaluator
     clock: FakeClock
@@ -116,7 +119,7 @@ class Rig:
         events = Messages(self.messages)
         return Runner(
             self.store,
-            PROBLEM,
+            self.problem,
             self.evaluator,
             proposer,
             events=events,
@@ -143,14 +146,40 @@ class Messages:
         self.lines.append(text)
 
 
-PROBLEM = load_problem("rmsnorm")
+# The loop never runs the kernel here: a fixed synthetic baseline in a copy of the rmsnorm problem
+# keeps these tests independent of the real kernel's text.
+BASELINE = f"""\
+from knight.npu import nl
+
+{LOAD.format("sync")}
+{SCALE.format("vector")}
+{COLS.format(512)}
+TUNABLES = {{
+    "LOAD_ENGINE": ["sync", "scalar", "gpsimd"],
+    "SCALE_ENGINE": ["vector", "scalar", "gpsimd"],
+    "COLS_PER_TILE": [128, 256, 512, 1024, 2048],
+}}
+
+
+def rmsnorm(x, gamma, out):
+    pass
+"""
+
+
+@pytest.fixture(scope="module")
+def problem(tmp_path_factory: pytest.TempPathFactory) -> Problem:
+    real = load_problem("rmsnorm")
+    root = tmp_path_factory.mktemp("problem") / "rmsnorm"
+    shutil.copytree(real.root, root)
+    (root / real.spec.baseline).write_text(BASELINE)
+    return load_problem_dir(root)
 
 
 @pytest.fixture
-def rig() -> Rig:
+def rig(problem: Problem) -> Rig:
     store = open_store(":memory:", "write", create=True)
     clock = FakeClock()
-    yield Rig(store, FakeEvaluator(BASELINE_NS, dict(RULES)), clock, [])
+    yield Rig(problem, store, FakeEvaluator(BASELINE_NS, dict(RULES)), clock, [])
     store.close()
 
 
@@ -287,12 +316,12 @@ def crash_evaluator(rig: Rig, heldout_stage: bool) -> Callable[[str, bool], None
 
 
 @pytest.fixture(scope="module")
-def uninterrupted() -> tuple[str, list[tuple[str, str | None]]]:
+def uninterrupted(problem: Problem) -> tuple[str, list[tuple[str, str | None]]]:
     """The plan run straight through: its champion and outcomes."""
     with open_store(":memory:", "write", create=True) as store:
         evaluator = FakeEvaluator(BASELINE_NS, dict(RULES))
-        summary = Runner(store, PROBLEM, evaluator, plan()).start(RunConfig(budget=3))
-        rows = Rig(store, evaluator, FakeClock(), []).outcomes(summary.run_id)
+        summary = Runner(store, problem, evaluator, plan()).start(RunConfig(budget=3))
+        rows = Rig(problem, store, evaluator, FakeClock(), []).outcomes(summary.run_id)
     assert rows == [("accepted", None), ("accepted", None), ("failed", "shape_error")]
     return summary.champion_hash, rows
 
