@@ -228,8 +228,9 @@ def iteration_html(run: RunView, it: IterationView) -> str:
 
 
 def _parent_profile(run: RunView, it: IterationView) -> tuple[str, dict] | None:
+    """The profile of the kernel this iteration patched, to draw beside its own."""
     if it.parent_number is None:
-        return None
+        return ("baseline", run.baseline_profile) if run.baseline_profile else None
     parent = next((p for p in run.iterations if p.number == it.parent_number), None)
     return (
         (f"parent #{parent.number}", parent.profile)
