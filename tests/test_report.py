@@ -301,6 +301,10 @@ def test_live_page_updates_as_iterations_arrive(scripted_db: Path, tmp_path: Pat
         with urllib.request.urlopen(f"{base}/runs/1?token=t0k", timeout=30) as response:
             html = response.read().decode()
         assert 'href="/runs/1/timelines?token=t0k"' in html and 'href="/runs?token=t0k"' in html
+        # Timelines are computed on request, by evaluator workers the server starts.
+        with urllib.request.urlopen(f"{base}/runs/1/trace/champion.json", timeout=300) as response:
+            trace = json.load(response)
+        assert any(e.get("ph") == "X" and e.get("cat") == "dma" for e in trace["traceEvents"])
         browser = Browser.launch(tmp_path, CHROMIUM)
         page = browser.page()
         page.goto(f"{base}/runs/1")

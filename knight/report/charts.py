@@ -8,6 +8,7 @@ from knight.evaluation import Category
 from knight.report import svg
 from knight.report.model import SCORE_LABEL, IterationView, RunView
 from knight.report.svg import PALETTE, Frame
+from knight.report.units import percent, us
 
 OUTCOME_COLOURS = {"accepted": "#009E73", "rejected": "#E69F00", "failed": "#D55E00"}
 ROOFLINE_MARKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 0.75, 1.0)
@@ -92,7 +93,7 @@ def speedup_chart(run: RunView) -> str:
         if it.speedup_vs_baseline:
             tip = (
                 f"#{it.number} {it.status}{' ' + it.category if it.category else ''}: "
-                f"{it.speedup_vs_baseline:.3f}x, score {_us(it.score_ns)} — {it.hypothesis}"
+                f"{it.speedup_vs_baseline:.3f}x, score {us(it.score_ns)} — {it.hypothesis}"
             )
             frame.add(svg.circle(xs(it.number), ys(it.speedup_vs_baseline), 4.5, colour, tip, href))
         else:  # no score: failed before measuring; drawn on the axis so it still counts
@@ -123,7 +124,7 @@ def _roofline_lines(frame: Frame, ys: svg.Scale, run: RunView, lo: float, hi: fl
         # Skip a mark that would sit on the baseline line: its label would hide "baseline 1x".
         if lo < value < hi and share < 1.0 and abs(y - ys(1.0)) > 12:
             frame.add(svg.line(frame.x0, y, frame.x1, y, stroke="#56B4E9", dash="5 4"))
-            frame.add(svg.text(frame.x1 + 4, y + 4, f"{_pct(share)} of roofline", size=10))
+            frame.add(svg.text(frame.x1 + 4, y + 4, f"{percent(share)} of roofline", size=10))
     if floor <= hi:
         y = ys(floor)
         frame.add(svg.line(frame.x0, y, frame.x1, y, stroke="#D55E00", width=2))
@@ -132,7 +133,7 @@ def _roofline_lines(frame: Frame, ys: svg.Scale, run: RunView, lo: float, hi: fl
         best = run.speedup or 1.0
         note = (
             f"physical floor: {floor:,.0f}x the baseline score (off the chart); "
-            f"the champion is at {_pct(best / floor)} of the roofline"
+            f"the champion is at {percent(best / floor)} of the roofline"
         )
         frame.add(svg.text(frame.x0, 30, note, size=10))
 
@@ -354,11 +355,3 @@ def lineage_tree(run: RunView) -> str:
 def _int_ticks(n: int, start: int = 0) -> list[float]:
     step = max(1, math.ceil(n / 12))
     return [float(v) for v in range(start, n + 1, step)]
-
-
-def _pct(share: float) -> str:
-    return f"{100 * share:.2g}%" if share < 0.1 else f"{100 * share:.0f}%"
-
-
-def _us(ns: float | None) -> str:
-    return "-" if ns is None else f"{ns / 1000:.2f} µs"

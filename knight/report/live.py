@@ -28,7 +28,7 @@ from knight.report.measure import (
     evaluated_comparison,
     stored_comparison,
 )
-from knight.report.model import Comparison, RunState, RunView
+from knight.report.model import Comparison, KernelMeasurement, RunState, RunView
 from knight.report.page import document, run_body, runs_index
 from knight.store import Database, RunStore
 
@@ -105,7 +105,7 @@ def make_router(
             raise HTTPException(404, str(error)) from None
 
     def body(request: Request, run: RunView) -> str:
-        def trace_href(m) -> str:
+        def trace_href(m: KernelMeasurement) -> str:
             return _link(request, "live_trace", run_id=run.id, label=m.label)
 
         timelines_href = _link(request, "live_timelines", run_id=run.id)
@@ -177,7 +177,7 @@ def make_router(
         run = view(run_id)
         comparison = evaluated(run)
 
-        def trace_href(m) -> str:
+        def trace_href(m: KernelMeasurement) -> str:
             return _link(request, "live_trace", run_id=run.id, label=m.label)
 
         back = _link(request, "live_run", run_id=run_id)

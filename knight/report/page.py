@@ -16,6 +16,7 @@ from knight.report import charts, profile_charts
 from knight.report.highlight import diff_html, style_css
 from knight.report.model import SCORE_LABEL, Comparison, IterationView, KernelMeasurement, RunView
 from knight.report.timeline import legend_svg, timeline_svg, trace_end_us
+from knight.report.units import percent, times, us
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
@@ -87,8 +88,8 @@ def runs_index(runs: list[RunView], link) -> str:
             f'<tr><td><a href="{escape(link(r))}">run {r.id}</a></td><td>{escape(r.problem)}</td>'
             f"<td>{escape(r.proposer)}</td><td>{escape(r.machine)}</td><td>{escape(r.status)}</td>"
             f"<td class=num>{len(r.iterations)}</td><td class=num>{counts['accepted']}</td>"
-            f"<td class=num>{_us(r.baseline_score_ns)}</td><td class=num>{_us(r.best_score_ns)}</td>"
-            f"<td class=num>{_x(r.speedup)}</td></tr>"
+            f"<td class=num>{us(r.baseline_score_ns)}</td><td class=num>{us(r.best_score_ns)}</td>"
+            f"<td class=num>{times(r.speedup)}</td></tr>"
         )
     head = (
         "<tr><th>run</th><th>problem</th><th>proposer</th><th>machine</th><th>status</th><th>iterations</th>"
@@ -155,11 +156,11 @@ def _summary(run: RunView) -> str:
             f"{len(run.iterations)}: {counts['accepted']} accepted, {counts['rejected']} rejected, "
             f"{counts['failed']} failed",
         ),
-        (f"baseline {SCORE_LABEL}", _us(run.baseline_score_ns)),
-        (f"best {SCORE_LABEL}", f"{_us(run.best_score_ns)} ({_x(run.speedup)} vs baseline)"),
+        (f"baseline {SCORE_LABEL}", us(run.baseline_score_ns)),
+        (f"best {SCORE_LABEL}", f"{us(run.best_score_ns)} ({times(run.speedup)} vs baseline)"),
         (
             "physical floor as a score",
-            f"{_us(floor)}"
+            f"{us(floor)}"
             + (f"; the champion is at {100 * roof:.2g}% of the roofline" if roof else ""),
         ),
         ("knight version", run.knight_version),
@@ -228,8 +229,9 @@ def iteration_html(run: RunView, it: IterationView) -> str:
 
 
 def _parent_profile(run: RunView, it: IterationView) -> tuple[str, dict] | None:
+    """The profile of the kernel this iteration patched, to draw beside its own."""
     if it.parent_number is None:
-        return None
+        return ("baseline", run.baseline_profile) if run.baseline_profile else None
     parent = next((p for p in run.iterations if p.number == it.parent_number), None)
     return (
         (f"parent #{parent.number}", parent.profile)
@@ -249,9 +251,9 @@ def workloads_table(it: IterationView) -> str:
         lat, base = w.get("latency_ns"), w.get("baseline_latency_ns")
         rows.append(
             f"<tr><td>{escape(w['name'])}{' (held out)' if w.get('heldout') else ''}</td>"
-            f"<td class=num>{w.get('weight', 0):g}</td><td class=num>{_us(lat)}</td><td class=num>{_us(base)}</td>"
-            f"<td class=num>{_x(base / lat if (lat and base) else None)}</td><td class=num>{_us(w.get('floor_ns'))}</td>"
-            f"<td class=num>{_pct(w.get('roofline_fraction'))}</td>"
+            f"<td class=num>{w.get('weight', 0):g}</td><td class=num>{us(lat)}</td><td class=num>{us(base)}</td>"
+            f"<td class=num>{times(base / lat if (lat and base) else None)}</td><td class=num>{us(w.get('floor_ns'))}</td>"
+            f"<td class=num>{percent(w.get('roofline_fraction'))}</td>"
             f'<td class="{"ok" if w.get("correct") else "bad"}">{"bit-exact" if w.get("correct") else "no"}</td></tr>'
         )
     head = (
@@ -259,8 +261,8 @@ def workloads_table(it: IterationView) -> str:
         "<th>physical floor</th><th>roofline</th><th>correct</th></tr>"
     )
     total = (
-        f"<tr><th>{escape(SCORE_LABEL)}</th><td></td><td class=num>{_us(it.score_ns)}</td>"
-        f"<td></td><td class=num>{_x(it.speedup_vs_baseline)}</td><td colspan=3></td></tr>"
+        f"<tr><th>{escape(SCORE_LABEL)}</th><td></td><td class=num>{us(it.score_ns)}</td>"
+        f"<td></td><td class=num>{times(it.speedup_vs_baseline)}</td><td colspan=3></td></tr>"
     )
     return f"<table>{head}{''.join(rows)}{total}</table>"
 
@@ -385,7 +387,7 @@ def profile_table(measured: list[KernelMeasurement]) -> str:
     rows = [
         (
             "latency (" + (measured[0].workload if measured else "?") + ")",
-            [_us(m.latency_ns) for m in measured],
+            [us(m.latency_ns) for m in measured],
         )
     ]
     for key in keys:
@@ -398,7 +400,7 @@ def profile_table(measured: list[KernelMeasurement]) -> str:
             [f"{d.get('transfers', 0)} / {d.get('descriptors', 0)}" for d in dma],
         ),
         ("DMA effective bandwidth", [f"{d.get('bandwidth_gbps', 0):.1f} GB/s" for d in dma]),
-        ("DMA active share", [_pct(d.get("active_share")) for d in dma]),
+        ("DMA active share", [percent(d.get("active_share")) for d in dma]),
         ("bottleneck", [str(m.profile.get("bottleneck", "-")) for m in measured]),
     ]
     body = "".join(
@@ -427,11 +429,11 @@ def _score_line(it: IterationView) -> str:
     if it.score_ns is None:
         return "no score (the candidate failed before it was measured)"
     parent = (
-        f", parent {_us(it.parent_score_ns)} ({_x(it.speedup_vs_parent)} vs parent)"
+        f", parent {us(it.parent_score_ns)} ({times(it.speedup_vs_parent)} vs parent)"
         if it.parent_score_ns
         else ""
     )
-    return f"{_us(it.score_ns)} ({_x(it.speedup_vs_baseline)} vs baseline{parent})"
+    return f"{us(it.score_ns)} ({times(it.speedup_vs_baseline)} vs baseline{parent})"
 
 
 def _usage_line(it: IterationView) -> str:
@@ -449,17 +451,3 @@ def _counts(run: RunView) -> dict[str, int]:
     for it in run.iterations:
         counts[it.status] = counts.get(it.status, 0) + 1
     return counts
-
-
-def _us(ns: float | None) -> str:
-    return "-" if ns is None else f"{ns / 1000:.2f} µs"
-
-
-def _x(ratio: float | None) -> str:
-    return "-" if ratio is None else f"{ratio:.3f}x"
-
-
-def _pct(share: float | None) -> str:
-    if share is None:
-        return "-"
-    return f"{100 * share:.2g}%" if share < 0.1 else f"{100 * share:.0f}%"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from knight.report import svg
 from knight.report.charts import CATEGORY_PALETTE
 from knight.report.svg import PALETTE, Frame
+from knight.report.units import us
 
 
 def engine_bars(profiles: list[tuple[str, dict]]) -> str:
@@ -55,7 +56,7 @@ def engine_bars(profiles: list[tuple[str, dict]]) -> str:
     svg.legend(
         frame,
         [
-            (PALETTE[i % len(PALETTE)], f"{label} (latency {_us(p.get('total_ns'))})")
+            (PALETTE[i % len(PALETTE)], f"{label} (latency {us(p.get('total_ns'))})")
             for i, (label, p) in enumerate(profiles)
         ],
         y=14,
@@ -151,7 +152,3 @@ def critical_path(profile: dict, label: str = "") -> str:
     )
     frame.add(svg.text(frame.x0, 18, title, size=11))
     return frame.svg(title, css_class="chart critical")
-
-
-def _us(ns: float | None) -> str:
-    return "-" if ns is None else f"{ns / 1000:.2f} µs"
