@@ -114,10 +114,6 @@ above {m.stride_penalty_bytes} B doubles the work.
 - Matmul: dst[M, N] (PSUM fp32) = stationary[K, M].T @ moving[K, N] with K <= \
 {m.matmul_max_contract} partitions, M <= {m.matmul_max_stationary}, N <= {m.matmul_max_moving}; \
 issue max(N, {m.matmul_min_moving_cycles}) cycles (x{m.matmul_fp32_factor} for fp32 inputs), \
-<<<<<<< ours
-{m.t_fill_cycles} fill; for a GEMV make the weight stationary and the vector moving. After TensorE idles it is throttled to ~{m.tensor_throttle_floor:.0%} of peak, ramping to full over ~{_us(m.tensor_throttle_ramp_ns)}.
-- DMA: the first byte moves ~{_us(m.dma_first_byte_ns)} after the trigger and a dependant starts ~{_us(m.dma_completion_ns)} after the last byte; HWDGE holds the issuing unit ~{_us(m.dma_t_issue_hwdge_ns)}: SyncE for engine=nisa.engine.sync, ScalarE's descriptor generator for nisa.engine.scalar (dispatched in ScalarE's program order, it hides behind earlier ScalarE compute); SWDGE (nisa.engine.gpsimd) spends GpSimd time per descriptor; dge_mode=nisa.dge_mode.none (descriptors precomputed, static addresses only) costs no issue time. {m.dma_engines} DMA engines of {m.dma_bw_engine_bytes_per_ns:g} B/ns, each serving {m.dma_partitions_per_engine} partitions (spread transfers over all 128 partitions); each contiguous run (descriptor) costs at least ~{_ns(m.dma_desc_knee_bytes / m.dma_bw_engine_bytes_per_ns)} of engine time, so runs below ~2 KiB are packet-rate bound (192 B: {_pct(192, m)}, 1 KiB: {_pct(1024, m)}, 4 KiB: {_pct(4096, m)} of peak); HBM ~{hbm:.0f} GB/s shared by the two cores. A transfer's queue follows its trigger engine and dge_mode (the kernel cannot choose one); FIFO within a queue, so spread transfers over engines. Few large contiguous transfers beat many small ones.
-=======
 +{m.t_fill_cycles} fill; for a GEMV make the weight stationary and the vector moving. After \
 TensorE idles it is throttled to ~{m.tensor_throttle_floor:.0%} of peak, ramping to full over \
 ~{_us(m.tensor_throttle_ramp_ns)}.
@@ -135,7 +131,6 @@ are packet-rate bound (192 B: {_pct(192, m)}, 1 KiB: {_pct(1024, m)}, 4 KiB: {_p
 peak); HBM ~{hbm:.0f} GB/s shared by the two cores. A transfer's queue follows its trigger engine \
 and dge_mode (the kernel cannot choose one); FIFO within a queue. Few large contiguous transfers \
 beat many small ones.
->>>>>>> theirs
 - Numerics: engines compute in fp32 and round to nearest even on write; a matmul is exact then \
 rounded once to fp32; PSUM accumulation adds in instruction order; tensor_reduce sums \
 sequentially. Changing tiling or order changes the bits."""
