@@ -304,7 +304,7 @@ def test_tensor_engine_starts_at_half_rate_and_ramps_over_3_us():
 def _exchange_kernel(barrier: bool):
     """Each core writes its half of `out` to HBM, then reads the other core's half back."""
 
-    def kernel(x, out):
+    def kernel(x, out, back):
         c = nl.program_id(0)
         mine = nl.ndarray((P, 64), dtype=nl.float32, name="mine")
         nisa.dma_copy(dst=mine, src=x[c], engine=nisa.engine.sync)
@@ -313,7 +313,7 @@ def _exchange_kernel(barrier: bool):
             nisa.core_barrier(out, (0, 1))
         theirs = nl.ndarray((P, 64), dtype=nl.float32, name="theirs")
         nisa.dma_copy(dst=theirs, src=out[1 - c], engine=nisa.engine.sync)  # the reading line
-        nisa.dma_copy(dst=x[c], src=theirs, engine=nisa.engine.sync)
+        nisa.dma_copy(dst=back[c], src=theirs, engine=nisa.engine.sync)
 
     return kernel
 
@@ -324,7 +324,7 @@ def test_reading_the_other_cores_hbm_write_without_core_barrier_is_a_race_at_tha
     import inspect
 
     x = np.arange(2 * P * 64, dtype=np.float32).reshape(2, P, 64)
-    outs = {"out": ((2, P, 64), np.float32)}
+    outs = {"out": ((2, P, 64), np.float32), "back": ((2, P, 64), np.float32)}
     kernel = _exchange_kernel(barrier=False)
     with pytest.raises(Race) as err:
         simulate(kernel, {"x": x}, outs, machine="trn2", grid=2)
