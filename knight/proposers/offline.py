@@ -99,7 +99,9 @@ class OfflineProposer:
                 exhausted=True,
             )
         ranked = rank_moves(ctx, knobs, untried, random.Random(self.seed ^ ctx.iteration))
-        return ProposalResult(proposal=_proposal(ctx, knobs, ranked[0], len(untried)))
+        # Concurrent calls from one parent in a parallel round take the next-ranked moves.
+        pick = ranked[min(ctx.sibling, len(ranked) - 1)]
+        return ProposalResult(proposal=_proposal(ctx, knobs, pick, len(untried)))
 
     def fix(self, ctx: ProposalContext, failure: Failure) -> ProposalResult | None:
         """None: knob edits are exact, so a failure is a real result, not a typo to correct."""
