@@ -146,8 +146,9 @@ PROBLEM = load_problem("rmsnorm")
 
 
 @pytest.fixture
-def rig() -> Rig:
-    store = open_store(":memory:", "write", create=True)
+def rig(store_url: str) -> Rig:
+    """The loop's rig on a fresh store: in-memory SQLite, and a real PostgreSQL database."""
+    store = open_store(store_url, "write", create=True)
     clock = FakeClock()
     yield Rig(store, FakeEvaluator(BASELINE_NS, dict(RULES)), clock, [])
     store.close()

@@ -173,7 +173,9 @@ def newer_knight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..
     def install(tail: str = "pass") -> None:
         copy = tmp_path / "migrations"
         shutil.copytree(migrate.MIGRATIONS_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
-        (copy / "versions" / "9001_extra.py").write_text(EXTRA_REVISION.format(tail=tail, head=head_revision()))
+        (copy / "versions" / "9001_extra.py").write_text(
+            EXTRA_REVISION.format(tail=tail, head=head_revision())
+        )
         monkeypatch.setattr(migrate, "MIGRATIONS_DIR", copy)
 
     return install
