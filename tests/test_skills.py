@@ -15,18 +15,9 @@ from knight.skills import load_skills, parse_skill
 SKILLS_ROOT = Path(__file__).resolve().parents[1] / "skills"
 SKILL_FILES = sorted(SKILLS_ROOT.glob("*/SKILL.md"))
 REQUIRED = {
-    "patching",
-    "kernel-language",
-    "kernel-rules",
-    "sbuf-psum-budget",
-    "precision-alignment",
-    "reading-the-profile",
-    "dma-contiguous-runs",
-    "dma-queues-and-engines",
-    "double-buffering",
-    "psum-banks-and-readout",
-    "expert-sharding",
-    "gemv-orientation",
+    "patching", "kernel-language", "kernel-rules", "sbuf-psum-budget", "precision-alignment",
+    "reading-the-profile", "dma-contiguous-runs", "dma-queues-and-engines", "double-buffering",
+    "psum-banks-and-readout", "expert-sharding", "gemv-orientation",
 }
 # `nisa.<name>` / `nl.<name>` as kernel code spells them; not preceded by a word character, a dot
 # or a slash, so `knight.npu.nisa` or a path ending in `nl` followed by `.py` are not API uses.
@@ -48,19 +39,14 @@ def test_skill_parses_with_front_matter(path: Path):
     skill = parse_skill(path.read_text(), path)
     assert skill.name == path.parent.name
     assert skill.description.strip()
-    assert len(skill.description) < 300, (
-        f"{skill.name}: description is {len(skill.description)} characters"
-    )
+    assert len(skill.description) < 300, f"{skill.name}: description is {len(skill.description)} characters"
     assert skill.metadata.get("origin") in ("curated", "learned")
     assert skill.metadata.get("status") in ("candidate", "verified", "deprecated")
     assert skill.body.strip()
 
 
-@pytest.mark.parametrize(
-    "path",
-    [p for p in SKILL_FILES if p.parent.name in REQUIRED],
-    ids=_ids([p for p in SKILL_FILES if p.parent.name in REQUIRED]),
-)
+@pytest.mark.parametrize("path", [p for p in SKILL_FILES if p.parent.name in REQUIRED],
+                         ids=_ids([p for p in SKILL_FILES if p.parent.name in REQUIRED]))
 def test_curated_skill_metadata_and_length(path: Path):
     skill = parse_skill(path.read_text(), path)
     assert skill.metadata["origin"] == "curated"

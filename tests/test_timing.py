@@ -24,16 +24,7 @@ HBM_W, HBM_OUT = 50, 51
 
 def I(op: str, engine: str, reads=(), writes=(), core: int = 0, line: int = 1, **kw) -> Instr:  # noqa: E743
     """An instruction at kernel.py:`line`."""
-    return Instr(
-        op,
-        engine,
-        core,
-        0,
-        SourceLoc("kernel.py", line),
-        reads=tuple(reads),
-        writes=tuple(writes),
-        **kw,
-    )
+    return Instr(op, engine, core, 0, SourceLoc("kernel.py", line), reads=tuple(reads), writes=tuple(writes), **kw)
 
 
 def R(t: int, p0: int = 0, p1: int = P, b0: int = 0, b1: int = 64) -> Region:
@@ -53,12 +44,7 @@ def prog(*streams: list[Instr]) -> Program:
             ins.reads = tuple(_on_core(r, c) for r in ins.reads)
             ins.writes = tuple(_on_core(r, c) for r in ins.writes)
     n = len(streams)
-    return Program(
-        [list(s) for s in streams],
-        {HBM_W: "w_experts", HBM_OUT: "out", 1: "tile"},
-        [0] * n,
-        [0] * n,
-    )
+    return Program([list(s) for s in streams], {HBM_W: "w_experts", HBM_OUT: "out", 1: "tile"}, [0] * n, [0] * n)
 
 
 def dma(
@@ -78,14 +64,7 @@ def dma(
     total = partitions * per
     shape = DmaShape(mode, queue, 0, partitions, chunks, chunk, total, total)
     src = Region(HBM_W, 0, 1, src_off, src_off + total)
-    return I(
-        "dma_copy",
-        engine,
-        reads=(src, *deps_on),
-        writes=(R(dst, 0, partitions, 0, per),),
-        dma=shape,
-        line=line,
-    )
+    return I("dma_copy", engine, reads=(src, *deps_on), writes=(R(dst, 0, partitions, 0, per),), dma=shape, line=line)
 
 
 def vec(reads=(), writes=(), elems: int = 512, engine: str = "vector", line: int = 1) -> Instr:
@@ -94,17 +73,8 @@ def vec(reads=(), writes=(), elems: int = 512, engine: str = "vector", line: int
 
 def mm(dst: Region, st: Region, mv: Region, accumulate: bool = False, n: int = 512) -> Instr:
     reads = (st, mv, dst) if accumulate else (st, mv)
-    return I(
-        "matmul",
-        "tensor",
-        reads,
-        (dst,),
-        moving=n,
-        stationary=P,
-        contract=P,
-        accumulate=accumulate,
-        psum_access=True,
-    )
+    return I("matmul", "tensor", reads, (dst,), moving=n, stationary=P, contract=P, accumulate=accumulate,
+             psum_access=True)
 
 
 # ----------------------------------------------------------------------------- costs
@@ -124,10 +94,7 @@ def test_compute_cost_rules():
     dyn = I("tensor_copy", "gpsimd", elems=10, dynamic=True)
     assert instruction_cost(dyn, M2)[0] == M2.cycles_to_ps("gpsimd", 100 + 600)
     gemv = I("matmul", "tensor", moving=1, stationary=P)
-    assert instruction_cost(gemv, M2) == (
-        M2.cycles_to_ps("tensor", 64),
-        M2.cycles_to_ps("tensor", 64 + 256),
-    )
+    assert instruction_cost(gemv, M2) == (M2.cycles_to_ps("tensor", 64), M2.cycles_to_ps("tensor", 64 + 256))
     fp32 = I("matmul", "tensor", moving=512, stationary=P, fp32_matmul=True)
     assert instruction_cost(fp32, M2)[0] == M2.cycles_to_ps("tensor", 4 * 512)
     with pytest.raises(ValueError):
@@ -219,9 +186,7 @@ def test_fragmented_descriptors_are_much_slower():
 
 def test_two_queues_beat_one_for_independent_transfers():
     def run(queues: int) -> int:
-        loads = [
-            dma(dst=1 + k, queue=k % queues, chunk=2048, src_off=k * P * 2048) for k in range(8)
-        ]
+        loads = [dma(dst=1 + k, queue=k % queues, chunk=2048, src_off=k * P * 2048) for k in range(8)]
         return schedule(prog(loads), M2).makespan_ps
 
     assert run(2) < 0.8 * run(1)
@@ -266,9 +231,7 @@ def test_scalar_hwdge_issues_on_its_own_dge_unit():
     act = I("activation", "scalar", writes=[R(9)], elems=4096)  # 0: ~3.5 us of ScalarE compute
     load_a = dma(dst=1, engine="scalar", queue=1)  # 1: independent of 0: does not wait for it
     act2 = I("activation", "scalar", writes=[R(8)], elems=16)  # 2: not delayed by the DMA issue
-    load_b = dma(
-        dst=2, engine="scalar", queue=2, src_off=P * 4096
-    )  # 3: in order behind 1 on the DGE
+    load_b = dma(dst=2, engine="scalar", queue=2, src_off=P * 4096)  # 3: in order behind 1 on the DGE
     dep = dma(dst=3, engine="scalar", queue=3, src_off=2 * P * 4096, deps_on=(R(8),))  # 4: RAW on 2
     s = schedule(prog([act, load_a, act2, load_b, dep]), M2)
     occ = instruction_cost(act, M2)[0]
@@ -306,17 +269,9 @@ def test_barrier_fences_the_scalar_dge():
 
 def test_scalar_dge_in_profile_trace_and_critical_path():
     issue = int(M2.dma_t_issue_hwdge_ns * 1000)
-    loads = [
-        dma(dst=1 + k, engine="scalar", queue=k, chunk=512, src_off=k * P * 512, line=20 + k)
-        for k in range(4)
-    ]
-    p = prog(
-        [
-            vec(writes=[R(9)], elems=8192, engine="scalar", line=10),
-            *loads,
-            vec(reads=[R(1 + k, b1=512) for k in range(4)], writes=[R(8)], line=30),
-        ]
-    )
+    loads = [dma(dst=1 + k, engine="scalar", queue=k, chunk=512, src_off=k * P * 512, line=20 + k) for k in range(4)]
+    p = prog([vec(writes=[R(9)], elems=8192, engine="scalar", line=10), *loads,
+              vec(reads=[R(1 + k, b1=512) for k in range(4)], writes=[R(8)], line=30)])
     s = schedule(p, M2)
     assert [s.start_ps[1 + k] for k in range(4)] == [k * issue for k in range(4)]
     prof = make_profile(p, s, M2)
@@ -326,13 +281,9 @@ def test_scalar_dge_in_profile_trace_and_critical_path():
     assert sum(t1 - t0 for _, t0, t1, _ in s.critical_segments()) == s.makespan_ps
     assert "scalar-dge" in prof.summary_text()
     trace = chrome_trace(p, s)["traceEvents"]
-    tids = {
-        e["args"]["name"]: e["tid"] for e in trace if e["ph"] == "M" and e["name"] == "thread_name"
-    }
+    tids = {e["args"]["name"]: e["tid"] for e in trace if e["ph"] == "M" and e["name"] == "thread_name"}
     dge = [e for e in trace if e["ph"] == "X" and e["tid"] == tids["scalar-dge"]]
-    assert len(dge) == 4 and all(
-        e["name"] == "dma_copy" and e["args"]["trigger"] == "scalar" for e in dge
-    )
+    assert len(dge) == 4 and all(e["name"] == "dma_copy" and e["args"]["trigger"] == "scalar" for e in dge)
     assert [e["dur"] for e in dge] == [issue / 1e6] * 4
 
 
@@ -366,11 +317,7 @@ def test_sendrecv_and_barrier_are_joint_events():
     xfer = P * 512 / (M2.dma_bw_engine_bytes_per_ns * 16) * 1000
     assert s.finish_ps[sr0] == pytest.approx(issue_end + M2.dma_t_fix_ns * 1000 + xfer, abs=1)
     b0, b1 = 6, 7
-    assert (
-        s.finish_ps[b0]
-        == s.finish_ps[b1]
-        == max(s.start_ps[b0], s.start_ps[b1]) + int(M2.dma_t_fix_ns * 1000)
-    )
+    assert s.finish_ps[b0] == s.finish_ps[b1] == max(s.start_ps[b0], s.start_ps[b1]) + int(M2.dma_t_fix_ns * 1000)
     # The barrier fences the core: the ScalarE op after it waits, though it has no data deps.
     assert s.start_ps[8] >= s.finish_ps[b0] and s.start_ps[9] >= s.finish_ps[b1]
 
@@ -383,39 +330,12 @@ def _mixed() -> Program:
     for c in range(2):
         s = []
         for k in range(6):
-            s.append(
-                dma(
-                    dst=1 + k % 2,
-                    engine=("sync", "scalar", "gpsimd")[k % 3],
-                    queue=k % 3,
-                    chunks=16,
-                    chunk=192,
-                    src_off=(2 * k + c) * P * 3072,
-                    line=42,
-                )
-            )
+            s.append(dma(dst=1 + k % 2, engine=("sync", "scalar", "gpsimd")[k % 3], queue=k % 3,
+                          chunks=16, chunk=192, src_off=(2 * k + c) * P * 3072, line=42))
             s.append(mm(R(5, b1=2048), R(1 + k % 2, b1=3072), R(3)))
-            s.append(
-                I(
-                    "activation",
-                    "scalar",
-                    [R(5, b1=2048)],
-                    [R(6, b1=2048)],
-                    elems=512,
-                    psum_access=True,
-                    line=50,
-                )
-            )
-        s.append(
-            I(
-                "dma_copy",
-                "sync",
-                [R(6, b1=2048)],
-                [Region(HBM_OUT, 0, 1, c * P * 2048, (c + 1) * P * 2048)],
-                dma=DmaShape("hwdge", 0, 0, P, 1, 2048, P * 2048, P * 2048),
-                line=60,
-            )
-        )
+            s.append(I("activation", "scalar", [R(5, b1=2048)], [R(6, b1=2048)], elems=512, psum_access=True, line=50))
+        s.append(I("dma_copy", "sync", [R(6, b1=2048)], [Region(HBM_OUT, 0, 1, c * P * 2048, (c + 1) * P * 2048)],
+                   dma=DmaShape("hwdge", 0, 0, P, 1, 2048, P * 2048, P * 2048), line=60))
         streams.append(s)
     return prog(*streams)
 
@@ -439,17 +359,8 @@ def test_chrome_trace_structure():
     threads = [(e["pid"], e["tid"], e["args"]["name"]) for e in meta if e["name"] == "thread_name"]
     assert len({(p_, t) for p_, t, _ in threads}) == len(threads)  # one name per track
     labels = {n for _, _, n in threads}
-    assert {
-        "tensor",
-        "vector",
-        "scalar",
-        "gpsimd",
-        "sync",
-        "scalar-dge",
-        "dma queue 0",
-        "dma queue 1",
-        "dma queue 2",
-    } <= labels
+    assert {"tensor", "vector", "scalar", "gpsimd", "sync", "scalar-dge", "dma queue 0", "dma queue 1",
+            "dma queue 2"} <= labels
     for e in spans:
         assert {"name", "ph", "ts", "dur", "pid", "tid", "args"} <= e.keys()
         assert e["ts"] >= 0 and e["dur"] >= 0

@@ -778,9 +778,7 @@ def _scalar_dma_and_compute(trigger: str, dma_first: bool):
     return kernel
 
 
-@pytest.mark.parametrize(
-    "dma_first", [False, True], ids=["dma-after-compute", "dma-before-compute"]
-)
+@pytest.mark.parametrize("dma_first", [False, True], ids=["dma-after-compute", "dma-before-compute"])
 def test_scalar_hwdge_issue_hides_behind_earlier_scalar_compute(dma_first):
     w = _bf16(np.random.default_rng(12), (P, 4096))
     outs = {"out_a": ((P, 2048), np.float32), "out_w": (w.shape, BF16)}
@@ -789,11 +787,7 @@ def test_scalar_hwdge_issue_hides_behind_earlier_scalar_compute(dma_first):
     _same_bits(on_scalar, on_sync)
     (rs,), (ry,) = _records(on_scalar, "t"), _records(on_sync, "t")
     m = M2
-    cold = (
-        m.dma_t_issue_hwdge_ns
-        + m.dma_t_fix_ns
-        + 8 * (m.dma_s0_bytes + 8192) / m.dma_bw_engine_bytes_per_ns
-    )
+    cold = m.dma_t_issue_hwdge_ns + m.dma_t_fix_ns + 8 * (m.dma_s0_bytes + 8192) / m.dma_bw_engine_bytes_per_ns
     acts = [on_scalar.schedule.start_ps[i] for i in _instrs(on_scalar, "activation")]
     acts_sync = [on_sync.schedule.start_ps[i] for i in _instrs(on_sync, "activation")]
     first_compute = on_scalar.schedule.start_ps[_instrs(on_scalar, "memset")[0]]
