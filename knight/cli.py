@@ -286,6 +286,14 @@ DbOpt = Annotated[
     str, typer.Option("--db", help="SQLite path or SQLAlchemy URL of the experience store.")
 ]
 RunOpt = Annotated[int | None, typer.Option("--run", help="Run id (default: the latest run).")]
+EvaluatorOpt = Annotated[
+    str,
+    typer.Option(
+        "--evaluator",
+        help="Where candidates are judged: local (worker processes here), ray (Ray at $RAY_ADDRESS "
+        "or a local Ray) or ray://HOST:PORT (the Ray cluster whose head is there).",
+    ),
+]
 
 
 def _read_store(where: str):
@@ -417,13 +425,27 @@ def run_cmd(
         int | None,
         typer.Option("--workers", help="Evaluation worker processes (default: CPU cores)."),
     ] = None,
+    parallel: Annotated[
+        int | None,
+        typer.Option(
+            "--parallel",
+            help="Candidates per round: proposer calls in flight and evaluations at once (default 1).",
+        ),
+    ] = None,
+    beam: Annotated[
+        int | None,
+        typer.Option(
+            "--beam",
+            help="Parents drawn from the K best distinct accepted kernels (default 1: the champion).",
+        ),
+    ] = None,
+    evaluator: EvaluatorOpt = "local",
     as_json: JsonOpt = False,
 ) -> None:
     """Optimise a problem for a budget of iterations, keeping every attempt in the database."""
     from knight.agent.cache import StoreRunCache
     from knight.agent.config import ResumeOverrides, RunConfig
     from knight.agent.loop import Runner
-    from knight.evaluation import LocalEvaluator
     from knight.failure import RunStatus
     from knight.problems import load_problem
     from knight.proposers.select import NAMES, make_proposer
@@ -437,7 +459,11 @@ def run_cmd(
         raise UsageError("--fix-rounds cannot be negative")
     if max_outage is not None and max_outage < 0:
         raise UsageError("--max-outage cannot be negative")
+    for flag, value in (("--parallel", parallel), ("--beam", beam)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1")
     machine = _machine(machine)
+    evaluator_kind, ray_address = _evaluator_spec(evaluator)
     if proposer is not None and proposer not in NAMES:
         raise UsageError(f"unknown proposer {proposer!r}; choose one of {', '.join(NAMES)}")
     if resume is None:
@@ -454,18 +480,32 @@ def run_cmd(
         command = command or settings.get("command")
         model = model or settings.get("model")
     skills = load_skills()
-    prop = make_proposer(
-        proposer,
-        seed=seed or 0,
-        script=script,
-        command=command,
-        model=model,
-        skill_reader=lambda name: skills[name].body if name in skills else None,
-        note=err.print,
-    )
+
+    def new_proposer(note=err.print):
+        return make_proposer(
+            proposer,
+            seed=seed or 0,
+            script=script,
+            command=command,
+            model=model,
+            skill_reader=lambda name: skills[name].body if name in skills else None,
+            note=note,
+        )
+
+    prop = new_proposer()
     events = _Progress(quiet=False)
-    with store, LocalEvaluator(machine, workers=workers, cache=StoreRunCache(store.db)) as ev:
-        runner = Runner(store, prob, ev, prop, skills=skills, events=events, machine=machine)
+    cache = StoreRunCache(store.db)
+    with store, _make_evaluator(evaluator_kind, ray_address, machine, workers, cache) as ev:
+        runner = Runner(
+            store,
+            prob,
+            ev,
+            prop,
+            skills=skills,
+            events=events,
+            machine=machine,
+            proposer_factory=lambda: new_proposer(note=lambda _: None),
+        )
         if resume is not None:
             given = {"script": str(script) if script else None, "command": command, "model": model}
             overrides = ResumeOverrides(
@@ -476,6 +516,8 @@ def run_cmd(
                 min_gain=min_gain,
                 fix_rounds=fix_rounds,
                 max_outage_s=max_outage,
+                parallel=parallel,
+                beam=beam,
             )
             summary = runner.resume(resume, overrides)
         else:
@@ -488,6 +530,8 @@ def run_cmd(
                 min_gain=min_gain or defaults.min_gain,
                 fix_rounds=defaults.fix_rounds if fix_rounds is None else fix_rounds,
                 max_outage_s=defaults.max_outage_s if max_outage is None else max_outage,
+                parallel=parallel or defaults.parallel,
+                beam=beam or defaults.beam,
                 extra={
                     "proposer": prop.name,
                     "model": model,
@@ -515,6 +559,24 @@ def run_cmd(
             out.print(f"resume with: knight run --db {db} --resume {summary.run_id}", markup=False)
     if summary.status is RunStatus.interrupted:
         raise typer.Exit(130)
+
+
+def _evaluator_spec(spec: str) -> tuple[str, str | None]:
+    """Check --evaluator (local, ray, ray://HOST:PORT) before any work starts."""
+    from knight.evaluation.ray_evaluator import parse_evaluator
+
+    return parse_evaluator(spec)
+
+
+def _make_evaluator(kind: str, address: str | None, machine, workers, cache):
+    """The evaluator a run judges with: worker processes here, or Ray tasks on a cluster."""
+    from knight.evaluation import LocalEvaluator
+
+    if kind == "local":
+        return LocalEvaluator(machine, workers=workers, cache=cache)
+    from knight.evaluation.ray_evaluator import RayEvaluator
+
+    return RayEvaluator(address, machine, cache=cache, cpus_per_task=workers or 1)
 
 
 def _refuse_changes(run, **given: object) -> None:
@@ -604,7 +666,17 @@ def show_cmd(
 def replay_cmd(
     db: DbOpt = "knight.db",
     run: RunOpt = None,
-    to: Annotated[int | None, typer.Option("--to", help="Stop after this iteration.")] = None,
+    to: Annotated[
+        int | None,
+        typer.Option("--to", help="Replay the best kernel accepted up to this iteration."),
+    ] = None,
+    iteration: Annotated[
+        int | None,
+        typer.Option(
+            "--iteration",
+            help="Replay the lineage of this accepted iteration's kernel (default: the champion).",
+        ),
+    ] = None,
     out_file: Annotated[
         Path | None, typer.Option("--out", help="Write the rebuilt kernel here.")
     ] = None,
@@ -614,7 +686,7 @@ def replay_cmd(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Rebuild the best kernel from the baseline, re-applying and re-verifying every accepted patch."""
+    """Rebuild a kernel from the baseline, re-applying and re-verifying each patch of its lineage."""
     from knight.agent.replay import replay
     from knight.evaluation import LocalEvaluator, MemoryCache
     from knight.problems import load_problem
@@ -629,7 +701,7 @@ def replay_cmd(
             f"replaying run {run_id} ({prob.id}) on {machine} from the baseline ...", markup=False
         )
         with LocalEvaluator(machine, workers=workers, cache=MemoryCache()) as ev:
-            result = replay(store, prob, ev, run_id, to=to, machine=machine)
+            result = replay(store, prob, ev, run_id, to=to, iteration=iteration, machine=machine)
     if out_file is not None:
         out_file.write_text(result.final_source)
         err.print(f"wrote {out_file} ({result.final_hash[:12]})", markup=False)

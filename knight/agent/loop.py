@@ -199,10 +199,15 @@ class Runner:
             )
         )
         champion = Champion(source_hash(source), source, report.score_ns, report)
-        return self._loop(run, Beam(config.beam, [champion]), config)
+        with self.store.hold_run(run.id):
+            return self._loop(run, Beam(config.beam, [champion]), config)
 
     def resume(self, run_id: int, overrides: ResumeOverrides | None = None) -> RunSummary:
         """Continue a stopped run where it stopped, with `overrides` applied to its limits."""
+        with self.store.hold_run(run_id):
+            return self._resume(run_id, overrides)
+
+    def _resume(self, run_id: int, overrides: ResumeOverrides | None) -> RunSummary:
         run, config = open_run(self.store, run_id, self.problem.id, overrides or ResumeOverrides())
         beam = Beam(config.beam)
         for digest, number in self.store.beam(run_id, config.beam):

@@ -8,6 +8,7 @@ the CLI and the service speak to the database only through this class and the re
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
@@ -16,7 +17,7 @@ from knight.errors import KnightError, NotFoundError
 from knight.failure import Failure, IterationStatus, RunStatus
 from knight.proposal import Edit, ModelCall, Turn
 from knight.source import canonical_source, source_hash
-from knight.store.db import Database, SchemaUpgrade
+from knight.store.db import Database, SchemaUpgrade, run_lock
 from knight.store.models import (
     Candidate,
     Evaluation,
@@ -129,6 +130,11 @@ class RunStore:
         """Every run, oldest first."""
         with self.db.session() as s:
             return [_run_info(run) for run in s.scalars(select(Run).order_by(Run.id))]
+
+    def hold_run(self, run_id: int) -> AbstractContextManager[None]:
+        """Hold run `run_id` while this process runs it: a second process that tries is refused
+        (PostgreSQL advisory lock; SQLite serialises writers on its own)."""
+        return run_lock(self.db, run_id)
 
     def close_run(self, run_id: int, status: RunStatus) -> None:
         """Record that a run stopped (finished, interrupted or failed)."""
