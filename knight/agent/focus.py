@@ -23,7 +23,17 @@ def focus_options(ctx: ProposalContext) -> list[str]:
             f"find a variant of '{last.hypothesis[:120]}' that avoids it"
         )
     options += [f"the technique of skill '{s.name}' ({s.description[:160]})" for s in ctx.skills]
+    options += [f"the knob {name} (now {value!r})" for name, value in ctx.knobs.items()]
+    options += list(GENERAL_DIRECTIONS)
     return options
+
+
+# Directions that apply to any kernel, for when the context offers few specific ones.
+GENERAL_DIRECTIONS = (
+    "a structural change (tiling, loop order or data layout) rather than a knob value",
+    "overlapping data movement with compute (more buffers, earlier loads, more DMA queues)",
+    "doing less work: fewer instructions, fewer transfers, or fused steps",
+)
 
 
 def choose_focus(ctx: ProposalContext, slot: int, round_number: int) -> str:

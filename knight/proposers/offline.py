@@ -98,8 +98,10 @@ class OfflineProposer:
                 f"offline proposer: search space exhausted ({tried} moves tried)",
                 exhausted=True,
             )
-        ranked = rank_moves(ctx, knobs, untried, random.Random(self.seed ^ ctx.iteration))
-        # Concurrent calls from one parent in a parallel round take the next-ranked moves.
+        # Concurrent calls from one parent (a parallel round, where each call has a focus) share
+        # one ranking, tie-breaks drawn from the parent's hash, and take its next-ranked moves.
+        draw = ctx.iteration if ctx.focus is None else int(ctx.champion_hash[:8], 16)
+        ranked = rank_moves(ctx, knobs, untried, random.Random(self.seed ^ draw))
         pick = ranked[min(ctx.sibling, len(ranked) - 1)]
         return ProposalResult(proposal=_proposal(ctx, knobs, pick, len(untried)))
 
