@@ -444,7 +444,7 @@ def run_cmd(
 ) -> None:
     """Optimise a problem for a budget of iterations, keeping every attempt in the database."""
     from knight.agent.cache import StoreRunCache
-    from knight.agent.config import ResumeOverrides, RunConfig
+    from knight.agent.config import ResumeOverrides, RunConfig, refuse_identity_changes
     from knight.agent.loop import Runner
     from knight.failure import RunStatus
     from knight.problems import load_problem
@@ -472,7 +472,7 @@ def run_cmd(
     if resume is not None:
         # A resumed run keeps what defines it (problem, machine, seed, proposer); limits may change.
         run = store.run(resume)
-        _refuse_changes(run, problem=problem, machine=machine, seed=seed, proposer=proposer)
+        refuse_identity_changes(run, problem=problem, machine=machine, seed=seed, proposer=proposer)
         prob = load_problem(run.problem_id)
         machine, seed, proposer = run.machine, run.seed, run.proposer
         settings = run.config
@@ -577,22 +577,6 @@ def _make_evaluator(kind: str, address: str | None, machine, workers, cache):
     from knight.evaluation.ray_evaluator import RayEvaluator
 
     return RayEvaluator(address, machine, cache=cache, cpus_per_task=workers or 1)
-
-
-def _refuse_changes(run, **given: object) -> None:
-    """With --resume, flags that define a run must match it: refused, never silently ignored."""
-    stored = {
-        "problem": run.problem_id,
-        "machine": run.machine,
-        "seed": run.seed,
-        "proposer": run.proposer,
-    }
-    for name, value in given.items():
-        if value is not None and value != stored[name]:
-            raise UsageError(
-                f"run {run.id} was started with --{name} {stored[name]}; a resumed run keeps it "
-                f"(drop --{name} {value}, or start a new run)"
-            )
 
 
 @app.command("history")

@@ -24,10 +24,11 @@ def _cut(text: str, width: int) -> str:
 def history_lines(rows: list[IterationSummary], wide: bool = False) -> list[str]:
     """The history table: one line per iteration within 100 columns (`wide`: full hypotheses)."""
     hyp_width = TABLE_WIDTH - len(_FIXED.format("", "", "", "", "", "", ""))
-    header = _FIXED.format(
-        "#", "from", "outcome", "hypothesis".ljust(hyp_width), "µs", "x base", "x parent"
-    )
-    lines = [header.rstrip() if not wide else header]
+    names = ("#", "from", "outcome", "hypothesis", "µs", "x base", "x parent")
+    if wide:
+        lines = [_wide(*names)]
+    else:
+        lines = [_FIXED.format(*names[:3], names[3].ljust(hyp_width), *names[4:]).rstrip()]
     for it in rows:
         outcome = it.status.value + (f" {it.category.value}" if it.category else "")
         hypothesis = it.hypothesis if wide else _cut(it.hypothesis, hyp_width).ljust(hyp_width)
@@ -46,7 +47,13 @@ def parent_label(parent_iteration: int | None) -> str:
 
 
 def _wide(
-    number: int, origin: str, outcome: str, hypothesis: str, score: str, base: str, parent: str
+    number: int | str,
+    origin: str,
+    outcome: str,
+    hypothesis: str,
+    score: str,
+    base: str,
+    parent: str,
 ) -> str:
     """A history row with the whole hypothesis last, so the columns still line up."""
     cells = f"{number:>4}  {origin:>4}  {outcome:<24}  {score:>9}  {base:>6}  {parent:>8}"

@@ -20,8 +20,14 @@ def knight(*args: str, cwd: Path | None = None, check: bool = False) -> subproce
     env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
     env["KNIGHT_BASELINES"] = str(ROOT / "baselines")
     env["KNIGHT_CACHE"] = str((cwd or ROOT) / ".knight-cache")
-    res = subprocess.run([sys.executable, "-m", "knight.cli", *args], capture_output=True, text=True,
-                         cwd=cwd or ROOT, env=env, timeout=600)
+    res = subprocess.run(
+        [sys.executable, "-m", "knight.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        env=env,
+        timeout=600,
+    )
     if check:
         assert res.returncode == 0, res.stderr
     return res
@@ -34,16 +40,41 @@ def edit(search: str, replace: str) -> dict:
 COLS = "COLS_PER_TILE = {}  # columns per normalise / multiply / store step"
 REDUCE = "    nisa.tensor_reduce(sum_sq, sq, nl.add, axis=1)\n"
 SCRIPT = [
-    {"hypothesis": "Whole-row tiles: one normalise/multiply/store step instead of four.",
-     "tags": ["knob"], "edits": [edit(COLS.format(512), COLS.format(2048))]},
-    {"hypothesis": "Store through a second queue.", "edits": [edit("nisa.dma_copy(dst=out, src=nowhere)", "pass")]},
-    {"hypothesis": "Reduce the squares in two halves, then add the halves.", "skills_used": ["precision-alignment"],
-     "edits": [edit(REDUCE, "    halves = nl.ndarray((T, 2), dtype=nl.float32, name=\"halves\")\n"
-                            "    nisa.tensor_reduce(halves, sq.reshape(T, 2, H // 2), nl.add, axis=2, keepdims=False)\n"
-                            "    nisa.tensor_reduce(sum_sq, halves, nl.add, axis=1)\n")]},
-    {"hypothesis": "Keep a large fp32 scratch tile resident.",
-     "edits": [edit(REDUCE, REDUCE + "    scratch = nl.ndarray((T, 100000), dtype=nl.float32, name=\"scratch\")\n")]},
-    {"hypothesis": "Go back to 512-column tiles.", "edits": [edit(COLS.format(2048), COLS.format(512))]},
+    {
+        "hypothesis": "Whole-row tiles: one normalise/multiply/store step instead of four.",
+        "tags": ["knob"],
+        "edits": [edit(COLS.format(512), COLS.format(2048))],
+    },
+    {
+        "hypothesis": "Store through a second queue.",
+        "edits": [edit("nisa.dma_copy(dst=out, src=nowhere)", "pass")],
+    },
+    {
+        "hypothesis": "Reduce the squares in two halves, then add the halves.",
+        "skills_used": ["precision-alignment"],
+        "edits": [
+            edit(
+                REDUCE,
+                '    halves = nl.ndarray((T, 2), dtype=nl.float32, name="halves")\n'
+                "    nisa.tensor_reduce(halves, sq.reshape(T, 2, H // 2), nl.add, axis=2, keepdims=False)\n"
+                "    nisa.tensor_reduce(sum_sq, halves, nl.add, axis=1)\n",
+            )
+        ],
+    },
+    {
+        "hypothesis": "Keep a large fp32 scratch tile resident.",
+        "edits": [
+            edit(
+                REDUCE,
+                REDUCE
+                + '    scratch = nl.ndarray((T, 100000), dtype=nl.float32, name="scratch")\n',
+            )
+        ],
+    },
+    {
+        "hypothesis": "Go back to 512-column tiles.",
+        "edits": [edit(COLS.format(2048), COLS.format(512))],
+    },
     {"hypothesis": "Use 256-column tiles.", "edits": [edit(COLS.format(2048), COLS.format(256))]},
 ]
 EXPECTED = [
@@ -60,8 +91,21 @@ EXPECTED = [
 def scripted_run(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("scripted")
     (d / "script.jsonl").write_text("".join(json.dumps(p) + "\n" for p in SCRIPT))
-    res = knight("run", "--budget", "6", "--problem", "rmsnorm", "--proposer", "scripted", "--script",
-                 str(d / "script.jsonl"), "--db", str(d / "k.db"), "--json", cwd=d)
+    res = knight(
+        "run",
+        "--budget",
+        "6",
+        "--problem",
+        "rmsnorm",
+        "--proposer",
+        "scripted",
+        "--script",
+        str(d / "script.jsonl"),
+        "--db",
+        str(d / "k.db"),
+        "--json",
+        cwd=d,
+    )
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["iterations"] == 6 and summary["accepted"] == 1 and summary["speedup"] > 1.0
@@ -73,17 +117,30 @@ def test_history_shows_each_outcome_with_its_category(scripted_run):
     rows = json.loads(res.stdout)["iterations"]
     assert [(r["status"], r["category"]) for r in rows] == EXPECTED
     assert rows[0]["speedup_vs_baseline"] > 1.0 and rows[5]["speedup_vs_parent"] < 1.0
-    only_failed = json.loads(knight("history", "--db", str(scripted_run / "k.db"), "--status", "failed", "--json",
-                                    check=True).stdout)["iterations"]
+    only_failed = json.loads(
+        knight(
+            "history",
+            "--db",
+            str(scripted_run / "k.db"),
+            "--status",
+            "failed",
+            "--json",
+            check=True,
+        ).stdout
+    )["iterations"]
     assert [r["number"] for r in only_failed] == [2, 3, 4]
 
 
 def test_show_attributes_every_failure(scripted_run):
     def show(n: int) -> dict:
-        return json.loads(knight("show", str(n), "--db", str(scripted_run / "k.db"), "--json", check=True).stdout)
+        return json.loads(
+            knight("show", str(n), "--db", str(scripted_run / "k.db"), "--json", check=True).stdout
+        )
 
     accepted = show(1)
-    assert accepted["diff"].count("+COLS_PER_TILE = 2048") == 1 and accepted["patch_rungs"] == ["exact"]
+    assert accepted["diff"].count("+COLS_PER_TILE = 2048") == 1 and accepted["patch_rungs"] == [
+        "exact"
+    ]
     assert accepted["profile_change"]["total_ns"][1] < accepted["profile_change"]["total_ns"][0]
     no_match = show(2)["failure"]
     assert no_match["category"] == "patch_no_match" and no_match["details"]["nearest"]
@@ -101,7 +158,9 @@ def test_show_attributes_every_failure(scripted_run):
 
 def test_replay_rebuilds_the_champion_and_matches(scripted_run):
     out = scripted_run / "best.py"
-    res = knight("replay", "--db", str(scripted_run / "k.db"), "--out", str(out), "--json", check=True)
+    res = knight(
+        "replay", "--db", str(scripted_run / "k.db"), "--out", str(out), "--json", check=True
+    )
     data = json.loads(res.stdout)
     assert data["all_match"] is True and len(data["steps"]) == 1
     assert "COLS_PER_TILE = 2048" in out.read_text()
@@ -122,8 +181,14 @@ def test_killed_run_resumes_without_losing_or_duplicating_iterations(tmp_path):
     env["KNIGHT_BASELINES"], env["KNIGHT_CACHE"] = str(ROOT / "baselines"), str(tmp_path / "cache")
     killed = tmp_path / "killed.db"
     args = ["run", "--budget", "6", "--problem", "rmsnorm", "--seed", "3", "--min-gain", "1.0001"]
-    proc = subprocess.Popen([sys.executable, "-m", "knight.cli", *args, "--db", str(killed)], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "knight.cli", *args, "--db", str(killed)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     while len(_iterations(killed)) < 2 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -139,11 +204,26 @@ def test_killed_run_resumes_without_losing_or_duplicating_iterations(tmp_path):
         assert c.execute("pragma integrity_check").fetchone()[0] == "ok"
     straight = knight(*args, "--db", str(tmp_path / "straight.db"), "--json", cwd=tmp_path)
     assert straight.returncode == 0, straight.stderr
-    assert json.loads(resumed.stdout)["champion_hash"] == json.loads(straight.stdout)["champion_hash"]
-    assert json.loads(resumed.stdout)["best_score_ns"] == json.loads(straight.stdout)["best_score_ns"]
+    assert (
+        json.loads(resumed.stdout)["champion_hash"] == json.loads(straight.stdout)["champion_hash"]
+    )
+    assert (
+        json.loads(resumed.stdout)["best_score_ns"] == json.loads(straight.stdout)["best_score_ns"]
+    )
 
 
-COMMANDS = ["run", "history", "show", "replay", "runs", "eval", "profile", "problems", "db", "skills"]
+COMMANDS = [
+    "run",
+    "history",
+    "show",
+    "replay",
+    "runs",
+    "eval",
+    "profile",
+    "problems",
+    "db",
+    "skills",
+]
 
 
 def test_help_is_complete():
@@ -151,20 +231,26 @@ def test_help_is_complete():
     for cmd in COMMANDS:
         assert cmd in top
         assert knight(cmd, "--help", check=True).stdout.strip()
-    assert "--resume" in knight("run", "--help").stdout and "--max-cost" in knight("run", "--help").stdout
+    assert (
+        "--resume" in knight("run", "--help").stdout
+        and "--max-cost" in knight("run", "--help").stdout
+    )
 
 
-@pytest.mark.parametrize("args, code, words", [
-    (["history", "--db", "missing.db"], 1, "not found"),
-    (["run", "--budget", "1", "--problem", "nosuch", "--db", "x.db"], 1, "unknown problem"),
-    (["eval", "no/such/kernel.py"], 2, "not found"),
-    (["show", "1", "--db", "missing.db"], 1, "not found"),
-    (["run", "--budget", "0"], 2, "--budget"),
-    (["run", "--proposer", "nonsense", "--db", "x.db"], 2, "unknown proposer"),
-    (["eval", "README.md", "--machine", "trn9"], 2, "unknown machine"),
-    (["eval", "README.md", "--machine", "nope.toml"], 2, "cannot load machine preset"),
-    (["run", "--machine", "trn9", "--db", "x.db"], 2, "unknown machine"),
-])
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (["history", "--db", "missing.db"], 1, "not found"),
+        (["run", "--budget", "1", "--problem", "nosuch", "--db", "x.db"], 1, "unknown problem"),
+        (["eval", "no/such/kernel.py"], 2, "not found"),
+        (["show", "1", "--db", "missing.db"], 1, "not found"),
+        (["run", "--budget", "0"], 2, "--budget"),
+        (["run", "--proposer", "nonsense", "--db", "x.db"], 2, "unknown proposer"),
+        (["eval", "README.md", "--machine", "trn9"], 2, "unknown machine"),
+        (["eval", "README.md", "--machine", "nope.toml"], 2, "cannot load machine preset"),
+        (["run", "--machine", "trn9", "--db", "x.db"], 2, "unknown machine"),
+    ],
+)
 def test_user_errors_are_one_line_without_traceback(tmp_path, args, code, words):
     (tmp_path / "README.md").write_text("x")
     res = knight(*args, cwd=tmp_path)
@@ -183,12 +269,33 @@ def test_usage_mistakes_exit_2_without_traceback(tmp_path, args):
 def test_resume_keeps_the_runs_machine_and_a_spent_script_ends_the_run(tmp_path):
     script = tmp_path / "one.jsonl"
     script.write_text(json.dumps(SCRIPT[0]) + "\n")
-    first = knight("run", "-p", "rmsnorm", "--machine", "trn3", "--proposer", "scripted", "--script", str(script),
-                   "--budget", "3", "--db", "m.db", "--json", cwd=tmp_path)
+    first = knight(
+        "run",
+        "-p",
+        "rmsnorm",
+        "--machine",
+        "trn3",
+        "--proposer",
+        "scripted",
+        "--script",
+        str(script),
+        "--budget",
+        "3",
+        "--db",
+        "m.db",
+        "--json",
+        cwd=tmp_path,
+    )
     assert first.returncode == 0, first.stderr
     summary = json.loads(first.stdout)
-    assert summary["iterations"] == 1 and summary["status"] == "finished" and "exhausted" in summary["stop_reason"]
-    replayed = json.loads(knight("replay", "--db", "m.db", "--json", cwd=tmp_path, check=True).stdout)
+    assert (
+        summary["iterations"] == 1
+        and summary["status"] == "finished"
+        and "exhausted" in summary["stop_reason"]
+    )
+    replayed = json.loads(
+        knight("replay", "--db", "m.db", "--json", cwd=tmp_path, check=True).stdout
+    )
     assert replayed["machine"] == "trn3" and replayed["all_match"] and replayed["same_harness"]
 
 
@@ -201,15 +308,34 @@ def test_consolidation_turns_accepted_patches_into_learned_skills(scripted_run, 
     from knight.skills import load_skills
 
     out = tmp_path / "skills"
-    res = knight("skills", "consolidate", "--db", str(scripted_run / "k.db"), "--out", str(out), "--json", check=True)
+    res = knight(
+        "skills",
+        "consolidate",
+        "--db",
+        str(scripted_run / "k.db"),
+        "--out",
+        str(out),
+        "--json",
+        check=True,
+    )
     written = json.loads(res.stdout)["written"]
     learned = load_skills(out)
     assert set(written) == set(learned) and len(written) == 1
     skill = learned[written[0]]
     assert skill.metadata["origin"] == "learned" and skill.metadata["status"] == "candidate"
     assert "iteration 1" in skill.metadata["evidence"] and "+COLS_PER_TILE = 2048" in skill.body
-    again = json.loads(knight("skills", "consolidate", "--db", str(scripted_run / "k.db"), "--out", str(out),
-                              "--json", check=True).stdout)
+    again = json.loads(
+        knight(
+            "skills",
+            "consolidate",
+            "--db",
+            str(scripted_run / "k.db"),
+            "--out",
+            str(out),
+            "--json",
+            check=True,
+        ).stdout
+    )
     assert again["written"] == [] and again["skipped"] == written
 
 
@@ -240,9 +366,30 @@ def test_ctrl_c_records_the_run_as_interrupted_and_it_resumes(tmp_path):
     (tmp_path / "agent.py").write_text(AGENT)
     command = f"{sys.executable} {tmp_path / 'agent.py'} {state} {{output_file}} {{prompt_file}}"
     db = tmp_path / "int.db"
-    proc = subprocess.Popen([sys.executable, "-m", "knight.cli", "run", "--budget", "3", "--problem", "rmsnorm",
-                             "--proposer", "command", "--command", command, "--db", str(db), "--json"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "knight.cli",
+            "run",
+            "--budget",
+            "3",
+            "--problem",
+            "rmsnorm",
+            "--proposer",
+            "command",
+            "--command",
+            command,
+            "--db",
+            str(db),
+            "--json",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while not (state / "blocked").exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -251,7 +398,9 @@ def test_ctrl_c_records_the_run_as_interrupted_and_it_resumes(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     summary = json.loads(out)
-    assert summary["status"] == "interrupted" and summary["iterations"] == 1 and "Traceback" not in err
+    assert (
+        summary["status"] == "interrupted" and summary["iterations"] == 1 and "Traceback" not in err
+    )
     with sqlite3.connect(db) as c:
         assert c.execute("select status from runs").fetchone()[0] == "interrupted"
     assert _iterations(db) == [1]

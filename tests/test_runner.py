@@ -6,16 +6,19 @@ not spend the budget, held-out rejection, Ctrl-C, and resuming after a crash at 
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
 
-from knight.agent.config import ResumeOverrides, RunConfig
+from knight.agent.config import ResumeOverrides, RunConfig, refuse_identity_changes
 from knight.agent.loop import Runner
+from knight.errors import UsageError
 from knight.evaluation.fake import FakeEvaluator, FakeOutcome
 from knight.failure import Category, Failure, IterationStatus, RunStatus
-from knight.problems import load_problem
+from knight.problems import Problem, load_problem
+from knight.problems.spec import load_problem_dir
 from knight.proposal import Edit, ModelCall, Proposal
 from knight.proposers import ProposalContext, ProposalResult
 from knight.store import RunStore, open_store
@@ -106,6 +109,7 @@ class FakeClock:
 
 @dataclass
 class Rig:
+    problem: Problem
     store: RunStore
     evaluator: FakeEvaluator
     clock: FakeClock
@@ -115,7 +119,7 @@ class Rig:
         events = Messages(self.messages)
         return Runner(
             self.store,
-            PROBLEM,
+            self.problem,
             self.evaluator,
             proposer,
             events=events,
@@ -142,15 +146,41 @@ class Messages:
         self.lines.append(text)
 
 
-PROBLEM = load_problem("rmsnorm")
+# The loop never runs the kernel here: a fixed synthetic baseline in a copy of the rmsnorm problem
+# keeps these tests independent of the real kernel's text.
+BASELINE = f"""\
+from knight.npu import nl
+
+{LOAD.format("sync")}
+{SCALE.format("vector")}
+{COLS.format(512)}
+TUNABLES = {{
+    "LOAD_ENGINE": ["sync", "scalar", "gpsimd"],
+    "SCALE_ENGINE": ["vector", "scalar", "gpsimd"],
+    "COLS_PER_TILE": [128, 256, 512, 1024, 2048],
+}}
+
+
+def rmsnorm(x, gamma, out):
+    pass
+"""
+
+
+@pytest.fixture(scope="module")
+def problem(tmp_path_factory: pytest.TempPathFactory) -> Problem:
+    real = load_problem("rmsnorm")
+    root = tmp_path_factory.mktemp("problem") / "rmsnorm"
+    shutil.copytree(real.root, root)
+    (root / real.spec.baseline).write_text(BASELINE)
+    return load_problem_dir(root)
 
 
 @pytest.fixture
-def rig(store_url: str) -> Rig:
+def rig(problem: Problem, store_url: str) -> Rig:
     """The loop's rig on a fresh store: in-memory SQLite, and a real PostgreSQL database."""
     store = open_store(store_url, "write", create=True)
     clock = FakeClock()
-    yield Rig(store, FakeEvaluator(BASELINE_NS, dict(RULES)), clock, [])
+    yield Rig(problem, store, FakeEvaluator(BASELINE_NS, dict(RULES)), clock, [])
     store.close()
 
 
@@ -287,12 +317,12 @@ def crash_evaluator(rig: Rig, heldout_stage: bool) -> Callable[[str, bool], None
 
 
 @pytest.fixture(scope="module")
-def uninterrupted() -> tuple[str, list[tuple[str, str | None]]]:
+def uninterrupted(problem: Problem) -> tuple[str, list[tuple[str, str | None]]]:
     """The plan run straight through: its champion and outcomes."""
     with open_store(":memory:", "write", create=True) as store:
         evaluator = FakeEvaluator(BASELINE_NS, dict(RULES))
-        summary = Runner(store, PROBLEM, evaluator, plan()).start(RunConfig(budget=3))
-        rows = Rig(store, evaluator, FakeClock(), []).outcomes(summary.run_id)
+        summary = Runner(store, problem, evaluator, plan()).start(RunConfig(budget=3))
+        rows = Rig(problem, store, evaluator, FakeClock(), []).outcomes(summary.run_id)
     assert rows == [("accepted", None), ("accepted", None), ("failed", "shape_error")]
     return summary.champion_hash, rows
 
@@ -350,6 +380,9 @@ def test_flags_given_with_resume_apply_and_are_recorded(rig: Rig) -> None:
     assert run.budget == 2 and run.config["min_gain"] == 2.5 and resumed.iterations == 2
     # 40 ns against a 50 ns champion is 1.25x: below the new threshold.
     assert rig.outcomes(first.run_id)[1] == ("rejected", "no_gain")
+    refuse_identity_changes(run, problem="rmsnorm", seed=0, machine=None)  # same: fine
+    with pytest.raises(UsageError, match="started with --seed 0; a resumed run keeps it"):
+        refuse_identity_changes(run, seed=3)
 
 
 def test_the_context_sees_earlier_attempts_and_tried_hashes(rig: Rig) -> None:

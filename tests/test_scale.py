@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +25,8 @@ from knight.agent.replay import replay
 from knight.evaluation import EvalReport, LocalEvaluator, MemoryCache
 from knight.evaluation.fake import FakeEvaluator, FakeOutcome
 from knight.failure import IterationStatus
-from knight.problems import load_problem
+from knight.problems import Problem, load_problem
+from knight.problems.spec import load_problem_dir
 from knight.proposal import Edit, Proposal
 from knight.proposers import ProposalContext, ProposalResult
 from knight.store import IterationRecord, RunStore, head_revision, open_database, open_store
@@ -61,9 +65,30 @@ class ByNumber:
         return None
 
 
-def runner(store: RunStore, proposer: ByNumber) -> Runner:
+# The loop tests judge with a FakeEvaluator keyed on knob lines: a synthetic baseline keeps them
+# independent of the real kernel's text.
+BASELINE = f"""\
+{LOAD.format("sync")}
+{COLS.format(512)}
+TUNABLES = {{"LOAD_ENGINE": ["sync", "scalar"], "COLS_PER_TILE": [256, 512, 1024, 2048]}}
+
+
+def rmsnorm(x, gamma, out):
+    pass
+"""
+
+
+@pytest.fixture(scope="module")
+def problem(tmp_path_factory: pytest.TempPathFactory) -> Problem:
+    root = tmp_path_factory.mktemp("problem") / "rmsnorm"
+    shutil.copytree(PROBLEM.root, root)
+    (root / PROBLEM.spec.baseline).write_text(BASELINE)
+    return load_problem_dir(root)
+
+
+def runner(store: RunStore, problem: Problem, proposer: ByNumber) -> Runner:
     evaluator = FakeEvaluator(100.0, dict(RULES))
-    return Runner(store, PROBLEM, evaluator, proposer, proposer_factory=lambda: proposer)
+    return Runner(store, problem, evaluator, proposer, proposer_factory=lambda: proposer)
 
 
 @pytest.fixture
@@ -72,7 +97,9 @@ def store(store_url: str):
         yield opened
 
 
-def test_a_parallel_round_records_every_candidate_with_its_own_focus(store: RunStore) -> None:
+def test_a_parallel_round_records_every_candidate_with_its_own_focus(
+    store: RunStore, problem: Problem
+) -> None:
     proposer = ByNumber(
         {
             1: change(LOAD, "sync", "scalar"),
@@ -83,7 +110,7 @@ def test_a_parallel_round_records_every_candidate_with_its_own_focus(store: RunS
             6: change(COLS, 512, 1024),
         }
     )
-    summary = runner(store, proposer).start(RunConfig(budget=6, parallel=3))
+    summary = runner(store, problem, proposer).start(RunConfig(budget=6, parallel=3))
     rows = store.history(summary.run_id)
     assert [r.number for r in rows] == [1, 2, 3, 4, 5, 6]
     assert [r.status for r in rows[:3]] == [IterationStatus.accepted] * 2 + [
@@ -99,7 +126,9 @@ def test_a_parallel_round_records_every_candidate_with_its_own_focus(store: RunS
     assert proposer.seen[1].focus.startswith("the bottleneck")
 
 
-def test_the_beam_gives_each_call_a_parent_and_the_lineage_is_a_tree(store: RunStore) -> None:
+def test_the_beam_gives_each_call_a_parent_and_the_lineage_is_a_tree(
+    store: RunStore, problem: Problem
+) -> None:
     proposer = ByNumber(
         {
             1: change(LOAD, "sync", "scalar"),  # 40 ns
@@ -108,7 +137,7 @@ def test_the_beam_gives_each_call_a_parent_and_the_lineage_is_a_tree(store: RunS
             4: change(LOAD, "sync", "scalar"),  # from #2: 40 ns, 1.25x its parent
         }
     )
-    summary = runner(store, proposer).start(RunConfig(budget=4, parallel=2, beam=2))
+    summary = runner(store, problem, proposer).start(RunConfig(budget=4, parallel=2, beam=2))
     rows = store.history(summary.run_id)
     assert [r.parent_iteration for r in rows] == [None, None, 1, 2]
     assert [r.status.value for r in rows] == ["accepted", "accepted", "rejected", "accepted"]
@@ -118,10 +147,12 @@ def test_the_beam_gives_each_call_a_parent_and_the_lineage_is_a_tree(store: RunS
     assert store.beam(summary.run_id, 2)[0] == (rows[0].candidate_hash, 1)
 
 
-def test_resume_fills_exactly_the_numbers_a_killed_round_left_empty(store: RunStore) -> None:
+def test_resume_fills_exactly_the_numbers_a_killed_round_left_empty(
+    store: RunStore, problem: Problem
+) -> None:
     proposer = ByNumber({n: change(COLS, 512, 256) for n in range(1, 7)})
     proposer.proposals[1] = change(LOAD, "sync", "scalar")
-    first = runner(store, proposer).start(RunConfig(budget=3, parallel=3))
+    first = runner(store, problem, proposer).start(RunConfig(budget=3, parallel=3))
     # A round of 4, 5, 6 killed after only #5 was stored.
     store.record_iteration(
         first.run_id,
@@ -137,7 +168,7 @@ def test_resume_fills_exactly_the_numbers_a_killed_round_left_empty(store: RunSt
             wall_s=1.0,
         ),
     )
-    resumed = runner(store, proposer).resume(first.run_id, ResumeOverrides(budget=6))
+    resumed = runner(store, problem, proposer).resume(first.run_id, ResumeOverrides(budget=6))
     rows = store.history(first.run_id)
     assert [r.number for r in rows] == [1, 2, 3, 4, 5, 6]
     assert resumed.iterations == 6
@@ -273,3 +304,58 @@ def test_migrations_run_on_postgresql_and_fill_the_parents_of_older_rows(postgre
         )
         assert [r.parent_iteration for r in store.history(1)] == [None, 1]
         assert [it.number for it in store.lineage(1, 2)] == [1, 2]
+
+
+SLOW_AGENT = """
+import os, runpy, sys, time
+prompt = open(sys.argv[1], encoding="utf-8").read()
+if "Iteration 2." in prompt and not os.path.exists({flag!r}):
+    time.sleep(600)  # still thinking when the run is killed
+sys.argv = [{agent!r}, sys.argv[1], sys.argv[2]]
+runpy.run_path({agent!r}, run_name="__main__")
+"""
+
+
+def test_kill_9_in_the_middle_of_a_round_then_resume_loses_and_duplicates_nothing(
+    tmp_path: Path,
+) -> None:
+    db, flag = tmp_path / "knight.db", tmp_path / "resumed"
+    agent = tmp_path / "agent.py"
+    knob_agent = str(ROOT / "benchmarks" / "knob_agent.py")
+    agent.write_text(SLOW_AGENT.format(flag=str(flag), agent=knob_agent))
+    command = f"{sys.executable} {agent} {{prompt_file}} {{output_file}}"
+    argv = [sys.executable, "-m", "knight.cli", "run", "-p", "rmsnorm", "--proposer", "command"]
+    argv += ["--command", command, "--budget", "3", "--parallel", "3", "--db", str(db)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("ANTHROPIC_API_KEY", None)
+    proc = subprocess.Popen(
+        argv,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        numbers: set[int] = set()
+        while numbers != {1, 3} and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            if db.exists():
+                with open_store(str(db)) as store:
+                    numbers = store.iteration_numbers(1) if store.list_runs() else set()
+        assert numbers == {1, 3}, "iterations 1 and 3 should finish while 2 is still proposed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # kill -9: the run, its agents, its workers
+        proc.wait()
+    with open_store(str(db)) as store:
+        before = {r.number: r for r in store.history(1)}
+        assert store.run(1).status.value == "running"  # nobody closed it
+    flag.touch()
+    resumed = _knight("run", "--db", str(db), "--resume", "1", "--json", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    with open_store(str(db)) as store:
+        rows = store.history(1)
+        assert [r.number for r in rows] == [1, 2, 3]
+        assert {n: store.history(1)[n - 1] for n in (1, 3)} == before  # kept as they were
+        assert store.db.integrity_check() == "ok"

@@ -1,1 +1,1 @@
-"""The optimization loop: patch application, acceptance policy, budget, resume, replay."""
+"""The optimization loop: context, acceptance policy, budget, outages, resume, replay, consolidation."""

@@ -103,3 +103,20 @@ def open_run(
         config=config.stored_config(),
     )
     return run, config
+
+
+def refuse_identity_changes(run: RunInfo, **given: object) -> None:
+    """With `--resume`, what defines a run (problem, machine, seed, proposer) must match it:
+    a different value is refused with a UsageError, never silently ignored; None means not given."""
+    stored = {
+        "problem": run.problem_id,
+        "machine": run.machine,
+        "seed": run.seed,
+        "proposer": run.proposer,
+    }
+    for name, value in given.items():
+        if value is not None and value != stored[name]:
+            raise UsageError(
+                f"run {run.id} was started with --{name} {stored[name]}; a resumed run keeps it "
+                f"(drop --{name} {value}, or start a new run)"
+            )

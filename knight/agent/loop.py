@@ -442,17 +442,7 @@ class Runner:
         att.report = self.evaluator.evaluate(att.source, self.problem)
         verdict = judge(att.report, att.parent.score_ns, config.min_gain)
         if verdict.status is IterationStatus.accepted:
-            held = self.evaluator.evaluate(att.source, self.problem, heldout=True)
-            if not held.ok:
-                why = held.failure.one_line() if held.failure else "a held-out workload failed"
-                failure = Failure(
-                    category=Category.heldout_failure,
-                    message=why,
-                    details={"underlying": held.failure.model_dump(mode="json")}
-                    if held.failure
-                    else {},
-                )
-                verdict = Verdict(IterationStatus.rejected, failure)
+            verdict = self._heldout_verdict(att.source) or verdict
         att.verdict = verdict
         return verdict.failure
 
@@ -464,6 +454,20 @@ class Runner:
                 return False
             self._claimed.add(digest)
             return True
+
+    def _heldout_verdict(self, source: str) -> Verdict | None:
+        """A rejection when `source` fails a held-out workload (checked only before accepting:
+        it costs time), else None."""
+        held = self.evaluator.evaluate(source, self.problem, heldout=True)
+        if held.ok:
+            return None
+        underlying = held.failure
+        failure = Failure(
+            category=Category.heldout_failure,
+            message=underlying.one_line() if underlying else "a held-out workload failed",
+            details={"underlying": underlying.model_dump(mode="json")} if underlying else {},
+        )
+        return Verdict(IterationStatus.rejected, failure)
 
     # ------------------------------------------------------------------ recording
 
