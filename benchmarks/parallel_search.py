@@ -56,7 +56,14 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=5.0, help="proposer latency, seconds")
     parser.add_argument("--problems", default="rmsnorm,moe_decode")
     args = parser.parse_args()
-    result: dict = {"budget": args.budget, "latency_s": args.latency, "cpus": os.cpu_count()}
+    # The load average says how much of the machine other processes took (the ratio assumes idle
+    # cores: evaluations of 4 candidates share them).
+    result: dict = {
+        "budget": args.budget,
+        "latency_s": args.latency,
+        "cpus": os.cpu_count(),
+        "load_average_start": round(os.getloadavg()[0], 2),
+    }
     ratios = []
     for problem in args.problems.split(","):
         row = {}
@@ -76,6 +83,7 @@ def main() -> None:
         row["ratio_n4_vs_n1"] = round(ratio, 3)
         ratios.append(ratio)
         result[problem] = row
+    result["load_average_end"] = round(os.getloadavg()[0], 2)
     result["ratio_n4_vs_n1"] = round(math.prod(ratios) ** (1 / len(ratios)), 3)
     result["target"] = 2.5
     print(json.dumps(result))
