@@ -22,6 +22,7 @@ from knight.agent.config import ResumeOverrides, RunConfig
 from knight.agent.context import Champion
 from knight.agent.loop import Runner
 from knight.agent.replay import replay
+from knight.errors import KnightError
 from knight.evaluation import EvalReport, LocalEvaluator, MemoryCache
 from knight.evaluation.fake import FakeEvaluator, FakeOutcome
 from knight.failure import IterationStatus
@@ -29,7 +30,14 @@ from knight.problems import Problem, load_problem
 from knight.problems.spec import load_problem_dir
 from knight.proposal import Edit, Proposal
 from knight.proposers import ProposalContext, ProposalResult
-from knight.store import IterationRecord, RunStore, head_revision, open_database, open_store
+from knight.store import (
+    IterationRecord,
+    RunSpec,
+    RunStore,
+    head_revision,
+    open_database,
+    open_store,
+)
 from knight.store.migrate import alembic_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -359,3 +367,21 @@ def test_kill_9_in_the_middle_of_a_round_then_resume_loses_and_duplicates_nothin
         assert [r.number for r in rows] == [1, 2, 3]
         assert {n: store.history(1)[n - 1] for n in (1, 3)} == before  # kept as they were
         assert store.db.integrity_check() == "ok"
+
+
+def test_a_run_held_by_one_process_is_refused_to_another(postgres_server) -> None:
+    url = postgres_server.create_database()
+    with open_store(url, "write", create=True) as first, open_store(url, "write") as second:
+        run = first.start_run(
+            RunSpec(
+                problem_id="rmsnorm", problem_hash="p", machine="trn2", machine_hash="m",
+                knight_version="test", proposer="test", seed=0, budget=3,
+                baseline_source=BASELINE, baseline_score_ns=100.0,
+            )
+        )  # fmt: skip
+        with first.hold_run(run.id):
+            with pytest.raises(KnightError, match="being run by another process"):
+                with second.hold_run(run.id):
+                    pass
+        with second.hold_run(run.id):  # released when the first stopped
+            pass
