@@ -14,7 +14,7 @@ from rich.table import Table
 from knight import __version__
 from knight.errors import KnightError, UsageError
 from knight.report.command import report_cmd
-from knight.service.commands import EvaluatorOpt, TokenOpt, register, remote_evaluator
+from knight.service.commands import TokenOpt, register, remote_evaluator
 
 app = typer.Typer(
     name="knight",
@@ -82,6 +82,17 @@ def _root(
 
 
 # ----------------------------------------------------------------------------- problems
+
+
+EvaluatorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--evaluator",
+        help="Where candidates are judged: local (worker processes here, the default), ray (Ray at "
+        "$RAY_ADDRESS or a local Ray), ray://HOST:PORT (the Ray cluster whose head is there), or "
+        "http(s)://HOST:PORT (a `knight serve`; needs --token).",
+    ),
+]
 
 
 @app.command("problems")
@@ -168,9 +179,12 @@ def eval_cmd(
         raise UsageError("--seeds must be at least 1")
     machine = _machine(machine)
     err.print(f"judging {kernel} on {prob.id} ...")
+    kind, address = _evaluator_spec(evaluator)
+    if kind not in ("local", "remote"):
+        raise UsageError("knight eval judges locally or on a Knight server (--evaluator http://…)")
     judge = (
-        remote_evaluator(evaluator, token, machine, seeds)
-        if evaluator
+        remote_evaluator(address, token, machine, seeds)
+        if kind == "remote"
         else LocalEvaluator(
             machine,
             workers=workers,
@@ -330,7 +344,6 @@ DbOpt = Annotated[
 ]
 RunOpt = Annotated[int | None, typer.Option("--run", help="Run id (default: the latest run).")]
 
-
 def _read_store(where: str):
     """The run store for a read-only command: never written, refused with a hint when old."""
     from knight.store import open_store
@@ -460,6 +473,20 @@ def run_cmd(
         int | None,
         typer.Option("--workers", help="Evaluation worker processes (default: CPU cores)."),
     ] = None,
+    parallel: Annotated[
+        int | None,
+        typer.Option(
+            "--parallel",
+            help="Candidates per round: proposer calls in flight and evaluations at once (default 1).",
+        ),
+    ] = None,
+    beam: Annotated[
+        int | None,
+        typer.Option(
+            "--beam",
+            help="Parents drawn from the K best distinct accepted kernels (default 1: the champion).",
+        ),
+    ] = None,
     evaluator: EvaluatorOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
@@ -468,7 +495,6 @@ def run_cmd(
     from knight.agent.cache import StoreRunCache
     from knight.agent.config import ResumeOverrides, RunConfig, refuse_identity_changes
     from knight.agent.loop import Runner
-    from knight.evaluation import LocalEvaluator
     from knight.failure import RunStatus
     from knight.problems import load_problem
     from knight.proposers.select import NAMES, make_proposer
@@ -482,7 +508,11 @@ def run_cmd(
         raise UsageError("--fix-rounds cannot be negative")
     if max_outage is not None and max_outage < 0:
         raise UsageError("--max-outage cannot be negative")
+    for flag, value in (("--parallel", parallel), ("--beam", beam)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1")
     machine = _machine(machine)
+    evaluator_kind, address = _evaluator_spec(evaluator)
     if proposer is not None and proposer not in NAMES:
         raise UsageError(f"unknown proposer {proposer!r}; choose one of {', '.join(NAMES)}")
     if resume is None:
@@ -499,25 +529,32 @@ def run_cmd(
         command = command or settings.get("command")
         model = model or settings.get("model")
     skills = load_skills()
-    prop = make_proposer(
-        proposer,
-        seed=seed or 0,
-        script=script,
-        command=command,
-        model=model,
-        skill_reader=lambda name: skills[name].body if name in skills else None,
-        note=err.print,
-    )
+
+    def new_proposer(note=err.print):
+        return make_proposer(
+            proposer,
+            seed=seed or 0,
+            script=script,
+            command=command,
+            model=model,
+            skill_reader=lambda name: skills[name].body if name in skills else None,
+            note=note,
+        )
+
+    prop = new_proposer()
     events = _Progress(quiet=False)
-    with (
-        store,
-        (
-            remote_evaluator(evaluator, token, machine)
-            if evaluator
-            else LocalEvaluator(machine, workers=workers, cache=StoreRunCache(store.db))
-        ) as ev,
-    ):
-        runner = Runner(store, prob, ev, prop, skills=skills, events=events, machine=machine)
+    cache = StoreRunCache(store.db)
+    with store, _make_evaluator(evaluator_kind, address, machine, workers, cache, token) as ev:
+        runner = Runner(
+            store,
+            prob,
+            ev,
+            prop,
+            skills=skills,
+            events=events,
+            machine=machine,
+            proposer_factory=lambda: new_proposer(note=lambda _: None),
+        )
         if resume is not None:
             given = {"script": str(script) if script else None, "command": command, "model": model}
             overrides = ResumeOverrides(
@@ -528,6 +565,8 @@ def run_cmd(
                 min_gain=min_gain,
                 fix_rounds=fix_rounds,
                 max_outage_s=max_outage,
+                parallel=parallel,
+                beam=beam,
             )
             summary = runner.resume(resume, overrides)
         else:
@@ -540,6 +579,8 @@ def run_cmd(
                 min_gain=min_gain or defaults.min_gain,
                 fix_rounds=defaults.fix_rounds if fix_rounds is None else fix_rounds,
                 max_outage_s=defaults.max_outage_s if max_outage is None else max_outage,
+                parallel=parallel or defaults.parallel,
+                beam=beam or defaults.beam,
                 extra={
                     "proposer": prop.name,
                     "model": model,
@@ -567,6 +608,30 @@ def run_cmd(
             out.print(f"resume with: knight run --db {db} --resume {summary.run_id}", markup=False)
     if summary.status is RunStatus.interrupted:
         raise typer.Exit(130)
+
+
+def _evaluator_spec(spec: str | None) -> tuple[str, str | None]:
+    """Check --evaluator (local, ray, ray://HOST:PORT, http(s)://…) before any work starts."""
+    from knight.evaluation.ray_evaluator import parse_evaluator
+
+    if spec is None:
+        return "local", None
+    if spec.startswith(("http://", "https://")):
+        return "remote", spec
+    return parse_evaluator(spec)
+
+
+def _make_evaluator(kind: str, address: str | None, machine, workers, cache, token=None):
+    """The evaluator a run judges with: worker processes here, a Knight server, or Ray tasks."""
+    from knight.evaluation import LocalEvaluator
+
+    if kind == "local":
+        return LocalEvaluator(machine, workers=workers, cache=cache)
+    if kind == "remote":
+        return remote_evaluator(address, token, machine)
+    from knight.evaluation.ray_evaluator import RayEvaluator
+
+    return RayEvaluator(address, machine, cache=cache, cpus_per_task=workers or 1)
 
 
 @app.command("history")
@@ -640,7 +705,17 @@ def show_cmd(
 def replay_cmd(
     db: DbOpt = "knight.db",
     run: RunOpt = None,
-    to: Annotated[int | None, typer.Option("--to", help="Stop after this iteration.")] = None,
+    to: Annotated[
+        int | None,
+        typer.Option("--to", help="Replay the best kernel accepted up to this iteration."),
+    ] = None,
+    iteration: Annotated[
+        int | None,
+        typer.Option(
+            "--iteration",
+            help="Replay the lineage of this accepted iteration's kernel (default: the champion).",
+        ),
+    ] = None,
     out_file: Annotated[
         Path | None, typer.Option("--out", help="Write the rebuilt kernel here.")
     ] = None,
@@ -650,7 +725,7 @@ def replay_cmd(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Rebuild the best kernel from the baseline, re-applying and re-verifying every accepted patch."""
+    """Rebuild a kernel from the baseline, re-applying and re-verifying each patch of its lineage."""
     from knight.agent.replay import replay
     from knight.evaluation import LocalEvaluator, MemoryCache
     from knight.problems import load_problem
@@ -665,7 +740,7 @@ def replay_cmd(
             f"replaying run {run_id} ({prob.id}) on {machine} from the baseline ...", markup=False
         )
         with LocalEvaluator(machine, workers=workers, cache=MemoryCache()) as ev:
-            result = replay(store, prob, ev, run_id, to=to, machine=machine)
+            result = replay(store, prob, ev, run_id, to=to, iteration=iteration, machine=machine)
     if out_file is not None:
         out_file.write_text(result.final_source)
         err.print(f"wrote {out_file} ({result.final_hash[:12]})", markup=False)

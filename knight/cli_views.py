@@ -11,9 +11,8 @@ from typing import Any
 from knight.store import IterationDetail, IterationSummary
 
 TABLE_WIDTH = 100
-_FIXED = (
-    "{:>4}  {:<26}  {}  {:>9}  {:>6}  {:>8}"  # number, outcome, hypothesis, µs, x base, x parent
-)
+# number, parent, outcome, hypothesis, µs, x base, x parent
+_FIXED = "{:>4}  {:>4}  {:<24}  {}  {:>9}  {:>6}  {:>8}"
 
 
 def _cut(text: str, width: int) -> str:
@@ -24,28 +23,41 @@ def _cut(text: str, width: int) -> str:
 
 def history_lines(rows: list[IterationSummary], wide: bool = False) -> list[str]:
     """The history table: one line per iteration within 100 columns (`wide`: full hypotheses)."""
-    hyp_width = TABLE_WIDTH - len(_FIXED.format("", "", "", "", "", ""))
-    names = ("#", "outcome", "hypothesis", "µs", "x base", "x parent")
+    hyp_width = TABLE_WIDTH - len(_FIXED.format("", "", "", "", "", "", ""))
+    names = ("#", "from", "outcome", "hypothesis", "µs", "x base", "x parent")
     if wide:
         lines = [_wide(*names)]
     else:
-        lines = [_FIXED.format(*names[:2], names[2].ljust(hyp_width), *names[3:]).rstrip()]
+        lines = [_FIXED.format(*names[:3], names[3].ljust(hyp_width), *names[4:]).rstrip()]
     for it in rows:
         outcome = it.status.value + (f" {it.category.value}" if it.category else "")
         hypothesis = it.hypothesis if wide else _cut(it.hypothesis, hyp_width).ljust(hyp_width)
         score = f"{it.score_ns / 1000:.2f}" if it.score_ns else "-"
         base = f"{it.speedup_vs_baseline:.2f}" if it.speedup_vs_baseline else "-"
         parent = f"{it.speedup_vs_parent:.3f}" if it.speedup_vs_parent else "-"
-        cells = (it.number, _cut(outcome, 26), hypothesis, score, base, parent)
+        cells = (it.number, parent_label(it.parent_iteration), _cut(outcome, 24), hypothesis)
+        cells += (score, base, parent)
         lines.append(_FIXED.format(*cells) if not wide else _wide(*cells))
     return lines
 
 
+def parent_label(parent_iteration: int | None) -> str:
+    """Where a candidate started from: `#N` (an accepted iteration) or `base` (the baseline)."""
+    return "base" if parent_iteration is None else f"#{parent_iteration}"
+
+
 def _wide(
-    number: int | str, outcome: str, hypothesis: str, score: str, base: str, parent: str
+    number: int | str,
+    origin: str,
+    outcome: str,
+    hypothesis: str,
+    score: str,
+    base: str,
+    parent: str,
 ) -> str:
     """A history row with the whole hypothesis last, so the columns still line up."""
-    return f"{number:>4}  {outcome:<26}  {score:>9}  {base:>6}  {parent:>8}  {hypothesis}"
+    cells = f"{number:>4}  {origin:>4}  {outcome:<24}  {score:>9}  {base:>6}  {parent:>8}"
+    return f"{cells}  {hypothesis}"
 
 
 def profile_change(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -75,6 +87,9 @@ def iteration_text(v: IterationDetail, diff: bool = False) -> str:
     """A readable rendering of one iteration (`knight show`)."""
     head = f"iteration {v.number} of run {v.run_id} ({v.problem_id}) — {v.status.value}"
     out = [head + (f" [{v.category.value}]" if v.category else "") + f", proposer {v.proposer}"]
+    out.append(f"parent: {_parent_text(v)}")
+    if v.focus:
+        out.append(f"focus: {v.focus}")
     out.append(f"hypothesis: {v.hypothesis}")
     if v.rationale:
         out.append(f"rationale:  {v.rationale}")
@@ -121,6 +136,12 @@ def iteration_text(v: IterationDetail, diff: bool = False) -> str:
         out.append("diff:")
         out.append(v.diff.rstrip())
     return "\n".join(out)
+
+
+def _parent_text(v: IterationDetail) -> str:
+    """The parent kernel: the baseline or the accepted iteration that produced it, and its hash."""
+    origin = "the baseline" if v.parent_iteration is None else f"iteration {v.parent_iteration}"
+    return f"{origin} ({v.parent_hash[:12]})"
 
 
 def _profile_lines(pc: dict[str, Any]) -> list[str]:

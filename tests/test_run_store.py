@@ -63,8 +63,9 @@ def record(number: int, status: IterationStatus, **more: object) -> IterationRec
 
 
 @pytest.fixture
-def store() -> RunStore:
-    with open_store(":memory:", "write", create=True) as opened:
+def store(store_url: str) -> RunStore:
+    """A fresh store: in-memory SQLite, and a database on a real PostgreSQL server."""
+    with open_store(store_url, "write", create=True) as opened:
         yield opened
 
 

@@ -176,8 +176,9 @@ def problem(tmp_path_factory: pytest.TempPathFactory) -> Problem:
 
 
 @pytest.fixture
-def rig(problem: Problem) -> Rig:
-    store = open_store(":memory:", "write", create=True)
+def rig(problem: Problem, store_url: str) -> Rig:
+    """The loop's rig on a fresh store: in-memory SQLite, and a real PostgreSQL database."""
+    store = open_store(store_url, "write", create=True)
     clock = FakeClock()
     yield Rig(problem, store, FakeEvaluator(BASELINE_NS, dict(RULES)), clock, [])
     store.close()

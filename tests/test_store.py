@@ -148,7 +148,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "9001"
-down_revision = "0002"
+down_revision = "{head}"
 branch_labels = None
 depends_on = None
 
@@ -173,7 +173,9 @@ def newer_knight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..
     def install(tail: str = "pass") -> None:
         copy = tmp_path / "migrations"
         shutil.copytree(migrate.MIGRATIONS_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
-        (copy / "versions" / "9001_extra.py").write_text(EXTRA_REVISION.format(tail=tail))
+        (copy / "versions" / "9001_extra.py").write_text(
+            EXTRA_REVISION.format(tail=tail, head=head_revision())
+        )
         monkeypatch.setattr(migrate, "MIGRATIONS_DIR", copy)
 
     return install
@@ -183,7 +185,7 @@ def newer_knight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..
 
 
 def test_new_database_gets_every_table_and_is_stamped_at_head(db: Database) -> None:
-    assert db.revision() == head_revision() == "0002"
+    assert db.revision() == head_revision() == "0003"
     tables = set(inspect(db.engine).get_table_names())
     assert tables == set(Base.metadata.tables) | {"alembic_version"}
 
@@ -275,8 +277,8 @@ def test_older_database_is_upgraded_and_keeps_its_rows(
         add_iteration(session, run, status="accepted")
     newer_knight()
     with open_database(str(path), migrate=False) as database:
-        assert database.revision() == "0002"
-        assert database.upgrade() == ("0002", "9001")
+        assert database.revision() == "0003"
+        assert database.upgrade() == ("0003", "9001")
         assert database.upgrade() == ("9001", "9001")
     with open_database(str(path)) as database, database.engine.connect() as connection:
         assert [c["name"] for c in inspect(connection).get_columns("runs")][-1] == "extra"

@@ -10,7 +10,14 @@ from knight.errors import KnightError, UsageError
 from knight.store import RunInfo, RunStore
 
 # RunConfig fields kept in the run's `config` JSON (the rest have columns of their own).
-_IN_CONFIG_JSON = ("min_gain", "fix_rounds", "max_proposer_errors", "max_outage_s")
+_IN_CONFIG_JSON = (
+    "min_gain",
+    "fix_rounds",
+    "max_proposer_errors",
+    "max_outage_s",
+    "parallel",
+    "beam",
+)
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,8 @@ class RunConfig:
     fix_rounds: int = 3
     max_proposer_errors: int = 3  # consecutive failed proposals (not outages) that pause the run
     max_outage_s: float = DEFAULT_MAX_OUTAGE_S  # provider outage waited out before pausing
+    parallel: int = 1  # candidates per round: proposer calls in flight and evaluations at once
+    beam: int = 1  # best distinct kernels kept as parents (1: always the champion)
     extra: dict[str, Any] = field(default_factory=dict)  # proposer settings, kept with the run
 
     def stored_config(self) -> dict[str, Any]:
@@ -57,6 +66,8 @@ class ResumeOverrides:
     min_gain: float | None = None
     fix_rounds: int | None = None
     max_outage_s: float | None = None
+    parallel: int | None = None
+    beam: int | None = None
     proposer_settings: dict[str, Any] = field(default_factory=dict)  # script, command, model
 
     def given(self) -> dict[str, Any]:
@@ -77,6 +88,10 @@ def open_run(
         raise KnightError(f"run {run_id} optimises {run.problem_id}, not {problem_id}")
     if overrides.budget is not None and overrides.budget < 1:
         raise UsageError("--budget must be at least 1")
+    for name in ("parallel", "beam"):
+        value = getattr(overrides, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name} must be at least 1")
     config = replace(RunConfig.of_run(run), **overrides.given())
     settings = {k: v for k, v in overrides.proposer_settings.items() if v is not None}
     config = replace(config, extra={**config.extra, **settings})

@@ -29,6 +29,7 @@ class Champion:
     source: str
     score_ns: float
     report: EvalReport
+    iteration: int | None = None  # the accepted iteration that produced it (None: the baseline)
 
 
 def profile_text(report: EvalReport) -> tuple[str, str]:

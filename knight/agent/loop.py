@@ -1,23 +1,29 @@
 """The agent loop: propose, patch, evaluate, judge, record — one transaction per iteration.
 
-A `Runner` owns one run of one problem. Each iteration builds the proposer's context, asks for a
-proposal (waiting out provider outages without spending the budget), applies it (with bounded
-fix rounds while the patch does not apply or the candidate fails before it runs), evaluates it,
-and records the whole attempt through the `RunStore` in one transaction, so a killed run loses at
-most the iteration in flight and a resume continues without duplicating it.
+A `Runner` owns one run of one problem. The run advances in rounds of `parallel` candidates (one
+by default), each drawn from a parent in the beam (the champion by default). Every candidate
+builds the proposer's context, asks for a proposal (waiting out provider outages without spending
+the budget), applies it (with bounded fix rounds while the patch does not apply or the candidate
+fails before it runs), is evaluated, and is recorded through the `RunStore` in one transaction as
+soon as it finishes, so a killed run loses at most the iterations in flight and a resume fills
+exactly the numbers that are missing.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
 import knight
+from knight.agent.beam import Beam
 from knight.agent.config import ResumeOverrides, RunConfig, open_run
 from knight.agent.context import Champion, ContextBuilder
+from knight.agent.focus import choose_focus
 from knight.agent.outage import OutageBackoff
 from knight.agent.policy import Verdict, judge
 from knight.errors import KnightError
@@ -92,6 +98,8 @@ class _Attempt:
     parent: Champion
     started_at: datetime
     t0: float
+    proposer: str
+    focus: str | None = None
     results: list[ProposalResult] = field(default_factory=list)
     fix_rounds: int = 0
     proposal: Proposal | None = None
@@ -106,6 +114,16 @@ class _Attempt:
         """Start a new round from `result`: forget the previous round's candidate."""
         self.proposal, self.source, self.report, self.verdict = result.proposal, None, None, None
         self.edits, self.rungs, self.diff = [], [], ""
+
+
+@dataclass
+class _Slot:
+    """One candidate of a round: its iteration number, parent, context and proposer."""
+
+    number: int
+    parent: Champion
+    ctx: ProposalContext
+    proposer: Proposer
 
 
 class _Stop(Exception):
@@ -130,8 +148,11 @@ class Runner:
         machine: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        proposer_factory: Callable[[], Proposer] | None = None,
     ) -> None:
-        """`clock` and `sleep` drive time limits and outage waits (tests pass fakes)."""
+        """`clock` and `sleep` drive time limits and outage waits (tests pass fakes);
+        `proposer_factory` makes the extra proposers of parallel rounds (proposers keep a
+        conversation per call, so concurrent calls need one each)."""
         self.store, self.problem, self.evaluator, self.proposer = (
             store,
             problem,
@@ -143,6 +164,10 @@ class Runner:
         self.machine = load_machine(machine or problem.spec.machine)
         self.clock, self.sleep = clock, sleep
         self._spent_usd = 0.0  # model spending of the run so far (this session adds to it)
+        self._proposers: list[Proposer] = [proposer]
+        self._factory = proposer_factory
+        self._lock = threading.Lock()  # guards spending and the round's claimed hashes
+        self._claimed: set[str] = set()  # candidate hashes built in the current round
 
     # ------------------------------------------------------------------ start / resume
 
@@ -174,35 +199,44 @@ class Runner:
             )
         )
         champion = Champion(source_hash(source), source, report.score_ns, report)
-        return self._loop(run, champion, config)
+        with self.store.hold_run(run.id):
+            return self._loop(run, Beam(config.beam, [champion]), config)
 
     def resume(self, run_id: int, overrides: ResumeOverrides | None = None) -> RunSummary:
         """Continue a stopped run where it stopped, with `overrides` applied to its limits."""
+        with self.store.hold_run(run_id):
+            return self._resume(run_id, overrides)
+
+    def _resume(self, run_id: int, overrides: ResumeOverrides | None) -> RunSummary:
         run, config = open_run(self.store, run_id, self.problem.id, overrides or ResumeOverrides())
-        digest = run.champion_hash or run.baseline_hash
-        source = self.store.candidate_source(digest)
-        report = self.evaluator.evaluate(source, self.problem)
-        if not report.ok or report.score_ns is None:
-            self.store.close_run(run_id, RunStatus.interrupted)
-            raise KnightError(
-                f"the champion of run {run_id} no longer passes evaluation (did the harness change?)"
-            )
-        return self._loop(run, Champion(digest, source, report.score_ns, report), config)
+        beam = Beam(config.beam)
+        for digest, number in self.store.beam(run_id, config.beam):
+            source = self.store.candidate_source(digest)
+            report = self.evaluator.evaluate(source, self.problem)
+            if report.ok and report.score_ns is not None:
+                beam.offer(Champion(digest, source, report.score_ns, report, number))
+            elif not beam.members:  # the champion comes first: it must still pass
+                self.store.close_run(run_id, RunStatus.interrupted)
+                raise KnightError(
+                    f"the champion of run {run_id} no longer passes evaluation "
+                    "(did the harness change?)"
+                )
+        return self._loop(run, beam, config)
 
     # ------------------------------------------------------------------ the loop
 
-    def _loop(self, run: RunInfo, champion: Champion, config: RunConfig) -> RunSummary:
+    def _loop(self, run: RunInfo, beam: Beam, config: RunConfig) -> RunSummary:
         t0 = self.clock()
         context = ContextBuilder(self.store, self.problem, self.skills)
-        outage = OutageBackoff(config.max_outage_s, self.clock)
         status, reason = RunStatus.finished, "budget"
         failing = 0  # consecutive iterations without a proposal, in this session
         # Read once; then counted here, so an iteration costs one read and one write of the store.
-        progress = self.store.progress(run.id)
-        done, self._spent_usd = progress.iterations, progress.cost_usd
+        self._spent_usd = self.store.progress(run.id).cost_usd
+        used = self.store.iteration_numbers(run.id)
+        rounds = 0
         try:
             while True:
-                if done >= config.budget:
+                if len(used) >= config.budget:
                     break
                 if config.max_cost is not None and self._spent_usd >= config.max_cost:
                     reason = f"cost limit ${config.max_cost:.2f} reached"
@@ -216,13 +250,21 @@ class Runner:
                         f"the proposer failed {failing} times in a row; "
                         "fix the cause, then resume with --resume",
                     )
-                self.events.iteration_started(done + 1, config.budget)
-                ctx = context.build(run, champion, done + 1)
-                first = self._propose(run.id, ctx, outage)
-                champion, outcome = self._iteration(run, done + 1, champion, ctx, first, config)
-                done += 1
-                proposer_failed = outcome.category is Category.proposer_error
-                failing = failing + 1 if proposer_failed else 0
+                numbers = _free_numbers(used, min(config.parallel, config.budget - len(used)))
+                slots = self._plan(run, context, beam, numbers, config, rounds)
+                rounds += 1
+                for slot in slots:
+                    self.events.iteration_started(slot.number, config.budget)
+                stop = None
+                for outcome in self._run_round(run, slots, beam, config):
+                    if isinstance(outcome, _Stop):
+                        stop = stop or outcome
+                        continue
+                    used.add(outcome.number)
+                    proposer_failed = outcome.category is Category.proposer_error
+                    failing = failing + 1 if proposer_failed else 0
+                if stop is not None:
+                    raise stop
         except _Stop as stop:
             status, reason = stop.status, stop.reason
         except KeyboardInterrupt:
@@ -230,10 +272,118 @@ class Runner:
         self.store.close_run(run.id, status)
         return self._summary(run.id, reason, self.clock() - t0)
 
-    def _propose(self, run_id: int, ctx: ProposalContext, outage: OutageBackoff) -> ProposalResult:
+    def _plan(
+        self,
+        run: RunInfo,
+        context: ContextBuilder,
+        beam: Beam,
+        numbers: list[int],
+        config: RunConfig,
+        round_number: int,
+    ) -> list[_Slot]:
+        """The round's candidates: a parent from the beam, a context and a proposer each."""
+        self._claimed = set()
+        slots = []
+        for i, (number, (parent, sibling)) in enumerate(
+            zip(numbers, beam.parents(len(numbers)), strict=True)
+        ):
+            ctx = context.build(run, parent, number)
+            if config.parallel > 1:
+                ctx = replace(ctx, focus=choose_focus(ctx, i, round_number), sibling=sibling)
+            slots.append(_Slot(number, parent, ctx, self._proposer(i)))
+        return slots
+
+    def _proposer(self, index: int) -> Proposer:
+        """The proposer of a round's call `index` (made on first use, kept for later rounds)."""
+        while len(self._proposers) <= index:
+            if self._factory is None:
+                raise KnightError("parallel rounds need a proposer factory (one proposer per call)")
+            self._proposers.append(self._factory())
+        return self._proposers[index]
+
+    def _run_round(
+        self, run: RunInfo, slots: list[_Slot], beam: Beam, config: RunConfig
+    ) -> Iterable[IterationSummary | _Stop]:
+        """Run the round's candidates concurrently; record each the moment it finishes (in this
+        thread, so the store and the events see one writer) and yield its summary, or the
+        `_Stop` a call ended with."""
+        if len(slots) == 1:  # today's sequential loop: no thread, Ctrl-C reaches the proposer
+            try:
+                attempt = self._attempt(run, slots[0], config)
+            except _Stop as stop:
+                yield stop
+                return
+            yield self._finish(run, attempt, beam)
+            return
+        done: queue.Queue[tuple[_Attempt | None, BaseException | None]] = queue.Queue()
+
+        def call(slot: _Slot) -> None:
+            try:
+                done.put((self._attempt(run, slot, config), None))
+            except BaseException as error:  # handed to the main thread, which decides
+                done.put((None, error))
+
+        # Daemon threads: an interrupted run exits without waiting for calls still in flight.
+        for slot in slots:
+            name = f"knight-candidate-{slot.number}"
+            threading.Thread(target=call, args=(slot,), name=name, daemon=True).start()
+        for _ in slots:
+            attempt, error = done.get()
+            if isinstance(error, _Stop):
+                yield error
+            elif error is not None:
+                raise error
+            else:
+                assert attempt is not None
+                yield self._finish(run, attempt, beam)
+
+    def _attempt(self, run: RunInfo, slot: _Slot, config: RunConfig) -> _Attempt:
+        """One candidate from proposal to verdict (fix rounds included); nothing is recorded."""
+        outage = OutageBackoff(config.max_outage_s, self.clock)
+        result = self._propose(run.id, slot.proposer, slot.ctx, outage)
+        att = _Attempt(
+            slot.number,
+            slot.parent,
+            utcnow(),
+            self.clock(),
+            proposer=slot.proposer.name,
+            focus=slot.ctx.focus,
+        )
+        while True:
+            att.results.append(result)
+            failure = self._try(att, slot.ctx, result, config)
+            if failure is None or not failure.fixable or att.fix_rounds >= config.fix_rounds:
+                break
+            fixed = slot.proposer.fix(slot.ctx, failure)
+            if fixed is None or fixed.proposal is None:
+                if fixed is not None:
+                    att.results.append(fixed)  # its calls and turns are part of the iteration
+                break
+            att.fix_rounds += 1
+            result = fixed
+        return att
+
+    def _finish(self, run: RunInfo, att: _Attempt, beam: Beam) -> IterationSummary:
+        """Record a finished candidate; an accepted one is offered to the beam."""
+        record = self._record(att)
+        summary = self.store.record_iteration(run.id, record)
+        with self._lock:
+            self._spent_usd += sum(call.cost_usd for call in record.llm_calls)
+        verdict = att.verdict
+        if verdict is not None and verdict.status is IterationStatus.accepted:
+            assert att.source is not None and att.report is not None and att.report.score_ns
+            digest = source_hash(att.source)
+            beam.offer(Champion(digest, att.source, att.report.score_ns, att.report, att.number))
+        best = (run.baseline_score_ns or 0) / beam.best.score_ns
+        self.events.iteration_finished(summary, best)
+        return summary
+
+    def _propose(
+        self, run_id: int, proposer: Proposer, ctx: ProposalContext, outage: OutageBackoff
+    ) -> ProposalResult:
         """A proposal (or a lasting failure); provider outages are waited out, not counted."""
         while True:
-            result = self.proposer.propose(ctx)
+            result = proposer.propose(ctx)
             if result.exhausted:
                 why = result.failure.message if result.failure else "nothing left to propose"
                 raise _Stop(RunStatus.finished, why)
@@ -241,7 +391,8 @@ class Runner:
                 outage.reset()
                 return result
             self.store.record_proposer_calls(run_id, result.llm_calls)
-            self._spent_usd += result.cost_usd
+            with self._lock:
+                self._spent_usd += result.cost_usd
             outage.begin()
             wait = outage.next_wait(result.retry_after_s)
             what = result.failure.message if result.failure else "no answer"
@@ -255,39 +406,6 @@ class Runner:
             self.events.message(f"waiting for the model provider: {what}; retrying in {wait:g} s")
             self.sleep(wait)
             outage.waited()
-
-    def _iteration(
-        self,
-        run: RunInfo,
-        number: int,
-        champion: Champion,
-        ctx: ProposalContext,
-        result: ProposalResult,
-        config: RunConfig,
-    ) -> tuple[Champion, IterationSummary]:
-        att = _Attempt(number, champion, utcnow(), self.clock())
-        while True:
-            att.results.append(result)
-            failure = self._try(att, ctx, result, config)
-            if failure is None or not failure.fixable or att.fix_rounds >= config.fix_rounds:
-                break
-            fixed = self.proposer.fix(ctx, failure)
-            if fixed is None or fixed.proposal is None:
-                if fixed is not None:
-                    att.results.append(fixed)  # its calls and turns are part of the iteration
-                break
-            att.fix_rounds += 1
-            result = fixed
-        record = self._record(att)
-        summary = self.store.record_iteration(run.id, record)
-        self._spent_usd += sum(call.cost_usd for call in record.llm_calls)
-        verdict = att.verdict
-        if verdict is not None and verdict.status is IterationStatus.accepted:
-            assert att.source is not None and att.report is not None and att.report.score_ns
-            digest = source_hash(att.source)
-            champion = Champion(digest, att.source, att.report.score_ns, att.report)
-        self.events.iteration_finished(summary, (run.baseline_score_ns or 0) / champion.score_ns)
-        return champion, summary
 
     def _try(
         self, att: _Attempt, ctx: ProposalContext, result: ProposalResult, config: RunConfig
@@ -314,7 +432,7 @@ class Runner:
             return e.failure
         att.source = canonical_source(applied.files[kernel])
         att.rungs, att.diff = applied.rungs, applied.diff
-        if source_hash(att.source) in ctx.tried_hashes:
+        if source_hash(att.source) in ctx.tried_hashes or not self._claim(att.source):
             failure = Failure(
                 category=Category.duplicate_candidate,
                 message="this exact kernel was already evaluated",
@@ -327,6 +445,15 @@ class Runner:
             verdict = self._heldout_verdict(att.source) or verdict
         att.verdict = verdict
         return verdict.failure
+
+    def _claim(self, source: str) -> bool:
+        """Whether this round has not built `source` yet (the first call to build it claims it)."""
+        digest = source_hash(source)
+        with self._lock:
+            if digest in self._claimed:
+                return False
+            self._claimed.add(digest)
+            return True
 
     def _heldout_verdict(self, source: str) -> Verdict | None:
         """A rejection when `source` fails a held-out workload (checked only before accepting:
@@ -359,9 +486,11 @@ class Runner:
             rationale = failure.message if failure else ""
         return IterationRecord(
             number=att.number,
-            proposer=self.proposer.name,
+            proposer=att.proposer,
             parent_hash=att.parent.hash,
             parent_score_ns=att.parent.score_ns,
+            parent_iteration=att.parent.iteration,
+            focus=att.focus,
             candidate_source=att.source,
             status=verdict.status,
             failure=verdict.failure,
@@ -404,6 +533,17 @@ class Runner:
             stop_reason=reason,
             wall_s=wall_s,
         )
+
+
+def _free_numbers(used: set[int], n: int) -> list[int]:
+    """The `n` smallest iteration numbers not used yet (a killed round leaves gaps to refill)."""
+    free: list[int] = []
+    number = 1
+    while len(free) < n:
+        if number not in used:
+            free.append(number)
+        number += 1
+    return free
 
 
 def _lessons(

@@ -1,7 +1,9 @@
-"""Replay: rebuild a run's best kernel from the baseline and prove every accepted step again.
+"""Replay: rebuild a kernel of a run from the baseline and prove every step of its lineage again.
 
-Starting from the baseline source, each accepted iteration's recorded edits are re-applied in
-order; every intermediate hash must equal the recorded one, and every candidate is evaluated
+The lineage of a kernel is the chain of accepted iterations from the baseline to it, each the
+parent of the next (a linear run's accepted iterations; one branch of a beam search's tree).
+Starting from the baseline source, each step's recorded edits are re-applied in order; every
+intermediate hash must equal the recorded one, and every candidate is evaluated
 afresh (no cache). Under the recorded harness the scores must match exactly; under another
 (a new simulator version, another machine preset) old and new figures are shown side by side.
 """
@@ -72,12 +74,19 @@ def replay(
     run_id: int,
     to: int | None = None,
     machine: str | None = None,
+    iteration: int | None = None,
 ) -> ReplayResult:
-    """Re-apply and re-evaluate the accepted chain of `run_id` (up to iteration `to`)."""
+    """Re-apply and re-evaluate the lineage of accepted iteration `iteration`'s kernel (default:
+    the best kernel accepted up to iteration `to`, or the run's champion)."""
     run = store.run(run_id)
     if run.problem_id != problem.id:
         raise KnightError(f"run {run_id} optimised {run.problem_id}, not {problem.id}")
-    chain = [it for it in store.accepted_chain(run_id) if to is None or it.number <= to]
+    if iteration is None and to is not None:
+        upto = [it for it in store.accepted_chain(run_id) if it.number <= to and it.score_ns]
+        best = min(upto, key=lambda it: (it.score_ns, it.number), default=None)
+        chain = store.lineage(run_id, best.number) if best is not None else []
+    else:
+        chain = store.lineage(run_id, iteration)
     baseline_hash = run.baseline_hash
     result = ReplayResult(run_id, problem.id, machine or run.machine)
     source = canonical_source(problem.baseline_source())

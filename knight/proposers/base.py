@@ -73,6 +73,10 @@ class ProposalContext:
     seed: int
     tried_hashes: set[str] = field(default_factory=set)  # candidate hashes already evaluated
     machine: str = "trn2"  # the preset the run is judged on (its figures go into prompts)
+    # Parallel rounds (--parallel): what this call should concentrate on, so concurrent calls
+    # differ, and its rank among the round's calls that start from the same parent (0 = first).
+    focus: str | None = None
+    sibling: int = 0
 
 
 @dataclass

@@ -98,8 +98,12 @@ class OfflineProposer:
                 f"offline proposer: search space exhausted ({tried} moves tried)",
                 exhausted=True,
             )
-        ranked = rank_moves(ctx, knobs, untried, random.Random(self.seed ^ ctx.iteration))
-        return ProposalResult(proposal=_proposal(ctx, knobs, ranked[0], len(untried)))
+        # Concurrent calls from one parent (a parallel round, where each call has a focus) share
+        # one ranking, tie-breaks drawn from the parent's hash, and take its next-ranked moves.
+        draw = ctx.iteration if ctx.focus is None else int(ctx.champion_hash[:8], 16)
+        ranked = rank_moves(ctx, knobs, untried, random.Random(self.seed ^ draw))
+        pick = ranked[min(ctx.sibling, len(ranked) - 1)]
+        return ProposalResult(proposal=_proposal(ctx, knobs, pick, len(untried)))
 
     def fix(self, ctx: ProposalContext, failure: Failure) -> ProposalResult | None:
         """None: knob edits are exact, so a failure is a real result, not a typo to correct."""

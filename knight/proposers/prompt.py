@@ -338,7 +338,19 @@ def user_sections(ctx: ProposalContext) -> list[tuple[str, str]]:
     sections.append(("Recent attempts", _attempts_section(ctx)))
     if ctx.lessons:
         sections.append(("Lessons recorded so far", _lessons_section(ctx)))
+    if ctx.focus:
+        # Other proposals are being formed at the same time from the same champion: this keeps
+        # them apart.
+        sections.append(("Focus of this proposal", _focus_section(ctx.focus)))
     return sections
+
+
+def _focus_section(focus: str) -> str:
+    return (
+        f"Several proposals are being made in parallel; concentrate yours on {focus}. "
+        "Other calls cover other directions, so do not fall back on the most obvious change "
+        "unless it is what this focus calls for."
+    )
 
 
 def render_sections(sections: list[tuple[str, str]]) -> str:

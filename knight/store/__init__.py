@@ -6,7 +6,8 @@ Public API (for the loop, the CLI, `knight serve`, `knight report`) — no SQLAl
   with a hint; `"write"` creates or backs up and upgrades (see `RunStore.schema_upgrade`).
 - `RunStore`: `start_run`, `reopen_run`, `run`, `resolve_run_id`, `list_runs`, `close_run`,
   `record_iteration`, `record_proposer_calls`, `progress`, `history`, `accepted_chain`,
-  `iteration`, `problem_history`, `candidate_source`, `sources`, `skill_usage`.
+  `lineage`, `beam`, `iteration_numbers`, `hold_run`, `iteration`, `problem_history`,
+  `candidate_source`, `sources`, `skill_usage`.
 - Records (pydantic): `RunSpec`, `RunInfo`, `RunProgress`, `IterationRecord`, `LessonRecord`,
   `IterationSummary`, `IterationDetail`, `AttemptRow`, `ProblemHistory`.
 

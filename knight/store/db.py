@@ -10,14 +10,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import URL, Engine, create_engine, event, make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from knight.errors import KnightError, NotFoundError, UsageError
 from knight.store.migrate import (
     BUSY_TIMEOUT_MS,
+    RUN_LOCK,
     check_revision,
     current_revision,
     head_revision,
@@ -129,9 +130,13 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session in one transaction: committed when the block ends, rolled back on error."""
-        with self._sessions.begin() as session:
-            yield session
+        """A session in one transaction: committed when the block ends, rolled back on error.
+        A lost connection (a database server restarting) is one KnightError line."""
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except OperationalError as error:
+            raise KnightError(f"database {self.where} failed: {error.orig}") from error
 
     def revision(self) -> str | None:
         """The schema revision recorded in the database (None for an empty database)."""
@@ -171,16 +176,72 @@ class Database:
         return SchemaUpgrade(before, after, backup)
 
     def integrity_check(self) -> str:
-        """SQLite's `PRAGMA integrity_check` ("ok" when sound); "ok" on other backends."""
-        if self.engine.dialect.name != "sqlite":
-            return "ok"
+        """ "ok" when the database is sound: SQLite's `PRAGMA integrity_check` on a SQLite file,
+        then, on every backend, the run history's own invariants (`history_problems`)."""
         with self.engine.connect() as connection:
-            rows = connection.exec_driver_sql("PRAGMA integrity_check").scalars().all()
-        return "\n".join(str(row) for row in rows)
+            if self.engine.dialect.name == "sqlite":
+                rows = connection.exec_driver_sql("PRAGMA integrity_check").scalars().all()
+                verdict = "\n".join(str(row) for row in rows)
+                if verdict != "ok":
+                    return verdict
+            problems = history_problems(connection)
+        return "\n".join(problems) if problems else "ok"
 
     def close(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+# Each query finds rows that break an invariant of the run history (see integrity_check).
+_HISTORY_INVARIANTS = {
+    "iterations whose parent iteration is not an earlier accepted iteration of the same run "
+    "that produced the parent kernel": """
+        SELECT i.run_id, i.number FROM iterations i
+        WHERE i.parent_iteration IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM iterations p
+            WHERE p.run_id = i.run_id AND p.number = i.parent_iteration
+              AND p.number < i.number AND p.status = 'accepted'
+              AND p.candidate_hash = i.parent_hash)""",
+    "runs whose champion is neither the baseline nor one of their accepted candidates": """
+        SELECT r.id, r.champion_hash FROM runs r
+        WHERE r.champion_hash IS NOT NULL AND r.champion_hash <> r.baseline_hash
+          AND NOT EXISTS (
+            SELECT 1 FROM iterations i
+            WHERE i.run_id = r.id AND i.status = 'accepted'
+              AND i.candidate_hash = r.champion_hash)""",
+}
+
+
+def history_problems(connection: Connection) -> list[str]:
+    """Broken invariants of the run history (empty when sound), one line each."""
+    problems = []
+    for what, query in _HISTORY_INVARIANTS.items():
+        rows = connection.exec_driver_sql(query).fetchall()
+        if rows:
+            problems.append(f"{len(rows)} {what} (first: {tuple(rows[0])})")
+    return problems
+
+
+@contextmanager
+def run_lock(database: Database, run_id: int) -> Iterator[None]:
+    """Hold run `run_id` for this process: on PostgreSQL a session advisory lock, refused with a
+    KnightError while another process holds it; on SQLite nothing (one writer at a time anyway)."""
+    if database.engine.dialect.name != "postgresql":
+        yield
+        return
+    with database.engine.connect() as connection:
+        query = f"SELECT pg_try_advisory_lock({RUN_LOCK}, {int(run_id)})"
+        if not connection.exec_driver_sql(query).scalar():
+            raise KnightError(
+                f"run {run_id} is being run by another process on {database.where}; "
+                "wait for it to stop, then resume"
+            )
+        connection.commit()
+        try:
+            yield
+        finally:
+            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({RUN_LOCK}, {int(run_id)})")
+            connection.commit()
 
 
 def open_database(

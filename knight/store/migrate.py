@@ -74,6 +74,9 @@ def check_revision(connection: Connection, where: str) -> str | None:
 
 
 BUSY_TIMEOUT_MS = 5000  # how long a connection waits for another writer's lock
+# PostgreSQL advisory-lock keys (first of two int4 keys): schema migrations, and runs in progress.
+MIGRATION_LOCK = 0x4B4E01
+RUN_LOCK = 0x4B4E02
 
 
 def sqlite_file(url: URL) -> Path | None:
@@ -118,6 +121,9 @@ def _migration_connection(engine: Engine) -> Iterator[Connection]:
     if not _is_sqlite_file(engine):
         # PostgreSQL has transactional DDL; an in-memory SQLite database is always brand new.
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Two processes opening a new database: the second waits, then finds it at head.
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK}, 0)")
             yield connection
         return
     migrator = _locked_sqlite_engine(engine)

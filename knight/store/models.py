@@ -169,6 +169,9 @@ class Iteration(Base):
     fix_rounds: Mapped[int] = mapped_column(default=0)
     proposer: Mapped[str]
     transcript: Mapped[list[Any] | None]  # the proposer's conversation, all rounds (revision 0002)
+    # The iteration whose candidate is this one's parent (None: the baseline); revision 0003.
+    parent_iteration: Mapped[int | None]
+    focus: Mapped[str | None] = mapped_column(Text)  # what a parallel round asked this call for
 
 
 class Evaluation(Base):

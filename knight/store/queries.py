@@ -86,9 +86,10 @@ def save_evaluation(
     return stored
 
 
-def get_run(session: Session, run_id: int) -> Run:
-    """Run `run_id`; NotFoundError if there is none."""
-    run = session.get(Run, run_id)
+def get_run(session: Session, run_id: int, lock: bool = False) -> Run:
+    """Run `run_id`; NotFoundError if there is none. `lock` holds its row until the transaction
+    ends (SELECT ... FOR UPDATE on PostgreSQL; SQLite's writer lock already serialises writes)."""
+    run = session.get(Run, run_id, with_for_update=lock or None)
     if run is None:
         raise NotFoundError(f"run {run_id} not found")
     return run

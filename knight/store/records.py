@@ -108,6 +108,8 @@ class IterationRecord(BaseModel):
     proposer: str
     parent_hash: str
     parent_score_ns: float | None
+    parent_iteration: int | None = None  # the iteration that produced the parent (None: baseline)
+    focus: str | None = None  # what this proposer call was asked to concentrate on (--parallel)
     candidate_source: str | None = None  # None when no candidate was built
     status: IterationStatus
     failure: Failure | None = None
@@ -151,6 +153,8 @@ class IterationSummary(BaseModel):
     fix_rounds: int
     proposer: str
     parent_hash: str
+    parent_iteration: int | None  # the iteration whose candidate is the parent (None: baseline)
+    focus: str | None  # what the proposer call was asked to concentrate on, if anything
     candidate_hash: str | None
     tags: list[str]
     edits: list[Edit]

@@ -8,6 +8,7 @@ the CLI and the service speak to the database only through this class and the re
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
@@ -16,7 +17,7 @@ from knight.errors import KnightError, NotFoundError
 from knight.failure import Failure, IterationStatus, RunStatus
 from knight.proposal import Edit, ModelCall, Turn
 from knight.source import canonical_source, source_hash
-from knight.store.db import Database, SchemaUpgrade
+from knight.store.db import Database, SchemaUpgrade, run_lock
 from knight.store.models import (
     Candidate,
     Evaluation,
@@ -130,6 +131,11 @@ class RunStore:
         with self.db.session() as s:
             return [_run_info(run) for run in s.scalars(select(Run).order_by(Run.id))]
 
+    def hold_run(self, run_id: int) -> AbstractContextManager[None]:
+        """Hold run `run_id` while this process runs it: a second process that tries is refused
+        (PostgreSQL advisory lock; SQLite serialises writers on its own)."""
+        return run_lock(self.db, run_id)
+
     def close_run(self, run_id: int, status: RunStatus) -> None:
         """Record that a run stopped (finished, interrupted or failed)."""
         with self.db.session() as s:
@@ -161,7 +167,9 @@ class RunStore:
         """Store one finished iteration, its model calls, skill events and lessons atomically;
         an accepted one becomes the run's champion."""
         with self.db.session() as s:
-            run = get_run(s, run_id)
+            # The run's row lock (PostgreSQL) serialises writers of one run: two processes that
+            # both resumed it can never interleave a champion update.
+            run = get_run(s, run_id, lock=True)
             candidate_hash = None
             if record.candidate_source is not None:
                 candidate_hash = get_or_create_candidate(s, record.candidate_source, run_id).hash
@@ -170,6 +178,8 @@ class RunStore:
                 run_id=run_id,
                 number=record.number,
                 parent_hash=record.parent_hash,
+                parent_iteration=record.parent_iteration,
+                focus=record.focus,
                 candidate_hash=candidate_hash,
                 status=record.status.value,
                 category=record.category.value if record.category else None,
@@ -211,7 +221,9 @@ class RunStore:
                         evidence=[record.number],
                     )
                 )
-            if record.status is IterationStatus.accepted:
+            # Beam search accepts against each candidate's own parent: only a new best is champion.
+            best = run.best_score_ns
+            if record.status is IterationStatus.accepted and (best is None or score < best):
                 run.champion_hash, run.best_score_ns = candidate_hash, score
             s.flush()
             return _summary(row)
@@ -271,9 +283,69 @@ class RunStore:
             return [_summary(row) for row in reversed(s.scalars(query).all())]
 
     def accepted_chain(self, run_id: int) -> list[IterationSummary]:
-        """The accepted iterations of a run in order: the patches replay re-applies."""
+        """The accepted iterations of a run in order (a linear run's patches, in replay order)."""
         chain = self.history(run_id, status=IterationStatus.accepted)
         return sorted(chain, key=lambda it: it.number)
+
+    def lineage(self, run_id: int, number: int | None = None) -> list[IterationSummary]:
+        """The accepted iterations from the baseline to the kernel of iteration `number` (default:
+        the run's champion), root first: the chain `knight replay` re-applies."""
+        accepted = {it.number: it for it in self.accepted_chain(run_id)}
+        if number is None:
+            champion = self.run(run_id).champion_hash
+            number = max(
+                (n for n, it in accepted.items() if it.candidate_hash == champion), default=0
+            )
+            if number == 0:
+                return []  # the champion is the baseline
+        elif number not in accepted:
+            status = self.iteration(run_id, number).status.value  # NotFoundError when missing
+            raise KnightError(
+                f"iteration {number} of run {run_id} was {status}; only accepted kernels are "
+                "in the lineage tree"
+            )
+        chain: list[IterationSummary] = []
+        current: int | None = number
+        while current is not None:
+            it = accepted[current]
+            chain.append(it)
+            current = (
+                it.parent_iteration if it.parent_iteration is not None else _by_hash(accepted, it)
+            )
+            if current is not None and (current >= it.number or current not in accepted):
+                raise KnightError(
+                    f"run {run_id}: iteration {it.number}'s parent {current} is not an earlier "
+                    "accepted iteration; the lineage is broken"
+                )
+        return chain[::-1]
+
+    def iteration_numbers(self, run_id: int) -> set[int]:
+        """The numbers of a run's stored iterations (a parallel round may leave gaps when killed)."""
+        with self.db.session() as s:
+            get_run(s, run_id)
+            return set(s.scalars(select(Iteration.number).where(Iteration.run_id == run_id)))
+
+    def beam(self, run_id: int, width: int) -> list[tuple[str, int | None]]:
+        """The `width` best distinct kernels of a run (baseline or accepted), best first, as
+        (hash, iteration that produced it; None for the baseline)."""
+        with self.db.session() as s:
+            run = get_run(s, run_id)
+            rows = s.execute(
+                select(Iteration.candidate_hash, Iteration.number, Iteration.score_ns)
+                .where(
+                    Iteration.run_id == run_id,
+                    Iteration.status == IterationStatus.accepted.value,
+                )
+                .order_by(Iteration.number)
+            ).all()
+            kernels: dict[str, tuple[float, int | None]] = {
+                run.baseline_hash: (run.baseline_score_ns or float("inf"), None)
+            }
+            for digest, number, score in rows:
+                if digest is not None and score is not None and digest not in kernels:
+                    kernels[digest] = (score, number)
+        ranked = sorted(kernels.items(), key=lambda kv: (kv[1][0], kv[1][1] or 0))
+        return [(digest, number) for digest, (_, number) in ranked[:width]]
 
     def iteration(self, run_id: int, number: int) -> IterationDetail:
         """Iteration `number` of run `run_id` in full; NotFoundError if there is none."""
@@ -346,6 +418,14 @@ class RunStore:
 # ---------------------------------------------------------------------- row -> record
 
 
+def _by_hash(accepted: dict[int, IterationSummary], it: IterationSummary) -> int | None:
+    """A parent found by its hash (rows written before revision 0003 name no parent iteration)."""
+    earlier = [
+        n for n, p in accepted.items() if n < it.number and p.candidate_hash == it.parent_hash
+    ]
+    return max(earlier, default=None)
+
+
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator if numerator and denominator else None
 
@@ -379,6 +459,8 @@ def _summary(row: Iteration) -> IterationSummary:
         fix_rounds=row.fix_rounds,
         proposer=row.proposer,
         parent_hash=row.parent_hash,
+        parent_iteration=row.parent_iteration,
+        focus=row.focus,
         candidate_hash=row.candidate_hash,
         tags=list(row.tags),
         edits=[Edit.model_validate(e) for e in row.edits],

@@ -1,0 +1,253 @@
+"""Candidate evaluation as Ray tasks: `knight run --evaluator ray[://ADDRESS]`.
+
+Each evaluation is one Ray task. Inside it, the ordinary `LocalEvaluator` judges the candidate
+with the same sandboxed worker processes as on one machine (scrubbed environment, memory and
+wall-clock limits), so a cluster changes where candidates run, never how they are judged.
+
+- Placement, resources and retries are Ray's: `num_cpus` per task, `max_retries` when the process
+  running a task dies (a node lost, a worker killed), `retry_exceptions` when the sandbox itself
+  crashed. Exhausted retries come back as a `worker_crash` report (a run failure that is never
+  cached), never as another verdict on the kernel.
+- Knight's own code and the problem's files travel with the job and the task (the job's
+  `runtime_env.py_modules`, the task's arguments), so every node judges with exactly the driver's harness.
+- Cache: the task starts from the driver's cached runs of the candidate and the baseline and
+  returns what it simulated; the driver stores those in its own cache. A candidate is simulated
+  no more often than with the local evaluator.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import knight
+from knight.errors import KnightError, UsageError
+from knight.evaluation.cache import MemoryCache, RunCache, cacheable
+from knight.evaluation.categories import Category
+from knight.evaluation.evaluator import RERUN, LocalEvaluator
+from knight.evaluation.fingerprint import harness_fingerprint, versions
+from knight.evaluation.report import EvalReport, Failure, RunResult
+from knight.npu.machine import load_machine
+from knight.problems import Problem
+from knight.source import canonical_source, source_hash
+
+SCHEME = "ray"
+CacheEntry = tuple[str, str, dict[str, Any]]  # candidate hash, harness, RunResult as JSON
+
+
+def parse_evaluator(spec: str) -> tuple[str, str | None]:
+    """`local`, `ray` or `ray://HOST:PORT` -> (kind, Ray address or None); UsageError otherwise."""
+    if spec in ("local", SCHEME):
+        return spec, None
+    prefix = SCHEME + "://"
+    if spec.startswith(prefix) and len(spec) > len(prefix):
+        return SCHEME, spec[len(prefix) :]
+    raise UsageError(f"unknown --evaluator {spec!r}; use local, ray or ray://HOST:PORT")
+
+
+class SandboxCrash(Exception):
+    """Raised inside a task whose sandboxed worker crashed, so that Ray retries the task."""
+
+    def __init__(self, report_json: str) -> None:
+        super().__init__("the sandboxed worker crashed")
+        self.report_json = report_json
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SandboxCrash, (self.report_json,))
+
+
+class _TaskCache:
+    """The task's cache: the driver's entries to start from, and a log of what it adds."""
+
+    def __init__(self, entries: list[CacheEntry]) -> None:
+        self.memory = MemoryCache()
+        for candidate, harness, result in entries:
+            self.memory.put(candidate, harness, RunResult.model_validate(result))
+        self.added: list[CacheEntry] = []
+
+    def get(self, candidate: str, harness: str, workload: str, seed: int) -> RunResult | None:
+        return self.memory.get(candidate, harness, workload, seed)
+
+    def put(self, candidate: str, harness: str, result: RunResult) -> None:
+        if cacheable(result):
+            self.memory.put(candidate, harness, result)
+            self.added.append((candidate, harness, result.model_dump(mode="json")))
+
+
+def evaluate_task(
+    source: str,
+    problem_files: dict[str, bytes],
+    heldout: bool,
+    entries: list[CacheEntry],
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    """The body of one Ray task: rebuild the problem folder, judge, return report and new runs."""
+    from knight.problems import load_problem
+
+    with tempfile.TemporaryDirectory(prefix="knight-task-") as tmp:
+        root = Path(tmp) / "problem"
+        for name, data in problem_files.items():
+            path = root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        problem = load_problem(str(root))
+        cache = _TaskCache(entries)
+        with LocalEvaluator(
+            settings["machine"],
+            workers=settings["workers"],
+            timeout_s=settings["timeout_s"],
+            memory_mb=settings["memory_mb"],
+            max_seeds=settings["max_seeds"],
+            cache=cache,
+        ) as evaluator:
+            report = evaluator.evaluate(source, problem, heldout=heldout)
+    if report.failure is not None and report.failure.category == Category.worker_crash:
+        raise SandboxCrash(report.model_dump_json())
+    return {"report": report.model_dump(mode="json"), "added": cache.added}
+
+
+def _problem_files(problem: Problem) -> dict[str, bytes]:
+    """The problem folder's files (the folder's hash, hence the harness, is the same remotely)."""
+    files: dict[str, bytes] = {}
+    for path in sorted(problem.root.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            files[path.relative_to(problem.root).as_posix()] = path.read_bytes()
+    return files
+
+
+class RayEvaluator:
+    """An `Evaluator` whose evaluations run as Ray tasks on a cluster (or a local Ray)."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        machine: str | None = None,
+        *,
+        cache: RunCache | None = None,
+        cpus_per_task: int = 1,
+        timeout_s: float = 300.0,
+        memory_mb: int = 6144,
+        max_seeds: int | None = None,
+        max_retries: int = 3,
+        ship_code: bool = True,
+    ) -> None:
+        """Connect to the Ray cluster at `address` (None: $RAY_ADDRESS, else a local Ray)."""
+        try:
+            import ray
+        except ImportError:
+            raise KnightError("--evaluator ray needs Ray: pip install 'knight[ray]'") from None
+        self._ray = ray
+        self.machine_name = machine
+        self.cache: RunCache = cache if cache is not None else MemoryCache()
+        self.max_seeds = max_seeds
+        self.settings = {
+            "machine": machine,
+            "workers": cpus_per_task,
+            "timeout_s": timeout_s,
+            "memory_mb": memory_mb,
+            "max_seeds": max_seeds,
+        }
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        # Job-level runtime environment: Ray uploads Knight's package once per job.
+        runtime_env: dict[str, Any] = {"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}}
+        if ship_code:
+            runtime_env["py_modules"] = [str(Path(knight.__file__).resolve().parent)]
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
+            try:
+                ray.init(
+                    address=address,
+                    runtime_env=runtime_env,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    logging_level="ERROR",
+                )
+            except (ConnectionError, RuntimeError, ValueError) as error:
+                where = address or os.environ.get("RAY_ADDRESS") or "a local Ray"
+                raise KnightError(f"cannot connect to Ray at {where}: {error}") from None
+        self._task = ray.remote(evaluate_task).options(
+            num_cpus=cpus_per_task,
+            max_retries=max_retries,
+            retry_exceptions=[SandboxCrash],
+        )
+        self.retries = max_retries
+
+    def evaluate(self, source: str, problem: Problem, *, heldout: bool = False) -> EvalReport:
+        """Judge `source` in a Ray task; the report is the one the local evaluator would give."""
+        ray = self._ray
+        start = time.perf_counter()
+        source = canonical_source(source)
+        entries = self._cached_entries(source, problem, heldout)
+        ref = self._task.remote(source, _problem_files(problem), heldout, entries, self.settings)
+        try:
+            out = ray.get(ref)
+        except ray.exceptions.RayTaskError as error:
+            cause = getattr(error, "cause", None)
+            if isinstance(cause, SandboxCrash):
+                return EvalReport.model_validate_json(cause.report_json)
+            if isinstance(cause, KnightError):
+                raise KnightError(str(cause)) from None
+            raise KnightError(f"a Ray evaluation task failed: {error}") from None
+        except (ray.exceptions.RayError, ConnectionError) as error:
+            # The task's process or node died more often than Ray retries: machine trouble.
+            return self._crashed(source, problem, error, time.perf_counter() - start)
+        for candidate, harness, result in out["added"]:
+            self.cache.put(candidate, harness, RunResult.model_validate(result))
+        return EvalReport.model_validate(out["report"])
+
+    def _cached_entries(self, source: str, problem: Problem, heldout: bool) -> list[CacheEntry]:
+        """The driver's cached runs of the candidate and the baseline under this harness."""
+        harness = harness_fingerprint(problem, self._machine(problem))
+        workloads = list(problem.all_workloads(heldout=False))
+        keys = [(w.name, s) for w in workloads for s in self._seeds(w.seeds)]
+        if workloads:
+            keys.append((workloads[0].name + RERUN, self._seeds(workloads[0].seeds)[0]))
+        if heldout:
+            keys += [(w.name, s) for w in problem.spec.heldout for s in self._seeds(w.seeds)]
+        baseline = canonical_source(problem.baseline_source())
+        entries: list[CacheEntry] = []
+        for digest in dict.fromkeys((source_hash(source), source_hash(baseline))):
+            for workload, seed in keys:
+                hit = self.cache.get(digest, harness, workload, seed)
+                if hit is not None:
+                    entries.append((digest, harness, hit.model_dump(mode="json")))
+        return entries
+
+    def _seeds(self, seeds: list[int]) -> list[int]:
+        return list(seeds[: self.max_seeds]) if self.max_seeds else list(seeds)
+
+    def _machine(self, problem: Problem):
+        return load_machine(self.machine_name or problem.spec.machine)
+
+    def _crashed(
+        self, source: str, problem: Problem, error: Exception, wall_s: float
+    ) -> EvalReport:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        message = (
+            f"the Ray task died {self.retries + 1} times (node or worker lost; "
+            f"{type(error).__name__}: {first[:200]})"
+        )
+        return EvalReport(
+            candidate_hash=source_hash(source),
+            problem=problem.id,
+            harness=harness_fingerprint(problem, self._machine(problem)),
+            machine=self._machine(problem).name,
+            status="failed",
+            failure=Failure(category=Category.worker_crash, message=message),
+            wall_s=wall_s,
+            versions=versions(),
+        )
+
+    def close(self) -> None:
+        """Disconnect from Ray if this evaluator connected (a local Ray it started stops)."""
+        if self._owns_ray and self._ray.is_initialized():
+            self._ray.shutdown()
+
+    def __enter__(self) -> RayEvaluator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,109 @@
+"""Shared fixtures: a real PostgreSQL server for the store and loop tests, and `store_url`.
+
+The server runs from the PostgreSQL binaries on this machine (`/usr/lib/postgresql/*/bin`, or
+`pg_ctl` on PATH) in a temporary directory, listening on 127.0.0.1 only. PostgreSQL refuses to run
+as root: as root, the server runs as the unprivileged user `knight-pg` (created when missing).
+Every test gets a fresh database. Without PostgreSQL binaries the PostgreSQL cases are skipped
+(`.ci/run` installs them).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+PG_USER = "knight-pg"
+
+
+def _bindir() -> Path | None:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).parent
+    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(d.split("/")[-2]))
+    return Path(dirs[-1]) if dirs else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class PostgresServer:
+    """A running server: where it listens and how to reach it as its superuser."""
+
+    host: str
+    port: int
+    user: str
+
+    def url(self, database: str) -> str:
+        """A SQLAlchemy URL of `database` on this server (psycopg 3 driver)."""
+        return f"postgresql+psycopg://{self.user}@{self.host}:{self.port}/{database}"
+
+    def create_database(self) -> str:
+        """A new empty database; its URL."""
+        import psycopg
+
+        name = "knight_" + uuid.uuid4().hex[:12]
+        dsn = f"host={self.host} port={self.port} user={self.user} dbname=postgres"
+        with psycopg.connect(dsn, autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+
+def _as_server_user(argv: list[str], user: str | None) -> list[str]:
+    return ["runuser", "-u", user, "--", *argv] if user else argv
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """Start PostgreSQL once per test session (skipped where it is not installed)."""
+    bindir = _bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install -y postgresql)")
+    pytest.importorskip("psycopg")
+    user = None
+    if os.geteuid() == 0:
+        user = PG_USER
+        if subprocess.run(["id", "-u", user], capture_output=True).returncode != 0:
+            subprocess.run(["useradd", "--system", "--no-create-home", user], check=True)
+    home = Path(tempfile.mkdtemp(prefix="knight-pg-"))
+    home.chmod(0o755)
+    data, sockets = home / "data", home / "sockets"
+    sockets.mkdir()
+    if user:
+        shutil.chown(home, user)
+        shutil.chown(sockets, user)
+    db_user = user or os.environ.get("USER") or "postgres"
+    init = [str(bindir / "initdb"), "-D", str(data), "-U", db_user, "--auth=trust", "-E", "UTF8"]
+    subprocess.run(_as_server_user(init, user), check=True, capture_output=True)
+    port = _free_port()
+    options = f"-k {sockets} -c listen_addresses=127.0.0.1 -p {port} -c fsync=off"
+    start = [str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(home / "log"), "-w"]
+    subprocess.run(_as_server_user([*start, "start"], user), check=True, capture_output=True)
+    try:
+        yield PostgresServer("127.0.0.1", port, db_user)
+    finally:
+        stop = [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]
+        subprocess.run(_as_server_user(stop, user), capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """The URL of a fresh, empty database: in-memory SQLite, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return ":memory:"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.create_database()
