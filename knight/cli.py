@@ -203,6 +203,40 @@ def profile_cmd(
     out.print(Profile(**run.profile).summary_text())
 
 
+@app.command("export")
+def export_cmd(
+    kernel: Annotated[Path, typer.Argument(help="Kernel source file to export.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the NKI file here (default: stdout).")] = None,
+    problem: Annotated[str | None, typer.Option("--problem", "-p", help="Problem id or folder (default: the installed problem whose entry the file defines).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the kernel as a real NKI kernel file (nki.isa / nki.language, @nki.jit entry)."""
+    from knight.export import defined_functions, export_kernel
+    from knight.problems import list_problems, load_problem
+
+    source = _read_kernel(kernel)
+    if problem is None:  # the installed problem whose entry function the file defines
+        names = defined_functions(source)
+        matches = [p.id for p in list_problems() if p.spec.entry in names]
+        problem = matches[0] if len(matches) == 1 else None
+    result = export_kernel(source, kernel.name, load_problem(problem))
+    if output is not None:
+        try:
+            output.write_text(result.source)
+        except OSError as e:
+            raise UsageError(f"cannot write {output}: {e}") from None
+    if as_json:
+        _print_json(
+            {"entry": result.entry, "grid": result.grid, "outputs": list(result.outputs),
+             "path": str(output) if output is not None else None,
+             "source": result.source if output is None else None}
+        )
+    elif output is None:
+        sys.stdout.write(result.source)
+    else:
+        err.print(f"NKI kernel written to {output}")
+
+
 # ----------------------------------------------------------------------------- run / history / show / replay
 
 DbOpt = Annotated[str, typer.Option("--db", help="SQLite path or SQLAlchemy URL of the experience store.")]

@@ -317,9 +317,9 @@ def test_unwritten_columns_are_mismatch_partial(rmsnorm, inproc):
 def test_overflow_to_inf_is_nan_or_inf(rmsnorm, inproc):
     source = _edit(
         rmsnorm.baseline_source(),
-        "nisa.tensor_scalar(y[:, cols], xt[:, cols], nl.multiply, rstd, engine=nisa.engine[SCALE_ENGINE])",
+        "nisa.tensor_scalar(y[:, cols], xt[:, cols], nl.multiply, rstd, engine=scale_engine)",
         "nisa.tensor_scalar(y[:, cols], xt[:, cols], nl.multiply, rstd, op1=nl.multiply, operand1=1e38,"
-        " engine=nisa.engine[SCALE_ENGINE])",
+        " engine=scale_engine)",
     )
     report = inproc.evaluate(source, rmsnorm)
     _check_report(report, Category.nan_or_inf)

@@ -339,7 +339,9 @@ def test_transpose_copies_bits():
         nisa.tensor_copy(t, ps)
         nisa.dma_copy(yt, t)
         v = nl.ndarray((32, 32), dtype=nl.float32)
-        nisa.nc_transpose(v, s[0:32, 0:32], engine=nisa.engine.vector)  # VectorE 32x32, widened exactly
+        nisa.nc_transpose(
+            v, s[0:32, 0:32], engine=nisa.engine.vector
+        )  # VectorE 32x32, widened exactly
         nisa.dma_copy(yv, v)
 
     res = sim(kernel, {"x": x}, {"yt": ((96, 128), BF16), "yv": ((32, 32), F32)})
@@ -461,7 +463,9 @@ def test_tensor_reduce_add_is_sequential_fp32():
     assert (res.outputs["m"] == x.max(axis=1)).all()
 
 
-def test_max8_returns_descending_values_with_ties_to_the_lower_index():
+def test_max8_and_find_index8_give_values_descending_and_first_occurrences():
+    """NKI: max8 returns the 8 largest values in descending order; nc_find_index8 returns the
+    index of the first occurrence of each value, so tied values share the lower index."""
     rng = np.random.default_rng(12)
     x = rng.integers(0, 6, size=(128, 20)).astype(F32)  # many ties
     x[0] = [3, 5, 5, 1, 5, 2, 0, 7, 7, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
@@ -472,17 +476,32 @@ def test_max8_returns_descending_values_with_ties_to_the_lower_index():
         v = nl.ndarray((128, 8), dtype=nl.float32)
         i = nl.ndarray((128, 8), dtype=nl.uint32)
         nisa.max8(v, t)
-        nisa.nc_find_index8(i, t, v)  # repeated values take successive occurrences
+        nisa.nc_find_index8(i, t, v)  # first occurrence of each value (NKI)
         nisa.dma_copy(vals, v)
         nisa.dma_copy(idx, i)
 
     res = sim(kernel, {"x": x}, {"vals": ((128, 8), F32), "idx": ((128, 8), np.int32)})
     assert list(res.outputs["vals"][0]) == [7, 7, 5, 5, 5, 4, 3, 2]
-    assert list(res.outputs["idx"][0]) == [7, 8, 1, 2, 4, 9, 0, 5]
+    assert list(res.outputs["idx"][0]) == [7, 7, 1, 1, 1, 9, 0, 5]
     for p in range(128):
-        order = sorted(range(20), key=lambda j: (-x[p, j], j))[:8]
-        assert list(res.outputs["idx"][p]) == order
-        assert list(res.outputs["vals"][p]) == [x[p, j] for j in order]
+        top = sorted(x[p], reverse=True)[:8]
+        assert list(res.outputs["vals"][p]) == top
+        assert list(res.outputs["idx"][p]) == [list(x[p]).index(v) for v in top]
+
+
+def test_find_index8_marks_absent_values():
+    def kernel(x, idx):
+        t = nl.ndarray((128, 16), dtype=nl.float32)
+        nisa.dma_copy(t, x)
+        v = nl.ndarray((128, 8), dtype=nl.float32)
+        nisa.memset(v, -1.0)  # not in the data
+        i = nl.ndarray((128, 8), dtype=nl.uint32)
+        nisa.nc_find_index8(i, t, v)
+        nisa.dma_copy(idx, i)
+
+    x = np.arange(128 * 16, dtype=F32).reshape(128, 16)
+    res = sim(kernel, {"x": x}, {"idx": ((128, 8), np.int32)})
+    assert (res.outputs["idx"].view(np.uint32) == 0xFFFFFFFF).all()
 
 
 def test_memset_rounds_to_the_tile_dtype():

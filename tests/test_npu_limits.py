@@ -36,6 +36,12 @@ THIS_FILE = os.path.abspath(__file__)
 A = np.arange(128 * 4, dtype=np.float32).reshape(128, 4)
 DEFAULT_INPUTS = {"a": A}
 DEFAULT_OUTPUTS = {"out": ((128, 4), np.float32)}
+GPSIMD_DMA = nisa.dma_engine.gpsimd_dma  # sendrecv's modelled path
+
+
+def _peer() -> int:
+    """The other physical core: sendrecv's send_to_rank and recv_from_rank."""
+    return 1 - nl.program_id(0)
 
 
 def marked_line(fn, marker: str = MARK) -> int:
@@ -663,7 +669,7 @@ def k_sendrecv_dtype(a, out):
     t = nl.ndarray((128, 4), dtype=nl.float32)
     u = nl.ndarray((128, 4), dtype=nl.bfloat16)
     nisa.memset(t, 1.0)
-    nisa.sendrecv(t, u, 1 - nl.program_id(0), 1 - nl.program_id(0), 0, dma_engine=nisa.dma_engine.gpsimd_dma)  # <- here
+    nisa.sendrecv(t, u, _peer(), _peer(), 0, dma_engine=GPSIMD_DMA)  # <- here
 
 
 def test_dtype_errors():
@@ -1010,22 +1016,24 @@ def k_sendrecv_too_big(a, out):
     src = nl.ndarray((128, 257), dtype=nl.bfloat16)
     dst = nl.ndarray((128, 257), dtype=nl.bfloat16)
     nisa.memset(src, 1.0)
-    nisa.sendrecv(src[:, 0:256], dst[:, 0:256], 1 - nl.program_id(0), 1 - nl.program_id(0), 0, dma_engine=nisa.dma_engine.gpsimd_dma)  # 512 B per partition: fine
-    nisa.sendrecv(src, dst, 1 - nl.program_id(0), 1 - nl.program_id(0), 0, dma_engine=nisa.dma_engine.gpsimd_dma)  # <- here
+    nisa.sendrecv(
+        src[:, 0:256], dst[:, 0:256], _peer(), _peer(), 0, dma_engine=GPSIMD_DMA
+    )  # 512 B per partition: fine
+    nisa.sendrecv(src, dst, _peer(), _peer(), 0, dma_engine=GPSIMD_DMA)  # <- here
 
 
 def k_sendrecv_fp32_too_big(a, out):
     src = nl.ndarray((4, 129), dtype=nl.float32)
     dst = nl.ndarray((4, 129), dtype=nl.float32)
     nisa.memset(src, 1.0)
-    nisa.sendrecv(src, dst, 1 - nl.program_id(0), 1 - nl.program_id(0), 0, dma_engine=nisa.dma_engine.gpsimd_dma)  # <- here
+    nisa.sendrecv(src, dst, _peer(), _peer(), 0, dma_engine=GPSIMD_DMA)  # <- here
 
 
 def k_sendrecv_single_core(a, out):
     src = nl.ndarray((128, 4), dtype=nl.float32)
     dst = nl.ndarray((128, 4), dtype=nl.float32)
     nisa.memset(src, 1.0)
-    nisa.sendrecv(src, dst, 1 - nl.program_id(0), 1 - nl.program_id(0), 0, dma_engine=nisa.dma_engine.gpsimd_dma)  # <- here
+    nisa.sendrecv(src, dst, _peer(), _peer(), 0, dma_engine=GPSIMD_DMA)  # <- here
 
 
 def test_sendrecv_limits():
@@ -1041,7 +1049,7 @@ def k_sendrecv_sizes_differ(a, out):
     src = nl.ndarray((p, 4), dtype=nl.float32)
     dst = nl.ndarray((p, 4), dtype=nl.float32)
     nisa.dma_copy(src, a[0:p])
-    nisa.sendrecv(src, dst, 1 - nl.program_id(0), 1 - nl.program_id(0), 0, dma_engine=nisa.dma_engine.gpsimd_dma)  # <- here
+    nisa.sendrecv(src, dst, _peer(), _peer(), 0, dma_engine=GPSIMD_DMA)  # <- here
 
 
 def test_sendrecv_halves_must_match_between_cores():

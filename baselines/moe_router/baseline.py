@@ -13,7 +13,7 @@ Rounding chain (the contract):
            w_router[16p+kt, e])  (each K-tile's 128 products summed exactly, rounded once)
   m = max_e logits;  ex = fp32(exp(fp32(logits + (-m))));  s = ex[0] + ... + ex[127] (fp32, in order)
   probs = fp32(ex / s)
-  top = max8(probs) (descending); ids = nc_find_index8(probs, top) (ties to the lower index)
+  top = max8(probs) (descending); ids = nc_find_index8(probs, top) (first occurrence of each)
   expert_weights = fp32(top / (top[0] + ... + top[7]))  (fp32 sum in slot order)
 """
 

@@ -32,11 +32,13 @@ TUNABLES = {
 
 def rmsnorm(x, gamma, out):
     T = x.shape[0]
+    load = nisa.engine[LOAD_ENGINE]  # the knobs hold engine names; NKI takes nisa.engine members
+    scale_engine = nisa.engine[SCALE_ENGINE]
 
     xt = nl.ndarray((T, H), dtype=nl.bfloat16, name="x")
-    nisa.dma_copy(dst=xt, src=x, engine=nisa.engine[LOAD_ENGINE])
+    nisa.dma_copy(dst=xt, src=x, engine=load)
     g = nl.ndarray((T, H), dtype=nl.bfloat16, name="gamma")
-    nisa.dma_copy(dst=g, src=gamma.reshape(1, H).broadcast_to(T, H), engine=nisa.engine[LOAD_ENGINE])
+    nisa.dma_copy(dst=g, src=gamma.reshape(1, H).broadcast_to(T, H), engine=load)
 
     # Mean of squares and its reciprocal square root, one value per token (partition).
     sq = nl.ndarray((T, H), dtype=nl.float32, name="x_squared")
@@ -53,6 +55,6 @@ def rmsnorm(x, gamma, out):
     res = nl.ndarray((T, H), dtype=nl.bfloat16, name="result")
     for c0 in range(0, H, COLS_PER_TILE):
         cols = nl.ds(c0, COLS_PER_TILE)
-        nisa.tensor_scalar(y[:, cols], xt[:, cols], nl.multiply, rstd, engine=nisa.engine[SCALE_ENGINE])
+        nisa.tensor_scalar(y[:, cols], xt[:, cols], nl.multiply, rstd, engine=scale_engine)
         nisa.tensor_tensor(res[:, cols], y[:, cols], g[:, cols], nl.multiply)
-        nisa.dma_copy(dst=out[:, cols], src=res[:, cols], engine=nisa.engine[LOAD_ENGINE])
+        nisa.dma_copy(dst=out[:, cols], src=res[:, cols], engine=load)

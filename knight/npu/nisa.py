@@ -53,6 +53,8 @@ from knight.npu.tracer import Tracer, active, caller_loc
 FLOAT_DTYPES = (np.dtype(numerics.BF16), np.dtype(np.float16), np.dtype(np.float32))
 HALF_DTYPES = (np.dtype(numerics.BF16), np.dtype(np.float16))
 INT_DTYPES = (np.dtype(np.int32), np.dtype(np.uint32))
+FREE_SIZE_MAX = 65_535  # an access pattern's per-dimension size field is uint16 (ARCH1)
+FREE_STRIDE_MAX = 32_767  # its stride field is int16, in elements
 ALU = {
     "add": np.add,
     "subtract": np.subtract,
@@ -194,6 +196,31 @@ def _on_chip(v: View, what: str, loc: SourceLoc, allowed: tuple[str, ...] = (SBU
         raise ShapeError(
             f"{what}: access patterns have at most 4 free dimensions, got {v.ndim - 1}", loc
         )
+    arr = v._arr
+    for d in range(1, arr.ndim):  # access-pattern fields: sizes uint16, strides int16 (ARCH1)
+        if arr.shape[d] > FREE_SIZE_MAX:
+            raise ShapeError(
+                f"{what}: free dimension {d} has {arr.shape[d]} elements; an access pattern's "
+                f"sizes are 16-bit (at most {FREE_SIZE_MAX:,}): split the axis",
+                loc,
+            )
+        stride = arr.strides[d] // arr.itemsize
+        if arr.shape[d] > 1 and not -FREE_STRIDE_MAX - 1 <= stride <= FREE_STRIDE_MAX:
+            raise ShapeError(
+                f"{what}: free dimension {d} steps {stride} elements; an access pattern's "
+                f"strides are 16-bit signed (|stride| <= {FREE_STRIDE_MAX})",
+                loc,
+            )
+
+
+def _engine_memory(eng: str, views: list, what: str, loc: SourceLoc) -> None:
+    """GpSimd has no port to PSUM (ISA: "GpSimd Engine cannot access PSUM")."""
+    if eng == "gpsimd" and any(isinstance(v, View) and v.buffer == PSUM for v in views):
+        raise IllegalAccess(
+            f"{what} on GpSimd cannot access PSUM (GpSimd has no PSUM port); use VectorE or "
+            "ScalarE for PSUM operands",
+            loc,
+        )
 
 
 def _own(v: View, what: str, loc: SourceLoc) -> None:
@@ -293,9 +320,11 @@ def _alu(name, loc: SourceLoc):
     return ALU[op]
 
 
-def _vector_perf(op: str, engine: str, srcs: list[View], dst: View, strided: bool) -> str:
-    """Which performance mode applies (NPU.md 4): VectorE's on Trn2 and later, ScalarE's 16-bit
-    copy mode on Trn3 (the preset holds the factors; they change no bits)."""
+def _vector_perf(op: str, engine: str, srcs: list[View], dst: View, unit_stride: bool) -> str:
+    """Which performance mode applies (NPU.md 4, ARCH2): VectorE's on Trn2 and later, ScalarE's
+    16-bit copy mode on Trn3 (the preset holds the factors; they change no bits). The 4x copy
+    mode needs SBUF -> SBUF, 16-bit data and a unit inner stride on every operand (a 16-byte
+    stride is not unit: it gets the 2x mode)."""
     half = all(v.dtype in HALF_DTYPES for v in srcs) and dst.dtype in HALF_DTYPES
     if engine == "scalar" and op in ("tensor_copy", "tensor_scalar") and half:
         return PERF_SCALAR_HALF
@@ -303,7 +332,7 @@ def _vector_perf(op: str, engine: str, srcs: list[View], dst: View, strided: boo
         return PERF_NONE
     in_sbuf = all(v.buffer == SBUF for v in srcs)
     if op in ("tensor_copy", "tensor_scalar"):
-        if half and in_sbuf and dst.buffer == SBUF and not strided:
+        if half and in_sbuf and dst.buffer == SBUF and unit_stride:
             return PERF_COPY_UNIT
         return PERF_COPY_STRIDED
     if op == "tensor_tensor" and half and in_sbuf:
@@ -330,6 +359,7 @@ def _compute(
 ) -> Instr:
     tiles = [v for v in srcs if isinstance(v, View)]
     strided = _is_strided(tr, *tiles, *dsts)
+    unit = all(inner_stride_bytes(v) == v.dtype.itemsize for v in [*tiles, *dsts])
     reads = tuple(region_of(v) for v in tiles)
     writes = tuple(region_of(v) for v in dsts)
     return tr.emit(
@@ -343,7 +373,7 @@ def _compute(
             writes=writes,
             elems=max(free_size(v) for v in [*tiles, *dsts]),
             n_inputs=n_inputs if n_inputs is not None else max(1, len(tiles)),
-            perf=perf if perf is not None else _vector_perf(op, engine, tiles, dsts[0], strided),
+            perf=perf if perf is not None else _vector_perf(op, engine, tiles, dsts[0], unit),
             strided=strided,
             psum_access=any(v.buffer == PSUM for v in [*tiles, *dsts]),
             run=run,
@@ -885,6 +915,7 @@ def tensor_tensor(
     _same_shape(dst, a, "tensor_tensor", loc)
     if a.buffer == PSUM and b.buffer == PSUM:
         raise IllegalAccess("tensor_tensor cannot read both inputs from PSUM", loc)
+    _engine_memory(eng, [dst, a, b], "tensor_tensor", loc)
     fn = _alu(op, loc)
     regs = tr.regs
 
@@ -924,6 +955,7 @@ def tensor_scalar(
     o1 = _operand(operand1, "operand1", loc, data.shape[0]) if op1 is not None else None
     if op1 is None and operand1 is not None:
         raise ShapeError("tensor_scalar: operand1 given without op1", loc)
+    _engine_memory(eng, [dst, data, o0, o1], "tensor_scalar", loc)
     r0, r1 = bool(reverse0), bool(reverse1)
     regs = tr.regs
     nd = data.ndim
@@ -954,6 +986,7 @@ def tensor_copy(dst: View, src: View, engine=engine.unknown, name=None) -> None:
     _same_shape(dst, src, "tensor_copy", loc)
     if (dst.dtype in INT_DTYPES) != (src.dtype in INT_DTYPES):
         raise DtypeError(f"tensor_copy cannot convert between {src.dtype} and {dst.dtype}", loc)
+    _engine_memory(eng, [dst, src], "tensor_copy", loc)
     regs = tr.regs
     same = dst.dtype == src.dtype
 
@@ -1027,6 +1060,7 @@ def memset(dst: View, value, engine=engine.unknown, name=None) -> None:
     eng = _choose(engine, ("vector", "gpsimd"), "vector", "memset", loc)
     dst = _tile(dst, "dst", loc)
     _on_chip(dst, "memset dst", loc)
+    _engine_memory(eng, [dst], "memset", loc)
     val = _operand(value, "memset value", loc)
     if isinstance(val, View):
         raise ShapeError("memset takes a number", loc)
@@ -1063,10 +1097,9 @@ def max8(dst: View, src: View, name=None) -> None:
 
 
 def nc_find_index8(dst: View, data: View, vals: View, name=None) -> None:
-    """VectorE: for each of the 8 values per partition in `vals`, the index of its occurrence in
-    `data` (uint32 dst [P, 8]). Repeated values take successive occurrences, so `max8` followed
-    by this gives the top-8 indices with ties to the lower index. A value absent from the data
-    yields 0xFFFFFFFF."""
+    """VectorE: for each of the 8 values per partition in `vals`, the index of its first
+    occurrence in `data` (uint32 dst [P, 8]); a value absent from the data gives 0xFFFFFFFF.
+    After `max8`, tied values therefore share the lower index."""
     tr, loc = active(), caller_loc()
     _name(name, loc)
     di, data, vals = _tile(dst, "dst", loc), _tile(data, "data", loc), _tile(vals, "vals", loc)
@@ -1086,18 +1119,11 @@ def nc_find_index8(dst: View, data: View, vals: View, name=None) -> None:
     regs = tr.regs
 
     def run() -> None:
-        x = numerics.to_fp32(_read(data, regs, "nc_find_index8 data")).reshape(p, -1)
-        v = numerics.to_fp32(_read(vals, regs, "nc_find_index8 vals")).reshape(p, 8)
-        out = np.full((p, 8), 0xFFFFFFFF, dtype=np.uint32)
-        for row in range(p):
-            used: set[int] = set()
-            for j in range(8):
-                hits = np.flatnonzero(x[row] == v[row, j])
-                free = [int(h) for h in hits if int(h) not in used]
-                if free:
-                    out[row, j] = free[0]
-                    used.add(free[0])
-        di.data(regs)[...] = out
+        x = numerics.to_fp32(_read(data, regs, "nc_find_index8 data")).reshape(p, 1, -1)
+        v = numerics.to_fp32(_read(vals, regs, "nc_find_index8 vals")).reshape(p, 8, 1)
+        hit = x == v  # [P, 8, N]
+        first = np.argmax(hit, axis=-1).astype(np.uint32)
+        di.data(regs)[...] = np.where(hit.any(axis=-1), first, np.uint32(0xFFFFFFFF))
         _mark_written(di, regs)
 
     instr = _compute(tr, "nc_find_index8", "vector", loc, [data, vals], [di], run)

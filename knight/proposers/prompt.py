@@ -180,11 +180,14 @@ above {m.stride_penalty_bytes} B doubles the work.
 issue max(N, {m.matmul_min_moving_cycles}) cycles (x{m.matmul_fp32_factor} for fp32 inputs), \
 +{m.t_fill_cycles} fill; for a GEMV make the weight stationary and the vector moving.
 - DMA: ~{_us(m.dma_t_fix_ns)} fixed latency per transfer, plus ~{_us(m.dma_t_issue_hwdge_ns)} on \
-the issuing unit for HWDGE: SyncE for engine "sync", ScalarE's descriptor generator for "scalar" \
-(it does not block ScalarE compute); SWDGE ("gpsimd") spends GpSimd time per descriptor. {m.dma_engines} DMA engines of {m.dma_bw_engine_bytes_per_ns:g} B/ns, each \
+the issuing unit for HWDGE: SyncE for engine=nisa.engine.sync, ScalarE's descriptor generator for \
+nisa.engine.scalar (it does not block ScalarE compute); SWDGE (nisa.engine.gpsimd) spends GpSimd \
+time per descriptor; dge_mode=nisa.dge_mode.none (descriptors precomputed, static addresses only) \
+costs no issue time. {m.dma_engines} DMA engines of {m.dma_bw_engine_bytes_per_ns:g} B/ns, each \
 serving {m.dma_partitions_per_engine} partitions (spread transfers over all 128 partitions); \
 descriptor efficiency s/(s+{m.dma_s0_bytes} B) for s-byte contiguous chunks (192 B: 27%, 2 KiB: \
-80%); HBM ~{hbm:.0f} GB/s shared by the two cores; {m.dma_queues} queues, FIFO within a queue. \
+80%); HBM ~{hbm:.0f} GB/s shared by the two cores. A transfer's queue follows its trigger engine and \
+dge_mode (the kernel cannot choose one); FIFO within a queue, so spread transfers over engines. \
 Few large contiguous transfers beat many small ones.
 - Numerics: engines compute in fp32 and round to nearest even on write; a matmul is exact then \
 rounded once to fp32; PSUM accumulation adds in instruction order; tensor_reduce sums \
