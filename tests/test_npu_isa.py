@@ -166,7 +166,7 @@ def test_copy_4x_mode_needs_a_unit_inner_stride():
         nisa.tensor_copy(d, s)  # unit stride: 4x
         nisa.tensor_copy(d[:, 0:8], s[:, 0:64:8])  # 16-B stride on the source: 2x
         f = nl.ndarray((128, 64), dtype=nl.float32)
-        nisa.tensor_copy(f, s)  # 32-bit destination: 2x
+        nisa.tensor_copy(f, s)  # 32-bit destination: no mode (ARCH2: 16-bit operands only)
         t = nl.ndarray((128, 64), dtype=nl.bfloat16)
         nisa.tensor_tensor(t, s, d, nl.multiply)  # 16-bit, SBUF: 2x
         nisa.tensor_tensor(f, s, d, nl.multiply)  # 32-bit destination: no mode
@@ -175,7 +175,7 @@ def test_copy_4x_mode_needs_a_unit_inner_stride():
     assert _perf_of(kernel) == [
         PERF_COPY_UNIT,
         PERF_COPY_STRIDED,
-        PERF_COPY_STRIDED,
+        PERF_NONE,
         PERF_TT,
         PERF_NONE,
     ]
@@ -324,9 +324,9 @@ def k_reduce_cmd_reduce(a, out):
     t = nl.ndarray((128, 64), dtype=nl.float32)
     nisa.dma_copy(t, a)
     s = nl.ndarray((128, 1), dtype=nl.float32)
-    nisa.activation(
+    nisa.activation(  # <- here (errors point at the first line of a multi-line call)
         t, nl.exp, t, reduce_op=nl.add, reduce_res=s, reduce_cmd=nisa.reduce_cmd.reduce
-    )  # <- here
+    )
 
 
 def test_accumulating_reduce_commands_are_refused():
@@ -392,9 +392,9 @@ def k_sendrecv_to_self(a, out):
     t = nl.ndarray((128, 64), dtype=nl.float32)
     nisa.dma_copy(t, a)
     u = nl.ndarray((128, 64), dtype=nl.float32)
-    nisa.sendrecv(
+    nisa.sendrecv(  # <- here
         t[:, 0:4], u[:, 0:4], c, 1 - c, 0, dma_engine=nisa.dma_engine.gpsimd_dma
-    )  # <- here
+    )
 
 
 def k_sendrecv_shared_dma(a, out):

@@ -324,15 +324,16 @@ def _vector_perf(op: str, engine: str, srcs: list[View], dst: View, unit_stride:
     """Which performance mode applies (NPU.md 4, ARCH2): VectorE's on Trn2 and later, ScalarE's
     16-bit copy mode on Trn3 (the preset holds the factors; they change no bits). The 4x copy
     mode needs SBUF -> SBUF, 16-bit data and a unit inner stride on every operand (a 16-byte
-    stride is not unit: it gets the 2x mode)."""
+    stride is not unit: it gets the 2x mode); 32-bit copies get neither."""
     half = all(v.dtype in HALF_DTYPES for v in srcs) and dst.dtype in HALF_DTYPES
     if engine == "scalar" and op in ("tensor_copy", "tensor_scalar") and half:
         return PERF_SCALAR_HALF
     if engine != "vector":
         return PERF_NONE
     in_sbuf = all(v.buffer == SBUF for v in srcs)
-    if op in ("tensor_copy", "tensor_scalar"):
-        if half and in_sbuf and dst.buffer == SBUF and unit_stride:
+    if op in ("tensor_copy", "tensor_scalar") and half:
+        # ARCH2 grants both copy modes to BF16/FP16 data only; 32-bit copies run at the base rate.
+        if in_sbuf and dst.buffer == SBUF and unit_stride:
             return PERF_COPY_UNIT
         return PERF_COPY_STRIDED
     if op == "tensor_tensor" and half and in_sbuf:
