@@ -324,7 +324,8 @@ def k_reduce_cmd_reduce(a, out):
     t = nl.ndarray((128, 64), dtype=nl.float32)
     nisa.dma_copy(t, a)
     s = nl.ndarray((128, 1), dtype=nl.float32)
-    nisa.activation(  # <- here (errors point at the first line of a multi-line call)
+    # Errors point at the first line of a multi-line call.
+    nisa.activation(  # <- here
         t, nl.exp, t, reduce_op=nl.add, reduce_res=s, reduce_cmd=nisa.reduce_cmd.reduce
     )
 
