@@ -1,7 +1,8 @@
 """Candidate evaluation as Ray tasks: `knight run --evaluator ray[://ADDRESS]`.
 
 Each evaluation is one Ray task. Inside it, the ordinary `LocalEvaluator` judges the candidate
-with the same sandboxed worker processes as on one machine (scrubbed environment, memory and
+with the same sandboxed tracer and executor processes as on one machine (data-free traces per
+workload shape, replays on the node's memory-mapped input cache; scrubbed environment, memory and
 wall-clock limits), so a cluster changes where candidates run, never how they are judged.
 
 - Placement, resources and retries are Ray's: `num_cpus` per task, `max_retries` when the process
@@ -10,9 +11,10 @@ wall-clock limits), so a cluster changes where candidates run, never how they ar
   cached), never as another verdict on the kernel.
 - Knight's own code and the problem's files travel with the job and the task (the job's
   `runtime_env.py_modules`, the task's arguments), so every node judges with exactly the driver's harness.
-- Cache: the task starts from the driver's cached runs of the candidate and the baseline and
-  returns what it simulated; the driver stores those in its own cache. A candidate is simulated
-  no more often than with the local evaluator.
+- Cache: the task starts from the driver's cached runs of the candidate and the baseline (and
+  the candidate's `#determinism` verdicts) and returns what it simulated; the driver stores
+  those in its own cache. A candidate is traced and executed no more often than with the local
+  evaluator.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import knight
 from knight.errors import KnightError, UsageError
 from knight.evaluation.cache import MemoryCache, RunCache, cacheable
 from knight.evaluation.categories import Category
-from knight.evaluation.evaluator import RERUN, LocalEvaluator
+from knight.evaluation.evaluator import DETERMINISM, LocalEvaluator
 from knight.evaluation.fingerprint import harness_fingerprint, versions
 from knight.evaluation.report import EvalReport, Failure, RunResult
 from knight.npu.machine import load_machine
@@ -203,8 +205,9 @@ class RayEvaluator:
         harness = harness_fingerprint(problem, self._machine(problem))
         workloads = list(problem.all_workloads(heldout=False))
         keys = [(w.name, s) for w in workloads for s in self._seeds(w.seeds)]
-        if workloads:
-            keys.append((workloads[0].name + RERUN, self._seeds(workloads[0].seeds)[0]))
+        # A shape's determinism verdict is kept under one of its workloads (seed 0); which one
+        # is the evaluator's choice, so every visible workload's key is offered.
+        keys += [(w.name + DETERMINISM, 0) for w in workloads]
         if heldout:
             keys += [(w.name, s) for w in problem.spec.heldout for s in self._seeds(w.seeds)]
         baseline = canonical_source(problem.baseline_source())
