@@ -251,13 +251,17 @@ def _exact_blas(s64: np.ndarray, m64: np.ndarray, bits_s: int, bits_m: int) -> n
     so BLAS's order and threads cannot matter and the result equals the ordered loop's.
     Zero results fall back to the loop (the sign of an all -0 sum depends on the start value).
     """
-    if not (np.isfinite(s64).all() and np.isfinite(m64).all()):
+    abs_s, abs_m = np.abs(s64), np.abs(m64)
+    # max() propagates NaN, so one finite max means every element is finite.
+    if not (np.isfinite(abs_s.max()) and np.isfinite(abs_m.max())):
         return None
-    nz_s, nz_m = s64[s64 != 0], m64[m64 != 0]
-    if nz_s.size == 0 or nz_m.size == 0:
+    # frexp's exponent grows with |x|, so the smallest nonzero magnitude has the smallest one.
+    min_s = abs_s.min(where=abs_s != 0, initial=np.inf)
+    min_m = abs_m.min(where=abs_m != 0, initial=np.inf)
+    if min_s == np.inf or min_m == np.inf:
         return None
-    q_exp = int(np.frexp(nz_s)[1].min()) - bits_s + int(np.frexp(nz_m)[1].min()) - bits_m
-    bound = float((np.abs(s64).T @ np.abs(m64)).max()) * (1 + 1e-9)
+    q_exp = int(np.frexp(min_s)[1]) - bits_s + int(np.frexp(min_m)[1]) - bits_m
+    bound = float((abs_s.T @ abs_m).max()) * (1 + 1e-9)
     if bound >= np.ldexp(1.0, 53 + q_exp):
         return None
     out = s64.T @ m64
