@@ -224,6 +224,10 @@ def bench_cmd(
         sys.stdout.write(json.dumps(report.model_dump(mode="json")) + "\n")
     else:
         sys.stdout.write(_table(report) + "\n")
+    interrupted = [r.problem for r in results if r.status == "interrupted"]
+    if interrupted:
+        sys.stderr.write(f"interrupted during {interrupted[0]}; later problems were not run\n")
+        raise typer.Exit(130)
     if report.failed:
         sys.stderr.write(f"error: no result for {', '.join(report.failed)}\n")
         raise typer.Exit(1)

@@ -18,6 +18,7 @@ from knight.agent.config import RunConfig
 from knight.agent.loop import Events, Runner
 from knight.errors import KnightError
 from knight.evaluation import EvalReport, Evaluator
+from knight.failure import RunStatus
 from knight.problems import Problem, weighted_geomean
 from knight.proposers import Proposer
 from knight.skills import Skill
@@ -149,9 +150,13 @@ def run_suite(
     events_for: Callable[[Problem], Events | None] = lambda _: None,
     machine: str | None = None,
 ) -> list[ProblemResult]:
-    """Bench every problem in order, each with a fresh proposer (no state shared across problems)."""
-    return [
-        bench_problem(
+    """Bench every problem in order, each with a fresh proposer (no state shared across problems).
+
+    An interrupted run (Ctrl-C, a proposer that keeps failing) ends the suite after it.
+    """
+    results: list[ProblemResult] = []
+    for problem in problems:
+        result = bench_problem(
             store,
             problem,
             evaluator,
@@ -161,5 +166,7 @@ def run_suite(
             events=events_for(problem),
             machine=machine,
         )
-        for problem in problems
-    ]
+        results.append(result)
+        if result.status == RunStatus.interrupted.value:
+            break
+    return results
