@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from knight import __version__
+from knight.bench.command import bench_cmd
 from knight.errors import KnightError, UsageError
 from knight.report.command import report_cmd
 from knight.service.commands import TokenOpt, register, remote_evaluator
@@ -306,8 +307,18 @@ def profile_cmd(
 @app.command("export")
 def export_cmd(
     kernel: Annotated[Path, typer.Argument(help="Kernel source file to export.")],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the NKI file here (default: stdout).")] = None,
-    problem: Annotated[str | None, typer.Option("--problem", "-p", help="Problem id or folder (default: the installed problem whose entry the file defines).")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the NKI file here (default: stdout)."),
+    ] = None,
+    problem: Annotated[
+        str | None,
+        typer.Option(
+            "--problem",
+            "-p",
+            help="Problem id or folder (default: the installed problem whose entry the file defines).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Write the kernel as a real NKI kernel file (nki.isa / nki.language, @nki.jit entry)."""
@@ -327,9 +338,13 @@ def export_cmd(
             raise UsageError(f"cannot write {output}: {e}") from None
     if as_json:
         _print_json(
-            {"entry": result.entry, "grid": result.grid, "outputs": list(result.outputs),
-             "path": str(output) if output is not None else None,
-             "source": result.source if output is None else None}
+            {
+                "entry": result.entry,
+                "grid": result.grid,
+                "outputs": list(result.outputs),
+                "path": str(output) if output is not None else None,
+                "source": result.source if output is None else None,
+            }
         )
     elif output is None:
         sys.stdout.write(result.source)
@@ -434,6 +449,12 @@ def run_cmd(
         int | None,
         typer.Option("--seed", help="Seed of the offline proposer's search (default 0)."),
     ] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            "--strategy", help="Offline proposer's search: bandit or tpe (default: bandit)."
+        ),
+    ] = None,
     resume: Annotated[
         int | None,
         typer.Option(
@@ -528,6 +549,7 @@ def run_cmd(
         script = script or (Path(settings["script"]) if settings.get("script") else None)
         command = command or settings.get("command")
         model = model or settings.get("model")
+        strategy = strategy or settings.get("strategy")
     skills = load_skills()
 
     def new_proposer(note=err.print):
@@ -537,6 +559,7 @@ def run_cmd(
             script=script,
             command=command,
             model=model,
+            strategy=strategy,
             skill_reader=lambda name: skills[name].body if name in skills else None,
             note=note,
         )
@@ -556,7 +579,12 @@ def run_cmd(
             proposer_factory=lambda: new_proposer(note=lambda _: None),
         )
         if resume is not None:
-            given = {"script": str(script) if script else None, "command": command, "model": model}
+            given = {
+                "script": str(script) if script else None,
+                "command": command,
+                "model": model,
+                "strategy": strategy,
+            }
             overrides = ResumeOverrides(
                 proposer_settings=given,
                 budget=budget,
@@ -586,6 +614,7 @@ def run_cmd(
                     "model": model,
                     "script": str(script) if script else None,
                     "command": command,
+                    "strategy": getattr(prop, "strategy", None),
                 },
             )
             summary = runner.start(config)
@@ -793,6 +822,7 @@ def runs_cmd(db: DbOpt = "knight.db", as_json: JsonOpt = False) -> None:
 
 
 app.command("report")(report_cmd)
+app.command("bench")(bench_cmd)
 
 skills_app = typer.Typer(
     help="The skills library: catalog, usage statistics, consolidation.", no_args_is_help=True

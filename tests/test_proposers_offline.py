@@ -290,3 +290,108 @@ def test_scripted_constructor_errors(tmp_path):
     broken.write_text('# header\n{"hypothesis": "ok", "knobs": {"A": 1}}\n{"hypothesis": \n')
     with pytest.raises(UsageError, match=r"broken\.jsonl:3: invalid JSON"):
         ScriptedProposer(broken)
+
+
+# ----------------------------------------------------------------------------- offline: strategies
+
+
+def test_offline_strategy_selection():
+    from knight.proposers.offline import DEFAULT_STRATEGY, STRATEGIES
+    from knight.proposers.select import make_proposer
+
+    assert DEFAULT_STRATEGY in STRATEGIES == ("bandit", "tpe")
+    assert make_proposer("offline").strategy == DEFAULT_STRATEGY
+    assert make_proposer("offline", strategy="tpe", seed=4).strategy == "tpe"
+    with pytest.raises(UsageError, match="unknown strategy 'ucb'; choose one of bandit, tpe"):
+        make_proposer("offline", strategy="ucb")
+    with pytest.raises(UsageError, match="offline proposer only"):
+        make_proposer("scripted", strategy="tpe", script=EXAMPLE)
+    with pytest.raises(ValueError, match="unknown strategy"):
+        OfflineProposer(strategy="grid")
+
+
+def fake_score(source: str) -> float:
+    """A made-up latency that depends on the knob values (larger tiles faster, scalar best)."""
+    knobs = {k: v.value for k, v in read_knobs(source).items()}
+    score = 10_000.0 / (1 + knobs["COLS_PER_TILE"] / 4096)
+    return score * (0.8 if knobs.get("SCALE_ENGINE") == "scalar" else 1.0)
+
+
+def tpe_sequence(seed: int, iterations: int) -> list[str]:
+    """The kernels the TPE strategy proposes from the rmsnorm baseline, each told its score."""
+    from knight.failure import IterationStatus
+    from knight.proposers.base import Attempt
+
+    proposer = OfflineProposer(seed=seed, strategy="tpe")
+    base = fake_score(RMSNORM)
+    ctx = make_ctx(champion_score_ns=base, baseline_score_ns=base)
+    hashes = []
+    for number in range(1, iterations + 1):
+        ctx.iteration = number
+        proposal = proposer.propose(ctx).proposal
+        assert proposal is not None and proposal.edits
+        source = apply(RMSNORM, proposal)
+        digest = source_hash(source)
+        assert digest not in ctx.tried_hashes  # never a kernel already evaluated
+        hashes.append(digest)
+        ctx.tried_hashes.add(digest)
+        score = fake_score(source)
+        ctx.recent = ctx.recent[-7:] + [
+            Attempt(
+                number,
+                proposal.hypothesis,
+                proposal.edits,
+                IterationStatus.rejected,
+                None,
+                None,
+                score,
+                base / score,
+                proposal.tags,
+            )
+        ]
+    return hashes
+
+
+def test_offline_tpe_is_deterministic_for_a_seed_and_never_repeats():
+    first = tpe_sequence(seed=3, iterations=12)
+    assert tpe_sequence(seed=3, iterations=12) == first
+    assert len(set(first)) == 12
+    assert tpe_sequence(seed=4, iterations=12) != first  # the seed drives TPE's sampler
+
+
+def test_offline_tpe_does_not_depend_on_string_hashing():
+    code = (
+        "from tests.test_proposers_offline import tpe_sequence;"
+        "print(tpe_sequence(seed=5, iterations=8))"
+    )
+    outputs = set()
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        run = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        outputs.add(run.stdout)
+    assert len(outputs) == 1
+
+
+def test_offline_tpe_falls_back_to_the_bandit_then_exhausts():
+    # rmsnorm's 3 knobs span 3 * 3 * 4 = 36 configurations: 7 single moves from the baseline,
+    # 16 pairs and 12 triples. TPE samples whole configurations; when its draws find nothing
+    # untried the bandit takes over, which reports the space exhausted once singles and pairs
+    # are all tried, as with strategy bandit.
+    proposer = OfflineProposer(seed=0, strategy="tpe")
+    ctx = make_ctx()
+    proposed = []
+    while (result := proposer.propose(ctx)).proposal is not None:
+        proposed.append(source_hash(apply(RMSNORM, result.proposal)))
+        ctx.tried_hashes.add(proposed[-1])
+        ctx.iteration += 1
+    assert len(set(proposed)) == len(proposed)
+    assert 7 + 16 <= len(proposed) <= 35
+    assert "tpe" in OfflineProposer(seed=0, strategy="tpe").propose(make_ctx()).proposal.tags
+    assert result.exhausted

@@ -19,9 +19,12 @@ from typing import Any
 from knight.failure import Category, Failure
 from knight.proposal import Edit, Proposal
 from knight.proposers.base import KnobStat, ProposalContext, ProposalResult
+from knight.proposers.tpe import TPESearch
 from knight.source import source_hash
 from knight.tunables import Knob, knob_edits, read_knobs
 
+STRATEGIES = ("bandit", "tpe")  # how the next knob move is chosen (docs/offline-proposer.md)
+DEFAULT_STRATEGY = "bandit"  # it beat TPE over the suite, and resumes exactly (docs)
 EXPLORE_C = 0.5  # weight of the UCB exploration term
 REJECT_WEIGHT = 0.5  # a rejection (regression, no gain) costs half as much as a failure
 BOTTLENECK_BONUS = 0.5  # a profile word in the one-line bottleneck verdict
@@ -79,12 +82,23 @@ class OfflineProposer:
 
     name = "offline"
 
-    def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
+    def __init__(self, seed: int = 0, strategy: str = DEFAULT_STRATEGY) -> None:
+        """`strategy`: "bandit" (moves ranked by UCB) or "tpe" (Optuna's TPE); see STRATEGIES."""
+        if strategy not in STRATEGIES:
+            raise ValueError(
+                f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}"
+            )
+        self.seed, self.strategy = seed, strategy
+        self._tpe = TPESearch(seed) if strategy == "tpe" else None
 
     def propose(self, ctx: ProposalContext) -> ProposalResult:
-        """The best-ranked untried knob move from the champion, or proposer_error if none is left."""
+        """The strategy's untried knob move from the champion, or an exhausted result if none."""
         knobs = _editable_knobs(ctx)
+        if self._tpe is not None and knobs:
+            move = self._tpe_move(ctx, knobs)
+            if move is not None:
+                return ProposalResult(proposal=_tpe_proposal(knobs, move, self.seed))
+        # The bandit, also when TPE drew only tried configurations (a nearly exhausted space).
         singles = enumerate_moves(ctx, knobs, size=1)
         untried = [m for m in singles if m.hash not in ctx.tried_hashes]
         pairs: list[Move] = []
@@ -108,6 +122,24 @@ class OfflineProposer:
     def fix(self, ctx: ProposalContext, failure: Failure) -> ProposalResult | None:
         """None: knob edits are exact, so a failure is a real result, not a typo to correct."""
         return None
+
+    def _tpe_move(self, ctx: ProposalContext, knobs: dict[str, Knob]) -> Move | None:
+        """The move to TPE's first sampled configuration whose kernel is untried."""
+        assert self._tpe is not None
+        moves: dict[str, Move] = {}
+
+        def untried(config: dict[str, Any]) -> bool:
+            changes = tuple(
+                (name, knobs[name].value, new)
+                for name, new in sorted(config.items())
+                if not _same(new, knobs[name].value)
+            )
+            move = _move(ctx, changes)
+            moves[config_key(config)] = move
+            return bool(move.edits) and move.hash not in ctx.tried_hashes
+
+        config = self._tpe.choose(ctx, knobs, untried)
+        return None if config is None else moves[config_key(config)]
 
 
 def _editable_knobs(ctx: ProposalContext) -> dict[str, Knob]:
@@ -299,4 +331,25 @@ def _proposal(
         tags=["knob", *[name for name, _, _ in changes]]
         + ([] if len(changes) == 1 else ["knob-pair"]),
         edits=list(best.move.edits),
+    )
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """A stable key for a knob configuration (sorted names, repr of values)."""
+    return ";".join(f"{name}={config[name]!r}" for name in sorted(config))
+
+
+def _tpe_proposal(knobs: dict[str, Knob], move: Move, seed: int) -> Proposal:
+    """The proposal for a TPE-sampled configuration (one or more knob changes)."""
+    changes = move.changes
+    parts = [f"{_describe(knobs[name])} from {old!r} to {new!r}" for name, old, new in changes]
+    effects = "; ".join(mechanism(name, old, new) for name, old, new in changes)
+    return Proposal(
+        hypothesis=f"Set {' and '.join(parts)}: {effects}.",
+        rationale=(
+            f"Offline proposer (strategy tpe): Optuna TPE sample (seed {seed}) over "
+            f"{len(knobs)} knobs, {len(changes)} changed from the champion"
+        ),
+        tags=["knob", *[name for name, _, _ in changes], "tpe"],
+        edits=list(move.edits),
     )

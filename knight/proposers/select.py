@@ -19,6 +19,7 @@ def make_proposer(
     script: Path | None = None,
     command: str | None = None,
     model: str | None = None,
+    strategy: str | None = None,
     skill_reader: Callable[[str], str | None] | None = None,
     note: Callable[[str], None] = lambda _: None,
 ) -> Proposer:
@@ -31,10 +32,16 @@ def make_proposer(
             )
     if name not in NAMES:
         raise UsageError(f"unknown proposer {name!r}; choose one of {', '.join(NAMES)}")
+    if strategy is not None and name != "offline":
+        raise UsageError(f"--strategy applies to the offline proposer only, not {name!r}")
     if name == "offline":
-        from knight.proposers.offline import OfflineProposer
+        from knight.proposers.offline import DEFAULT_STRATEGY, STRATEGIES, OfflineProposer
 
-        return OfflineProposer(seed=seed)
+        if strategy is not None and strategy not in STRATEGIES:
+            raise UsageError(
+                f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}"
+            )
+        return OfflineProposer(seed=seed, strategy=strategy or DEFAULT_STRATEGY)
     if name == "scripted":
         if script is None:
             raise UsageError(
