@@ -385,13 +385,17 @@ class _Context:
     def _cached_runs(self, h: str, source: str, pairs, filename: str, profile_first: bool) -> dict:
         out: dict[tuple[str, int], RunResult] = {}
         todo: list[tuple[Workload, int, bool]] = []
-        for i, (w, s) in enumerate(pairs):
+        # Profile each workload's first seed: the proposer sees every workload's digest, and the
+        # worst workload's in full, not only the first one's.
+        profiled = {w.name: s for w, s in reversed(pairs)} if profile_first else {}
+        for w, s in pairs:
+            want = profiled.get(w.name) == s
             hit = self.ev.cache.get(h, self.harness, w.name, s)
-            if hit is not None and (not (profile_first and i == 0) or hit.profile):
+            if hit is not None and (not want or hit.profile):
                 out[(w.name, s)] = hit
                 self.cached += 1
             else:
-                todo.append((w, s, profile_first and i == 0))
+                todo.append((w, s, want))
         if not todo:
             return out
         traced = self.ev.traces(
@@ -579,6 +583,7 @@ class _Context:
                     correct=correct,
                     seeds=seeds,
                     failure=next((r.failure for r in runs if r.failure), None),
+                    profile=runs[0].profile,
                 )
             )
         if not self.profile:

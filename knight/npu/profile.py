@@ -40,6 +40,11 @@ class Profile:
     critical_by_line: list[tuple[str, float]]  # "file:line" -> ns, largest first
     bottleneck: str
     notes: list[str] = field(default_factory=list)
+    # Share of the HBM bandwidth both cores share (hbm_bytes / (pair bandwidth x makespan)), to set
+    # beside the DMA engines' utilisation: whichever is near 100% binds a DMA-bound kernel.
+    hbm_utilisation: float = 0.0
+    # The critical path's last instructions, oldest first: op, unit, core, line, part, start/end ns.
+    critical_tail: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """A JSON-safe dict (tuples become lists)."""
@@ -70,6 +75,7 @@ class Profile:
                 for b in d["histogram"]
             )
             lines.append(f"desc      {hist}")
+            lines.append(self.utilisation_text())
         if self.cross_core["sendrecv"] or self.cross_core["barriers"]:
             cc = self.cross_core
             lines.append(f"x-core    {cc['sendrecv']} sendrecv ({cc['sendrecv_bytes']} B), {cc['barriers']} barriers")
@@ -80,6 +86,24 @@ class Profile:
         lines.append("lines     " + " | ".join(f"{k} {v / 1000:.2f} us" for k, v in self.critical_by_line[:5]))
         lines.append(f"verdict   {self.bottleneck}")
         return "\n".join(lines)
+
+    def utilisation_text(self) -> str:
+        """HBM utilisation beside the busiest core's DMA-engine utilisation: which one binds."""
+        dma = max((v["utilisation"] for k, v in self.engines.items() if k.endswith(".dma")), default=0.0)
+        binds = "HBM" if self.hbm_utilisation >= dma else "the DMA engines"
+        return (
+            f"hbm       {100 * self.hbm_utilisation:.0f}% of the shared HBM bandwidth; DMA engines "
+            f"{100 * dma:.0f}% (busiest core) -> {binds} nearer saturation"
+        )
+
+    def tail_text(self) -> str:
+        """The critical path's last instructions with their source lines, oldest first."""
+        rows = [
+            f"  {t['start_ns'] / 1000:9.2f}-{t['end_ns'] / 1000:9.2f} us  core{t['core']} "
+            f"{t['unit']:<10} {t['op']:<14} {t['part']:<9} {t['line']}"
+            for t in self.critical_tail
+        ]
+        return "critical path, last instructions (start-end, core, unit, op, part, line):\n" + "\n".join(rows)
 
 
 def make_profile(program: Program, schedule: Schedule, m: MachineSpec) -> Profile:
@@ -107,7 +131,36 @@ def make_profile(program: Program, schedule: Schedule, m: MachineSpec) -> Profil
         critical_by_engine=by_engine,
         critical_by_line=by_line[:20],
         bottleneck=_bottleneck(program, schedule, segments, by_engine),
+        hbm_utilisation=_hbm_utilisation(transfers, span, m),
+        critical_tail=_critical_tail(schedule, segments),
     )
+
+
+CRITICAL_TAIL = 12  # instructions listed from the end of the critical path
+
+
+def _hbm_utilisation(transfers: list[DmaRecord], span: int, m: MachineSpec) -> float:
+    """HBM bytes moved over what the cores' shared HBM can move in the makespan."""
+    cap = span / 1000.0 * m.hbm_bw_pair_bytes_per_ns * m.hbm_efficiency
+    return sum(r.hbm_bytes for r in transfers) / cap if cap else 0.0
+
+
+def _critical_tail(schedule: Schedule, segments: list[tuple[int, int, int, str]]) -> list[dict]:
+    """The last CRITICAL_TAIL segments of the critical path (segments come latest first)."""
+    out = []
+    for i, t0, t1, part in segments[:CRITICAL_TAIL]:
+        out.append(
+            {
+                "op": schedule.instrs[i].op,
+                "unit": schedule.unit[i],
+                "core": schedule.core[i],
+                "line": loc_label(schedule, i),
+                "part": _category(schedule, i, part),
+                "start_ns": t0 / 1000.0,
+                "end_ns": t1 / 1000.0,
+            }
+        )
+    return out[::-1]
 
 
 def _engine_usage(schedule: Schedule, m: MachineSpec, span: int) -> dict[str, dict[str, float]]:
