@@ -193,7 +193,7 @@ class Runner:
 
     def _loop(self, run: RunInfo, champion: Champion, config: RunConfig) -> RunSummary:
         t0 = self.clock()
-        context = ContextBuilder(self.store, self.problem, self.skills)
+        context = ContextBuilder(self.store, self.problem, self.skills, config.min_gain)
         outage = OutageBackoff(config.max_outage_s, self.clock)
         status, reason = RunStatus.finished, "budget"
         failing = 0  # consecutive iterations without a proposal, in this session

@@ -49,6 +49,7 @@ from knight.store.records import (
     RunInfo,
     RunProgress,
     RunSpec,
+    WorkloadOutcome,
 )
 from knight.store.runs import RunStore
 
@@ -68,6 +69,7 @@ __all__ = [
     "IterationDetail",
     "IterationRecord",
     "IterationSummary",
+    "WorkloadOutcome",
     "LLMCall",
     "Lesson",
     "LessonRecord",
