@@ -349,6 +349,7 @@ def test_machine_text_follows_the_grid():
     m = load_machine("trn2")
     one = machine_summary(m, 1)
     assert "ONE physical core" in one and "physical cores form one logical core" not in one
+    assert "two" not in one.lower() and "Cross-core memory" not in one
     assert "2 physical cores form one logical core" in machine_summary(m, 2)
 
 

@@ -111,10 +111,13 @@ class Profile:
         dma = max(
             (v["utilisation"] for k, v in self.engines.items() if k.endswith(".dma")), default=0.0
         )
-        binds = "HBM" if self.hbm_utilisation >= dma else "the DMA engines"
+        if max(self.hbm_utilisation, dma) < 0.5:
+            binds = "neither near saturation"
+        else:
+            binds = ("HBM" if self.hbm_utilisation >= dma else "the DMA engines") + " binds first"
         return (
             f"hbm       {100 * self.hbm_utilisation:.0f}% of the shared HBM bandwidth; DMA engines "
-            f"{100 * dma:.0f}% (busiest core) -> {binds} nearer saturation"
+            f"{100 * dma:.0f}% (busiest core) -> {binds}"
         )
 
     def tail_text(self) -> str:

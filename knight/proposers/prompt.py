@@ -169,9 +169,31 @@ def dma_rules(m: MachineSpec) -> str:
     )
 
 
+def _cross_core_text(m: MachineSpec, cores: int) -> str:
+    """Cross-core memory rules (docs/npu-model.md 4.5), or the register rule alone on one core."""
+    registers = (
+        "- Registers belong to their core: any engine's DMA on that core may use one, and waits "
+        "for its register_load."
+    )
+    if cores == 1:
+        return registers
+    return (
+        "- Cross-core memory: HBM tensors (inputs, outputs, nl.hbm scratch) are shared, and the "
+        "cores run unsynchronised. A read of HBM bytes the other core wrote, or a write to bytes "
+        "the other core read or wrote, with no nisa.core_barrier between the two accesses on both "
+        "cores, is a data race: the trace fails with `race`, naming both lines. Disjoint bytes "
+        "never conflict (regions are exact, so interleaved but disjoint rows are fine); writes to "
+        "the same bytes must be ordered by a barrier. A barrier waits for everything the core "
+        f"issued before it and costs {_ns(m.dma_first_byte_ns + m.dma_completion_ns)} after the "
+        "later core arrives (as does a sendrecv, plus its bytes).\n" + registers
+    )
+
+
 def machine_summary(m: MachineSpec, cores: int = 2) -> str:
     """The NPU facts a proposer needs, with numbers from the machine preset and the grid."""
-    return f"""# The machine ({m.name}: {m.description})
+    # The preset describes the two-core logical core; a grid-1 problem is told only about one.
+    about = m.description if cores > 1 else "one physical core of the preset"
+    return f"""# The machine ({m.name}, {about})
 {_cores_text(m, cores)}
 - Engines per core, each an in-order queue: Tensor ({m.tensor_ghz} GHz: matmul, transpose), \
 Vector ({m.vector_ghz} GHz), Scalar ({m.scalar_ghz} GHz: activation; HWDGE trigger), GpSimd \
@@ -203,15 +225,7 @@ TensorE (the next matmul issues after the occupancy). For a GEMV make the weight
 the vector moving. After TensorE idles it is throttled to ~{m.tensor_throttle_floor:.0%} of \
 peak, ramping to full over ~{_us(m.tensor_throttle_ramp_ns)}.
 {dma_rules(m)}
-- Cross-core memory: HBM tensors (inputs, outputs, nl.hbm scratch) are shared, and the cores \
-run unsynchronised. A read of HBM bytes the other core wrote, or a write to bytes the other core \
-read or wrote, with no nisa.core_barrier between the two accesses on both cores, is a data race: \
-the trace fails with `race`, naming both lines. Disjoint bytes never conflict (regions are exact, \
-so interleaved but disjoint rows are fine); writes to the same bytes must be ordered by a \
-barrier. A barrier waits for everything the core issued before it and costs \
-{_ns(m.dma_first_byte_ns + m.dma_completion_ns)} after the later core arrives (as does a sendrecv, \
-plus its bytes). Registers belong to their core: any engine's DMA on that core may use one, and \
-waits for its register_load.
+{_cross_core_text(m, cores)}
 - Numerics: engines compute in fp32 and round to nearest even on write; a matmul is exact then \
 rounded once to fp32; PSUM accumulation adds in instruction order; tensor_reduce sums \
 sequentially. Changing tiling or order changes the bits."""
