@@ -473,7 +473,7 @@ def run_cmd(
         float | None,
         typer.Option(
             "--min-gain",
-            help="Accept only candidates at least this much faster than the champion (default 1.02).",
+            help="Accept only candidates at least this much faster than the champion (default 1.01: the simulator is deterministic, so small gains are real).",
         ),
     ] = None,
     fix_rounds: Annotated[

@@ -324,6 +324,8 @@ def test_consolidation_turns_accepted_patches_into_learned_skills(scripted_run, 
     skill = learned[written[0]]
     assert skill.metadata["origin"] == "learned" and skill.metadata["status"] == "candidate"
     assert "iteration 1" in skill.metadata["evidence"] and "+COLS_PER_TILE = 2048" in skill.body
+    assert skill.metadata["iteration"] == "1" and float(skill.metadata["gain"]) > 1.0
+    assert skill.metadata["run"] and skill.metadata["replay"] == "not replayed"
     again = json.loads(
         knight(
             "skills",

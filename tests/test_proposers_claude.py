@@ -177,7 +177,8 @@ def test_good_patch_request_and_result(ctx: ProposalContext) -> None:
     assert "bit-exact" in system["text"] and "dma-batching: Batch DMAs" in system["text"]
     assert "nisa.nc_matmul(dst, stationary, moving, is_stationary_onezero=False" in system["text"]
     assert "nisa.dma_copy(dst, src, oob_mode=nisa.oob_mode.error, dge_mode=nisa.dge_mode.unknown" in system["text"]
-    assert "1.3 us" in system["text"] and "s/(s+512 B)" in system["text"]
+    assert "the first byte moves 1,000 ns after the trigger" in system["text"]
+    assert "Data moves FIFO within a queue" in system["text"]
 
     (message,) = body["messages"]
     text = message["content"][0]["text"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from knight.failure import Category, IterationStatus
+from knight.skill_conditions import bottleneck_word
 from knight.skills import Skill, write_skill
 from knight.store import IterationDetail, IterationSummary, RunStore
 
@@ -98,8 +99,20 @@ def _win(problem: str, run_id: int, it: IterationDetail) -> Skill:
             "tags": ",".join(it.tags),
             "evidence": f"run {run_id} iteration {it.number}",
             "problem": problem,
+            "run": str(run_id),
+            "iteration": str(it.number),
+            "gain": f"{gain:.4f}",
+            # Consolidation does not re-run the patch; `knight replay` verifies the lineage.
+            "replay": "not replayed",
+            **_applies_when(it),
         },
     )
+
+
+def _applies_when(it: IterationDetail) -> dict[str, str]:
+    """The bottleneck the accepted change relieved, from its parent's profile, as a condition."""
+    word = bottleneck_word(it.parent_profile.get("bottleneck", "")) if it.parent_profile else ""
+    return {"applies-when": f"bottleneck == {word}"} if word and word != "unknown" else {}
 
 
 def _pitfall(problem: str, run_id: int, category: Category, its: list[IterationSummary]) -> Skill:

@@ -227,7 +227,7 @@ class Runner:
 
     def _loop(self, run: RunInfo, beam: Beam, config: RunConfig) -> RunSummary:
         t0 = self.clock()
-        context = ContextBuilder(self.store, self.problem, self.skills)
+        context = ContextBuilder(self.store, self.problem, self.skills, config.min_gain)
         status, reason = RunStatus.finished, "budget"
         failing = 0  # consecutive iterations without a proposal, in this session
         # Read once; then counted here, so an iteration costs one read and one write of the store.

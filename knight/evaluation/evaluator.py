@@ -382,9 +382,12 @@ class _Context:
         out: list[dict[tuple[str, int], RunResult]] = [{}, {}]
         todo: list[tuple[int, Workload, int, bool]] = []
         same = self.cand_hash == self.base_hash
+        # Profile each workload's first seed: the proposer sees every workload's digest, and the
+        # worst workload's in full, not only the first one's.
+        profiled = {w.name: s for w, s in reversed(pairs)} if profile_first else {}
         for k, (h, _, _) in enumerate(kernels[:1] if same else kernels):
-            for i, (w, s) in enumerate(pairs):
-                profile = profile_first and i == 0
+            for w, s in pairs:
+                profile = profiled.get(w.name) == s
                 hit = self.ev.cache.get(h, self.harness, w.name, s)
                 if hit is not None and (not profile or hit.profile):
                     out[k][(w.name, s)] = hit
@@ -578,6 +581,7 @@ class _Context:
                     correct=correct,
                     seeds=seeds,
                     failure=next((r.failure for r in runs if r.failure), None),
+                    profile=runs[0].profile,
                 )
             )
         if not self.profile:

@@ -44,6 +44,7 @@ class WorkloadReport(BaseModel):
     correct: bool = False
     seeds: list[int] = []
     failure: Failure | None = None
+    profile: dict[str, Any] = {}  # profile of the first seed (visible workloads), else empty
 
 
 class EvalReport(BaseModel):

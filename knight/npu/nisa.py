@@ -260,12 +260,21 @@ def _float(v: View, what: str, loc: SourceLoc) -> None:
         )
 
 
+def _unwritten_box(mask: np.ndarray) -> str:
+    """The index ranges, in the read view's coordinates, that bound its unwritten elements."""
+    idx = np.argwhere(~mask)
+    lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
+    ranges = ", ".join(f"{a}:{b}" for a, b in zip(lo.tolist(), hi.tolist(), strict=True))
+    return f"unwritten within [{ranges}] of the view"
+
+
 def _read(v: View, regs: dict[int, int], what: str) -> np.ndarray:
     mask = v.mask(regs)
     if mask is not None and not mask.all():
         n = int(mask.size - np.count_nonzero(mask))
         raise UninitializedRead(
             f"{what} reads {n} of {mask.size} elements of {v._tensor.name} that were never written"
+            f" ({_unwritten_box(mask)}{' in PSUM' if v.buffer == PSUM else ''})"
         )
     if v._tensor.group_open is not None:
         v.group_mask()[...] = False  # a read-out closes the accumulation group

@@ -16,11 +16,22 @@ from knight.npu.program import Program
 from knight.npu.timing import UNITS, DmaRecord, Schedule
 
 # Descriptor-size buckets (NPU.md 2.4): overhead-bound, improving, near peak, saturating.
-BUCKETS = (("<256B", 0, 256), ("256B-2KiB", 256, 2048), ("2-4KiB", 2048, 4096), (">=4KiB", 4096, 1 << 62))
+BUCKETS = (
+    ("<256B", 0, 256),
+    ("256B-2KiB", 256, 2048),
+    ("2-4KiB", 2048, 4096),
+    (">=4KiB", 4096, 1 << 62),
+)
 # Critical-path categories besides the compute engines.
 DMA_PARTS = ("dma_issue", "dma_fixed", "dma_transfer")
-ENGINE_LABEL = {"tensor": "TensorE", "vector": "VectorE", "scalar": "ScalarE", "gpsimd": "GpSimd", "sync": "SyncE",
-                "scalar-dge": "ScalarE DGE"}
+ENGINE_LABEL = {
+    "tensor": "TensorE",
+    "vector": "VectorE",
+    "scalar": "ScalarE",
+    "gpsimd": "GpSimd",
+    "sync": "SyncE",
+    "scalar-dge": "ScalarE DGE",
+}
 
 
 @dataclass
@@ -30,7 +41,9 @@ class Profile:
     machine: str
     total_ns: float
     n_instructions: int
-    engines: dict[str, dict[str, float]]  # "core0.tensor", "core0.scalar-dge", "core0.dma" -> busy_ns, utilisation
+    engines: dict[
+        str, dict[str, float]
+    ]  # "core0.tensor", "core0.scalar-dge", "core0.dma" -> busy_ns, utilisation
     dma: dict
     cross_core: dict
     op_counts: dict[str, int]
@@ -40,6 +53,11 @@ class Profile:
     critical_by_line: list[tuple[str, float]]  # "file:line" -> ns, largest first
     bottleneck: str
     notes: list[str] = field(default_factory=list)
+    # Share of the HBM bandwidth both cores share (hbm_bytes / (pair bandwidth x makespan)), to set
+    # beside the DMA engines' utilisation: whichever is near 100% binds a DMA-bound kernel.
+    hbm_utilisation: float = 0.0
+    # The critical path's last instructions, oldest first: op, unit, core, line, part, start/end ns.
+    critical_tail: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """A JSON-safe dict (tuples become lists)."""
@@ -70,16 +88,49 @@ class Profile:
                 for b in d["histogram"]
             )
             lines.append(f"desc      {hist}")
+            lines.append(self.utilisation_text())
         if self.cross_core["sendrecv"] or self.cross_core["barriers"]:
             cc = self.cross_core
-            lines.append(f"x-core    {cc['sendrecv']} sendrecv ({cc['sendrecv_bytes']} B), {cc['barriers']} barriers")
+            lines.append(
+                f"x-core    {cc['sendrecv']} sendrecv ({cc['sendrecv_bytes']} B), {cc['barriers']} barriers"
+            )
         cp = self.critical_path_ns or 1.0
         lines.append(
-            "critical  " + " | ".join(f"{k} {100 * v / cp:.0f}%" for k, v in self.critical_by_engine[:6])
+            "critical  "
+            + " | ".join(f"{k} {100 * v / cp:.0f}%" for k, v in self.critical_by_engine[:6])
         )
-        lines.append("lines     " + " | ".join(f"{k} {v / 1000:.2f} us" for k, v in self.critical_by_line[:5]))
+        lines.append(
+            "lines     "
+            + " | ".join(f"{k} {v / 1000:.2f} us" for k, v in self.critical_by_line[:5])
+        )
         lines.append(f"verdict   {self.bottleneck}")
         return "\n".join(lines)
+
+    def utilisation_text(self) -> str:
+        """HBM utilisation beside the busiest core's DMA-engine utilisation: which one binds."""
+        dma = max(
+            (v["utilisation"] for k, v in self.engines.items() if k.endswith(".dma")), default=0.0
+        )
+        if max(self.hbm_utilisation, dma) < 0.5:
+            binds = "neither near saturation"
+        else:
+            binds = ("HBM" if self.hbm_utilisation >= dma else "the DMA engines") + " binds first"
+        return (
+            f"hbm       {100 * self.hbm_utilisation:.0f}% of the shared HBM bandwidth; DMA engines "
+            f"{100 * dma:.0f}% (busiest core) -> {binds}"
+        )
+
+    def tail_text(self) -> str:
+        """The critical path's last instructions with their source lines, oldest first."""
+        rows = [
+            f"  {t['start_ns'] / 1000:9.2f}-{t['end_ns'] / 1000:9.2f} us  core{t['core']} "
+            f"{t['unit']:<10} {t['op']:<14} {t['part']:<9} {t['line']}"
+            for t in self.critical_tail
+        ]
+        return (
+            "critical path, last instructions (start-end, core, unit, op, part, line):\n"
+            + "\n".join(rows)
+        )
 
 
 def make_profile(program: Program, schedule: Schedule, m: MachineSpec) -> Profile:
@@ -107,7 +158,36 @@ def make_profile(program: Program, schedule: Schedule, m: MachineSpec) -> Profil
         critical_by_engine=by_engine,
         critical_by_line=by_line[:20],
         bottleneck=_bottleneck(program, schedule, segments, by_engine),
+        hbm_utilisation=_hbm_utilisation(transfers, span, m),
+        critical_tail=_critical_tail(schedule, segments),
     )
+
+
+CRITICAL_TAIL = 12  # instructions listed from the end of the critical path
+
+
+def _hbm_utilisation(transfers: list[DmaRecord], span: int, m: MachineSpec) -> float:
+    """HBM bytes moved over what the cores' shared HBM can move in the makespan."""
+    cap = span / 1000.0 * m.hbm_bw_pair_bytes_per_ns * m.hbm_efficiency
+    return sum(r.hbm_bytes for r in transfers) / cap if cap else 0.0
+
+
+def _critical_tail(schedule: Schedule, segments: list[tuple[int, int, int, str]]) -> list[dict]:
+    """The last CRITICAL_TAIL segments of the critical path (segments come latest first)."""
+    out = []
+    for i, t0, t1, part in segments[:CRITICAL_TAIL]:
+        out.append(
+            {
+                "op": schedule.instrs[i].op,
+                "unit": schedule.unit[i],
+                "core": schedule.core[i],
+                "line": loc_label(schedule, i),
+                "part": _category(schedule, i, part),
+                "start_ns": t0 / 1000.0,
+                "end_ns": t1 / 1000.0,
+            }
+        )
+    return out[::-1]
 
 
 def _engine_usage(schedule: Schedule, m: MachineSpec, span: int) -> dict[str, dict[str, float]]:
@@ -202,8 +282,10 @@ def _critical_breakdown(
     for i, t0, t1, part in segments:
         by_cat[_category(schedule, i, part)] += t1 - t0
         by_line[loc_label(schedule, i)] += t1 - t0
+
     def ranked(d: dict[str, int]) -> list[tuple[str, float]]:
         return sorted(((k, v / 1000.0) for k, v in d.items()), key=lambda kv: (-kv[1], kv[0]))
+
     return ranked(by_cat), ranked(by_line)
 
 
@@ -227,7 +309,9 @@ def _bottleneck(
     mine = [(i, t1 - t0) for i, t0, t1, part in segments if _category(schedule, i, part) == top]
     op, loc = _dominant(schedule, mine)
     if top == "cross_core":
-        return f"cross-core-bound: {pct:.0f}% of the critical path is sendrecv/barrier waits ({loc})"
+        return (
+            f"cross-core-bound: {pct:.0f}% of the critical path is sendrecv/barrier waits ({loc})"
+        )
     return f"{ENGINE_LABEL.get(top, top)}-bound: {pct:.0f}% of the critical path is {top} instructions, mostly {op} ({loc})"
 
 
@@ -240,7 +324,9 @@ def _dma_verdict(
     dma_ns: float,
 ) -> str:
     """DMA verdict: transfer- or latency-dominated, the main tensor, descriptor bucket and line."""
-    mine = [(i, t1 - t0) for i, t0, t1, part in segments if _category(schedule, i, part) in DMA_PARTS]
+    mine = [
+        (i, t1 - t0) for i, t0, t1, part in segments if _category(schedule, i, part) in DMA_PARTS
+    ]
     weight: dict[str, int] = defaultdict(int)
     names: dict[str, int] = defaultdict(int)
     for i, dt in mine:

@@ -8,6 +8,7 @@ from knight.proposers.base import (
     Proposer,
     ProposerUnavailable,
     SkillSummary,
+    WorkloadView,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "Proposer",
     "ProposerUnavailable",
     "SkillSummary",
+    "WorkloadView",
 ]

@@ -29,6 +29,20 @@ class Attempt:
     score_ns: float | None
     speedup_vs_parent: float | None
     tags: list[str] = field(default_factory=list)
+    skills_used: list[str] = field(default_factory=list)
+    workloads: list[WorkloadView] = field(default_factory=list)  # accepted or rejected alike
+
+
+@dataclass
+class WorkloadView:
+    """A visible workload as the proposer sees it: parameters, weight, latency, profile digest."""
+
+    name: str
+    params: dict[str, Any]
+    weight: float
+    latency_ns: float | None = None
+    baseline_latency_ns: float | None = None
+    digest: str = ""  # one line: verdict and the top critical-path categories
 
 
 @dataclass
@@ -77,6 +91,12 @@ class ProposalContext:
     # differ, and its rank among the round's calls that start from the same parent (0 = first).
     focus: str | None = None
     sibling: int = 0
+    cores: int = 2  # the problem's grid: physical cores the kernel runs on
+    min_gain: float = 1.01  # acceptance threshold: candidate speed-up over the champion
+    workloads: list[WorkloadView] = field(default_factory=list)  # visible, with the champion's
+    worst_workload: str | None = None  # whose full profile `profile_summary` is
+    critical_tail: str = ""  # the champion's critical path, last instructions with their lines
+    suggested_skills: list[tuple[str, str]] = field(default_factory=list)  # (name, applies-when)
 
 
 @dataclass

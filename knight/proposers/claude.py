@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -76,6 +77,41 @@ READ_SKILL_TOOL: dict[str, Any] = {
 
 
 # ----------------------------------------------------------------------------- configuration
+
+THINKING_ENV = "KNIGHT_THINKING_BUDGET"  # tokens of extended thinking per request; 0 turns it off
+DEFAULT_THINKING_BUDGET = 4096
+MIN_THINKING_BUDGET = 1024  # the API's floor
+# Models that take `thinking: {type: enabled, budget_tokens}`: Claude 3.7 Sonnet and the Claude 4
+# family up to 4.6 (4.7 and later reject it in favour of adaptive thinking).
+_THINKING_MODEL = re.compile(
+    r"^claude-(?:3-7-sonnet|(?:opus|sonnet|haiku)-4(?:-(\d))?)(?:-\d{8})?$"
+)
+
+
+def supports_extended_thinking(model: str) -> bool:
+    """Whether `model` accepts an extended-thinking budget (unknown models: no)."""
+    m = _THINKING_MODEL.match(model)
+    if not m:
+        return False
+    minor = int(m.group(1) or 0)
+    return minor <= 6 and not (model.startswith("claude-haiku") and minor < 5)
+
+
+def resolve_thinking_budget(budget: int | None, model: str) -> int:
+    """The thinking budget: the argument, else $KNIGHT_THINKING_BUDGET, else the default where
+    the model supports thinking; 0 means off. Raises ValueError below the API's floor."""
+    if budget is None:
+        raw = os.environ.get(THINKING_ENV, "").strip()
+        if raw:
+            try:
+                budget = int(raw)
+            except ValueError:
+                raise ValueError(f"{THINKING_ENV} must be an integer, not {raw!r}") from None
+        else:
+            budget = DEFAULT_THINKING_BUDGET if supports_extended_thinking(model) else 0
+    if budget and budget < MIN_THINKING_BUDGET:
+        raise ValueError(f"a thinking budget must be 0 (off) or at least {MIN_THINKING_BUDGET}")
+    return max(0, budget)
 
 
 def resolve_model(model: str | None = None) -> str:
@@ -232,10 +268,15 @@ class ClaudeProposer:
         sleep: Callable[[float], None] = time.sleep,
         max_wait_s: float = 300,
         prices: Mapping[str, ModelPrice] | None = None,
+        thinking_budget: int | None = None,
     ) -> None:
         self.model = resolve_model(model)
         if not self.model:
             raise ProposerUnavailable(f"no model configured (--model or {MODEL_ENV})")
+        try:
+            self.thinking_budget = resolve_thinking_budget(thinking_budget, self.model)
+        except ValueError as e:
+            raise ProposerUnavailable(str(e)) from None
         if max_turns < 1 or max_tokens < 1:
             raise ValueError("max_turns and max_tokens must be at least 1")
         if client is None:
@@ -372,6 +413,8 @@ class ClaudeProposer:
         for block in message.content:
             if block.type == "text" and block.text.strip():
                 conv.transcript.append(turn("assistant", "text", block.text, conv.round))
+            elif block.type == "thinking" and getattr(block, "thinking", "").strip():
+                conv.transcript.append(turn("assistant", "thinking", block.thinking, conv.round))
             elif block.type == "tool_use":
                 self._tool_call(conv, block.id, block.name, block.input, message.stop_reason, step)
         if step.proposal is None and step.problem is None and not step.results:
@@ -463,14 +506,19 @@ class ClaudeProposer:
     def _request(self, conv: _Conversation, force: bool) -> dict[str, Any]:
         """The Messages API request body: tools, then the cached system block, then messages."""
         tools = [READ_SKILL_TOOL, SUBMIT_PATCH_TOOL] if self._skill_reader else [SUBMIT_PATCH_TOOL]
-        choice: dict[str, Any] = (
-            {"type": "tool", "name": SUBMIT}
-            if force
-            else {"type": "auto", "disable_parallel_tool_use": True}
-        )
+        auto = {"type": "auto", "disable_parallel_tool_use": True}
+        choice: dict[str, Any] = {"type": "tool", "name": SUBMIT} if force else auto
+        extra: dict[str, Any] = {}
+        if self.thinking_budget:
+            # Thinking refuses a forced tool choice: offer submit_patch alone instead. The output
+            # budget stays max_tokens on top of the thinking budget.
+            if force:
+                tools, choice = [SUBMIT_PATCH_TOOL], auto
+            extra["thinking"] = {"type": "enabled", "budget_tokens": self.thinking_budget}
         return {
             "model": self.model,
-            "max_tokens": self.max_tokens,
+            "max_tokens": self.max_tokens + self.thinking_budget,
+            **extra,
             "tools": copy.deepcopy(tools),
             "tool_choice": choice,
             "system": [

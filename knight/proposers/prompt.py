@@ -21,7 +21,7 @@ from knight.npu import nisa, nl
 from knight.npu.machine import MachineSpec, load_machine
 from knight.npu.timing import dma_efficiency
 from knight.proposal import Edit, Proposal, SubmitPatch, tool_schema, validation_summary
-from knight.proposers.base import Attempt, KnobStat, ProposalContext, SkillSummary
+from knight.proposers.base import Attempt, KnobStat, ProposalContext, SkillSummary, WorkloadView
 
 # ----------------------------------------------------------------------------- answer format
 
@@ -53,26 +53,52 @@ simulator, checks it bit for bit, measures it, and tells you what happened."""
 
 RULES = """# Rules
 - Correctness is bit-exact: on every workload and seed, including held-out workloads and \
-adversarial routings you never see, the outputs must equal the baseline kernel's outputs bit for \
+adversarial inputs you never see, the outputs must equal the baseline kernel's outputs bit for \
 bit. Keep the rounding chain: the same accumulation order and K-tiling in PSUM, the same roundings \
 to bf16 at the same points, the same order of additions. One differing bit rejects the candidate.
 - Only `{kernel_file}` can be edited; every edit names it. Edits are search/replace pairs applied \
 to the current champion source: `search` is copied exactly from it (without the line-number \
 prefix shown to you) and must match exactly one place; include enough context to be unique.
-- One hypothesis per patch. Prefer a focused change whose effect you can predict from the cost \
-model; say in the rationale why it keeps the bits.
+- One hypothesis per patch, so its measured effect tells you whether the idea works. Acceptance: \
+a correct candidate whose score is at least {min_gain:.3f}x better than the champion's (speed-up \
+= champion score / candidate score >= {min_gain:.3f}) becomes the new champion; a smaller gain is \
+rejected as no_gain, a slower one as regression. The simulator is deterministic (same kernel, same \
+latency), so a small gain above the threshold is a real, verified gain: submit it alone rather \
+than bundling unrelated ideas to clear the bar.
 - The kernel is a pure function over the kernel language: it may import only knight.npu.nl, \
 knight.npu.nisa and math; no I/O, reflection, exec/eval, try/with/raise, classes, global or \
 module-level mutable state, private or dunder attributes (all rejected as forbidden_construct).
-- Latency is simulated by an instruction-level model with ~10% error: small gains are weak \
-evidence; structural wins (fewer or larger DMAs, better overlap across engines and queues) hold.
+- The model is instruction-level and differs from real hardware by ~10%: prefer changes whose \
+effect you can predict from the cost rules below; structural wins (fewer or larger DMAs, better \
+overlap across engines and queues) carry over to hardware.
+- Knobs: the constants listed in TUNABLES are ordinary module-level constants. You may set them \
+to any value (not only the listed choices), rename or remove them, or add constants; only the \
+offline proposer reads TUNABLES.
 - Integrity: cheating is detected and rejected, and it wastes the iteration. Cheating is: reading \
 input or output values on the host or steering Python by device values; caching results across \
 calls or keyed by the inputs; computing only what the visible workloads need, or skipping work \
 that happens to be zero or repeated on them; writing to or mutating the inputs; touching \
 simulator, timer or harness internals; falling back to a reference implementation; \
-nondeterminism. A latency below the physical floor (bytes that must move / HBM bandwidth) is an \
-integrity failure, never a win."""
+nondeterminism. A latency below the physical floor (the bytes that must move over the HBM \
+bandwidth, or the problem's compute floor) is an integrity failure, never a win."""
+
+SCORE = """# Score
+The score is the weighted geometric mean, over the visible workloads below, of each workload's \
+latency (the mean over its seeds): exp(sum(w_i * ln(latency_i)) / sum(w_i)); lower is better. The \
+status line's "score" is this number, not any single workload's latency, and the profile you \
+see is one workload's. Held-out workloads are checked for correctness only and never scored. \
+Workloads (name: weight; parameters):"""
+
+
+def workloads_section(ctx: ProposalContext) -> str:
+    """The score's definition and the visible workloads with their weights and parameters."""
+    total = sum(w.weight for w in ctx.workloads) or 1.0
+    rows = [
+        f"- {w.name}: weight {w.weight:g} ({100 * w.weight / total:.0f}% of the score); "
+        + (", ".join(f"{k}={v}" for k, v in w.params.items()) or "no parameters")
+        for w in ctx.workloads
+    ]
+    return SCORE + "\n" + ("\n".join(rows) if rows else "(not listed)")
 
 
 def _us(ns: float) -> str:
@@ -88,49 +114,118 @@ def _pct(chunk_bytes: int, m: MachineSpec) -> str:
     return f"{100 * dma_efficiency(chunk_bytes, m):.0f}%"
 
 
-def machine_summary(m: MachineSpec) -> str:
-    """The NPU facts a proposer needs, with numbers from the machine preset."""
+def _cores_text(m: MachineSpec, cores: int) -> str:
+    """What the grid means: one core, or two that must issue the same instructions."""
+    if cores == 1:
+        return (
+            "- The kernel runs on ONE physical core (the problem's grid is 1): nl.program_id(0) "
+            "is 0 and nl.num_programs(0) is 1; there is no second core to share work with."
+        )
+    return (
+        f"- {cores} physical cores form one logical core (the problem's grid is {cores}): the "
+        f"kernel is traced once per core with nl.program_id(0) in 0..{cores - 1}; all must issue "
+        "the same instruction sequence (op and engine, in order) — only offsets, sizes and data may "
+        "differ. SBUF and PSUM are private to a core; HBM is shared; nisa.sendrecv (<= "
+        f"{m.sendrecv_max_partition_bytes} B per partition, SBUF to SBUF, no HBM traffic) and "
+        "nisa.core_barrier connect the cores."
+    )
+
+
+def dma_rules(m: MachineSpec) -> str:
+    """The DMA cost, sharing and arbitration rules (docs/npu-model.md section 5.1)."""
     hbm = m.hbm_bw_pair_bytes_per_ns * m.hbm_efficiency
-    return f"""# The machine ({m.name}: {m.description})
-- Two physical cores form one logical core: the kernel is traced once per core with \
-nl.program_id(0) in {{0, 1}}; both must issue the same instruction sequence (op and engine, in \
-order) — only offsets, sizes and data may differ. SBUF and PSUM are private to a core; HBM is \
-shared; nisa.sendrecv (<= {m.sendrecv_max_partition_bytes} B per partition) and \
-nisa.core_barrier connect the cores.
+    pipelining = (
+        "Queues are pipelined: a transfer's first-byte latency overlaps the previous one's data."
+        if m.dma_queue_pipelined
+        else "Queues are serial: a transfer's first-byte latency starts when the previous "
+        "transfer on its queue has moved its data."
+    )
+    return (
+        f"- DMA cost: the trigger holds its issuing unit {_ns(m.dma_t_issue_hwdge_ns)} for HWDGE "
+        "(SyncE for engine=nisa.engine.sync; ScalarE's descriptor generator for nisa.engine.scalar, "
+        "dispatched in ScalarE's program order) or "
+        f"{_ns(m.dma_t_swdge_ns)} + {m.dma_t_swdge_per_desc_ns:g} ns per descriptor of GpSimd time "
+        f"for SWDGE; the first byte moves {_ns(m.dma_first_byte_ns)} after the trigger "
+        f"({_ns(m.dma_first_byte_swdge_ns)} for SWDGE); a dependant starts "
+        f"{_ns(m.dma_completion_ns)} after the last byte.\n"
+        f"- DMA engines: {m.dma_engines} per core, {m.dma_bw_engine_bytes_per_ns:g} B/ns each; "
+        f"partitions map to engines in groups of {m.dma_partitions_per_engine} (group p // "
+        f"{m.dma_partitions_per_engine} -> engine (p // {m.dma_partitions_per_engine}) % "
+        f"{m.dma_engines}), so spread transfers over all 128 partitions. Each contiguous run "
+        f"(descriptor) costs at least ~{_ns(m.dma_desc_knee_bytes / m.dma_bw_engine_bytes_per_ns)} "
+        f"of engine time: runs below ~2 KiB are packet-rate bound (192 B: {_pct(192, m)}, 1 KiB: "
+        f"{_pct(1024, m)}, 4 KiB: {_pct(4096, m)} of peak). HBM: ~{hbm:.0f} GB/s shared by all "
+        "cores; a transfer's bytes count only when both its engines and its HBM share are done.\n"
+        "- DMA queues and arbitration: the queue follows (descriptor mode, trigger engine) — HWDGE "
+        "on SyncE, HWDGE on ScalarE, SWDGE on GpSimd and the precomputed modes are separate queues; "
+        "kernels never pick one. Data moves FIFO within a queue: a transfer's data starts at the "
+        "latest of its issue end, its first-byte time and the previous transfer's data end on the "
+        "same queue, so a transfer queued behind a big one waits for it even if it was ready "
+        f"earlier. {pipelining} The engines (and the HBM) serve the transfers of all queues "
+        "first come, first served: transfers are placed in program order, each in the earliest "
+        "free gaps at or after it is ready (a later transfer that is ready earlier fills gaps "
+        "before an earlier one's booking); an earlier booking is never moved. More queues remove "
+        "waiting; they add no bandwidth."
+    )
+
+
+def _cross_core_text(m: MachineSpec, cores: int) -> str:
+    """Cross-core memory rules (docs/npu-model.md 4.5), or the register rule alone on one core."""
+    registers = (
+        "- Registers belong to their core: any engine's DMA on that core may use one, and waits "
+        "for its register_load."
+    )
+    if cores == 1:
+        return registers
+    return (
+        "- Cross-core memory: HBM tensors (inputs, outputs, nl.hbm scratch) are shared, and the "
+        "cores run unsynchronised. A read of HBM bytes the other core wrote, or a write to bytes "
+        "the other core read or wrote, with no nisa.core_barrier between the two accesses on both "
+        "cores, is a data race: the trace fails with `race`, naming both lines. Disjoint bytes "
+        "never conflict (regions are exact, so interleaved but disjoint rows are fine); writes to "
+        "the same bytes must be ordered by a barrier. A barrier waits for everything the core "
+        f"issued before it and costs {_ns(m.dma_first_byte_ns + m.dma_completion_ns)} after the "
+        "later core arrives (as does a sendrecv, plus its bytes).\n" + registers
+    )
+
+
+def machine_summary(m: MachineSpec, cores: int = 2) -> str:
+    """The NPU facts a proposer needs, with numbers from the machine preset and the grid."""
+    # The preset describes the two-core logical core; a grid-1 problem is told only about one.
+    about = m.description if cores > 1 else "one physical core of the preset"
+    return f"""# The machine ({m.name}, {about})
+{_cores_text(m, cores)}
 - Engines per core, each an in-order queue: Tensor ({m.tensor_ghz} GHz: matmul, transpose), \
 Vector ({m.vector_ghz} GHz), Scalar ({m.scalar_ghz} GHz: activation; HWDGE trigger), GpSimd \
 ({m.gpsimd_ghz} GHz; software DMA), Sync (HWDGE trigger). Dependencies come from overlapping \
-memory regions (read-after-write, write-after-read, write-after-write); overlap comes from \
-spreading independent work over engines and DMA queues and from double-buffering.
+memory regions, compared exactly (read-after-write, write-after-read, write-after-write): the \
+even and odd columns of one tile do not depend on each other. Overlap comes from spreading \
+independent work over engines and DMA queues and from double-buffering.
 - SBUF: {m.partitions} partitions x {m.sbuf_partition_bytes // 1024} KiB; allocation is static \
 and never freed (allocate outside loops). PSUM: {m.psum_banks} banks of \
 {m.psum_bank_bytes // 1024} KiB per partition ({m.psum_bank_bytes // 4} fp32); each allocation \
 takes whole banks; a matmul output stays within one bank.
+- PSUM accumulation groups: nc_matmul with accumulate=False starts a group (overwrites), \
+accumulate=True adds into a region holding a matmul result, accumulate=None adds when the \
+region holds an open group (not yet read out) and overwrites otherwise. Reading a region out \
+closes its group. A new group in a region waits until the previous group's read-out has \
+finished (write-after-read): with one region TensorE and the evicting engine take turns; \
+groups in distinct banks let TensorE run ahead. Consecutive accumulating matmuls into one group \
+issue back to back.
 - Compute instruction: {m.t_fixed_cycles} + max({m.min_ii_cycles}, work) cycles of occupancy, \
-+{m.t_wb_cycles} cycles write-back before a dependant starts (a chain of tiny ops costs ~264 \
-cycles each; batch them). VectorE perf modes: 16-bit SBUF tensor_copy/tensor_scalar \
-{m.vector_perf_copy_factor}x, tensor_tensor {m.vector_perf_tt_factor}x. An innermost stride \
-above {m.stride_penalty_bytes} B doubles the work.
++{m.t_wb_cycles} cycles write-back before a dependant starts (a chain of tiny ops costs \
+~{m.t_fixed_cycles + m.min_ii_cycles + m.t_wb_cycles} cycles each; batch them). VectorE perf \
+modes: 16-bit SBUF tensor_copy/tensor_scalar {m.vector_perf_copy_factor}x, tensor_tensor \
+{m.vector_perf_tt_factor}x. An innermost stride above {m.stride_penalty_bytes} B doubles the work.
 - Matmul: dst[M, N] (PSUM fp32) = stationary[K, M].T @ moving[K, N] with K <= \
 {m.matmul_max_contract} partitions, M <= {m.matmul_max_stationary}, N <= {m.matmul_max_moving}; \
-issue max(N, {m.matmul_min_moving_cycles}) cycles (x{m.matmul_fp32_factor} for fp32 inputs), \
-+{m.t_fill_cycles} fill; for a GEMV make the weight stationary and the vector moving. After \
-TensorE idles it is throttled to ~{m.tensor_throttle_floor:.0%} of peak, ramping to full over \
-~{_us(m.tensor_throttle_ramp_ns)}.
-- DMA: the first byte moves ~{_us(m.dma_first_byte_ns)} after the trigger and a dependant starts \
-~{_us(m.dma_completion_ns)} after the last byte. HWDGE holds the issuing unit \
-~{_us(m.dma_t_issue_hwdge_ns)}: SyncE for engine=nisa.engine.sync, ScalarE's descriptor generator \
-for nisa.engine.scalar (dispatched in ScalarE's program order, it hides behind earlier ScalarE \
-compute); SWDGE (nisa.engine.gpsimd) spends GpSimd time per descriptor; \
-dge_mode=nisa.dge_mode.none (descriptors precomputed, static addresses only) costs no issue time. \
-{m.dma_engines} DMA engines of {m.dma_bw_engine_bytes_per_ns:g} B/ns, each serving \
-{m.dma_partitions_per_engine} partitions (spread transfers over all 128 partitions); each \
-contiguous run (descriptor) costs at least \
-~{_ns(m.dma_desc_knee_bytes / m.dma_bw_engine_bytes_per_ns)} of engine time, so runs below ~2 KiB \
-are packet-rate bound (192 B: {_pct(192, m)}, 1 KiB: {_pct(1024, m)}, 4 KiB: {_pct(4096, m)} of \
-peak); HBM ~{hbm:.0f} GB/s shared by the two cores. A transfer's queue follows its trigger engine \
-and dge_mode (the kernel cannot choose one); FIFO within a queue. Few large contiguous transfers \
-beat many small ones.
+occupies TensorE max(N, {m.matmul_min_moving_cycles}) cycles (x{m.matmul_fp32_factor} for fp32 \
+inputs); the {m.t_fill_cycles}-cycle fill delays only the result's consumer, it does not occupy \
+TensorE (the next matmul issues after the occupancy). For a GEMV make the weight stationary and \
+the vector moving. After TensorE idles it is throttled to ~{m.tensor_throttle_floor:.0%} of \
+peak, ramping to full over ~{_us(m.tensor_throttle_ramp_ns)}.
+{dma_rules(m)}
+{_cross_core_text(m, cores)}
 - Numerics: engines compute in fp32 and round to nearest even on write; a matmul is exact then \
 rounded once to fp32; PSUM accumulation adds in instruction order; tensor_reduce sums \
 sequentially. Changing tiling or order changes the bits."""
@@ -177,12 +272,18 @@ def language_summary() -> str:
     lines = [
         "# Kernel language (`from knight.npu import nisa, nl`)",
         "nl: dtypes nl.bfloat16, nl.float16, nl.float32, nl.int32, nl.uint32; buffers nl.sbuf (default), "
-        "nl.psum, nl.hbm; activation ops " + ", ".join(f"nl.{o}" for o in nl.ACTIVATION_OPS)
-        + "; ALU ops " + ", ".join(f"nl.{o}" for o in nl.ALU_OPS) + ".",
+        "nl.psum, nl.hbm; activation ops "
+        + ", ".join(f"nl.{o}" for o in nl.ACTIVATION_OPS)
+        + "; ALU ops "
+        + ", ".join(f"nl.{o}" for o in nl.ALU_OPS)
+        + ".",
     ]
     lines += [f"- {_signature('nl', getattr(nl, n))}: {_doc(getattr(nl, n))}" for n in NL_FUNCTIONS]
     lines.append("Instructions (each records one instruction; nothing runs at trace time):")
-    lines += [f"- {_signature('nisa', getattr(nisa, n))}: {_doc(getattr(nisa, n))}" for n in nisa.INSTRUCTIONS]
+    lines += [
+        f"- {_signature('nisa', getattr(nisa, n))}: {_doc(getattr(nisa, n))}"
+        for n in nisa.INSTRUCTIONS
+    ]
     lines.append(
         "Enums (NKI's spellings; engine=nisa.engine.unknown lets Knight pick as documented): "
         + "; ".join(_enum_line(n) for n in nisa.ENUMS)
@@ -190,7 +291,9 @@ def language_summary() -> str:
     )
     lines.append(
         "Views: indexing/slicing (bounds-checked; an integer on an on-chip partition axis keeps "
-        "the axis), view.reshape(*shape) (no copy), view.permute(*axes) (on chip the partition "
+        "the axis; slices may have a positive step `a:b:s` on any view, HBM or on chip, but an "
+        "on-chip operand's partition range must stay contiguous; negative steps are refused; "
+        "nl.ds(start, size) is `start:start+size`), view.reshape(*shape) (no copy), view.permute(*axes) (on chip the partition "
         "axis stays first), view.broadcast_to(*shape) (HBM DMA sources only) issue no instruction. "
         "A register from nisa.register_alloc(), set by nisa.register_load(reg, tile), may index one axis of an HBM view in a dma_copy "
         "(`w[e]`). On-chip operands: partition ranges are contiguous; more than 64 partitions "
@@ -209,7 +312,10 @@ def skill_catalog(skills: list[SkillSummary], how_to_read: str) -> str:
 
 
 def system_prompt(ctx: ProposalContext, how_to_read_skills: str, machine: str | None = None) -> str:
-    """The static prefix: role, problem, rules, machine, language, skill catalog."""
+    """The static prefix: role, problem, score and workloads, rules, machine, language, skills.
+
+    Everything here is fixed for a run (problem, grid, threshold, preset, skill catalog), so the
+    prefix stays byte-identical across iterations and the API caches it."""
     problem = (
         f"# Problem: {ctx.problem_title} ({ctx.problem_id})\n"
         f"{ctx.problem_description.strip()}\nEditable file: `{ctx.kernel_file}`."
@@ -218,8 +324,9 @@ def system_prompt(ctx: ProposalContext, how_to_read_skills: str, machine: str | 
         [
             ROLE,
             problem,
-            RULES.format(kernel_file=ctx.kernel_file),
-            machine_summary(load_machine(machine or ctx.machine)),
+            workloads_section(ctx),
+            RULES.format(kernel_file=ctx.kernel_file, min_gain=ctx.min_gain),
+            machine_summary(load_machine(machine or ctx.machine), ctx.cores),
             language_summary(),
             skill_catalog(ctx.skills, how_to_read_skills),
         ]
@@ -241,13 +348,37 @@ def _ns(value: float | None) -> str:
 
 
 def _status_section(ctx: ProposalContext) -> str:
-    text = f"Iteration {ctx.iteration}. Champion {ctx.champion_hash[:12]}: {_ns(ctx.champion_score_ns)}"
+    text = (
+        f"Iteration {ctx.iteration}. Champion {ctx.champion_hash[:12]}: score "
+        f"{_ns(ctx.champion_score_ns)} (weighted geometric mean of the visible workloads' latencies)"
+    )
     if ctx.champion_score_ns and ctx.baseline_score_ns:
         text += (
-            f" (baseline {_ns(ctx.baseline_score_ns)}; "
-            f"speedup over the baseline {ctx.baseline_score_ns / ctx.champion_score_ns:.2f}x)"
+            f"; baseline score {_ns(ctx.baseline_score_ns)}; "
+            f"speedup over the baseline {ctx.baseline_score_ns / ctx.champion_score_ns:.2f}x"
+        )
+    if ctx.champion_score_ns:
+        text += (
+            f". A candidate is accepted when its score is at most "
+            f"{_ns(ctx.champion_score_ns / ctx.min_gain)} (>= {ctx.min_gain:.3f}x faster)"
         )
     return text + "."
+
+
+def _workload_line(w: WorkloadView, worst: str | None) -> str:
+    lat = _ns(w.latency_ns)
+    if w.latency_ns and w.baseline_latency_ns:
+        lat += (
+            f" (baseline {_ns(w.baseline_latency_ns)}, {w.baseline_latency_ns / w.latency_ns:.2f}x)"
+        )
+    mark = " [worst: full profile below]" if w.name == worst else ""
+    return f"- {w.name} (weight {w.weight:g}): {lat}{mark}" + (
+        f"\n  {w.digest}" if w.digest else ""
+    )
+
+
+def _workloads_section(ctx: ProposalContext) -> str:
+    return "\n".join(_workload_line(w, ctx.worst_workload) for w in ctx.workloads)
 
 
 def _source_section(ctx: ProposalContext) -> str:
@@ -258,7 +389,15 @@ def _source_section(ctx: ProposalContext) -> str:
 
 
 def _profile_section(ctx: ProposalContext) -> str:
-    return f"{ctx.profile_summary.strip()}\n\nBottleneck: {ctx.bottleneck.strip()}"
+    head = f"Workload {ctx.worst_workload}.\n" if ctx.worst_workload else ""
+    text = f"{head}{ctx.profile_summary.strip()}\n\nBottleneck: {ctx.bottleneck.strip()}"
+    return text + (f"\n\n{ctx.critical_tail.strip()}" if ctx.critical_tail else "")
+
+
+def _suggested_section(ctx: ProposalContext) -> str:
+    return "Skills whose applies-when condition holds on the champion's profiles:\n" + "\n".join(
+        f"- {name} (applies when {condition})" for name, condition in ctx.suggested_skills
+    )
 
 
 def _knob_record(knob: str, stats: dict[tuple[str, str], KnobStat]) -> str:
@@ -307,8 +446,10 @@ def _attempt_text(a: Attempt) -> str:
         facts.append(f"{a.speedup_vs_parent:.3f}x vs parent")
     if a.tags:
         facts.append("tags: " + ", ".join(a.tags))
-    if facts:
-        lines.append("   " + "; ".join(facts))
+    facts.append("skills used: " + (", ".join(a.skills_used) if a.skills_used else "none"))
+    lines.append("   " + "; ".join(facts))
+    for w in a.workloads:
+        lines.append(f"   {w.name}: {_ns(w.latency_ns)}" + (f"; {w.digest}" if w.digest else ""))
     for edit in a.edits:
         lines.append(f"   edit of {edit.file}:")
         lines += ["   " + line for line in edit_diff(edit).splitlines()]
@@ -328,11 +469,15 @@ def _lessons_section(ctx: ProposalContext) -> str:
 
 def user_sections(ctx: ProposalContext) -> list[tuple[str, str]]:
     """The per-iteration context as titled sections (the transcript shows them one by one)."""
-    sections = [
-        ("Status", _status_section(ctx)),
+    sections = [("Status", _status_section(ctx))]
+    if ctx.workloads:
+        sections.append(("Champion per workload", _workloads_section(ctx)))
+    sections += [
         ("Champion source", _source_section(ctx)),
         ("Profile of the champion", _profile_section(ctx)),
     ]
+    if ctx.suggested_skills:
+        sections.append(("Suggested skills", _suggested_section(ctx)))
     if ctx.knobs:
         sections.append(("Knobs", _knobs_section(ctx)))
     sections.append(("Recent attempts", _attempts_section(ctx)))

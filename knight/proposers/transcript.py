@@ -8,7 +8,7 @@ from knight.proposal import Turn
 
 
 def turn(role: str, kind: str, content: str, round: int, **extra: Any) -> Turn:
-    """One transcript entry (kinds: system, prompt-section, text, tool_use, tool_result, error)."""
+    """One transcript entry (kinds: system, prompt-section, text, thinking, tool_use, tool_result, error)."""
     return Turn(role=role, kind=kind, round=round, content=content, **extra)
 
 

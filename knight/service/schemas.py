@@ -58,7 +58,7 @@ class RunRequest(BaseModel):
     machine: str | None = None
     max_cost: float | None = Field(default=None, gt=0)
     time_limit: float | None = Field(default=None, gt=0, description="Seconds.")
-    min_gain: float = Field(default=1.02, ge=1.0)
+    min_gain: float = Field(default=1.01, ge=1.0)
     fix_rounds: int = Field(default=3, ge=0, le=20)
 
 

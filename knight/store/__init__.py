@@ -50,6 +50,7 @@ from knight.store.records import (
     RunInfo,
     RunProgress,
     RunSpec,
+    WorkloadOutcome,
 )
 from knight.store.runs import RunStore
 
@@ -69,6 +70,7 @@ __all__ = [
     "IterationDetail",
     "IterationRecord",
     "IterationSummary",
+    "WorkloadOutcome",
     "LLMCall",
     "Lesson",
     "LessonRecord",

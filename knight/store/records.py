@@ -137,6 +137,39 @@ class IterationRecord(BaseModel):
         return self.failure.category if self.failure is not None else None
 
 
+class WorkloadOutcome(BaseModel):
+    """A candidate on one visible workload: its latency and a digest of its profile."""
+
+    name: str
+    latency_ns: float | None
+    correct: bool
+    verdict: str | None = None  # the profile's bottleneck line
+    critical: list[tuple[str, float]] = []  # top critical-path categories, share of the path
+    hbm_utilisation: float | None = None
+
+
+def workload_outcomes(report: dict[str, Any] | None) -> list[WorkloadOutcome]:
+    """The visible workloads of a stored EvalReport dict, with their profile digests."""
+    out = []
+    for w in (report or {}).get("workloads", []):
+        if w.get("heldout"):
+            continue
+        prof = w.get("profile") or {}
+        cp = prof.get("critical_path_ns") or 0.0
+        critical = [(k, v / cp) for k, v in prof.get("critical_by_engine", [])[:3]] if cp else []
+        out.append(
+            WorkloadOutcome(
+                name=w["name"],
+                latency_ns=w.get("latency_ns"),
+                correct=bool(w.get("correct")),
+                verdict=prof.get("bottleneck"),
+                critical=critical,
+                hbm_utilisation=prof.get("hbm_utilisation"),
+            )
+        )
+    return out
+
+
 class IterationSummary(BaseModel):
     """One iteration as history tables and prompts show it."""
 
@@ -159,6 +192,9 @@ class IterationSummary(BaseModel):
     tags: list[str]
     edits: list[Edit]
     harness: str | None  # what judged the candidate (None when nothing was evaluated)
+    skills_cited: list[str] = []  # skills the proposal named in skills_used
+    failure_workload: str | None = None  # the workload whose run showed the failure
+    workloads: list[WorkloadOutcome] = []  # per visible workload, accepted or rejected alike
 
 
 class IterationDetail(IterationSummary):
@@ -166,7 +202,6 @@ class IterationDetail(IterationSummary):
 
     problem_id: str
     rationale: str
-    skills_cited: list[str]
     patch_rungs: list[str]
     diff: str
     failure: Failure | None

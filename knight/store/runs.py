@@ -38,6 +38,7 @@ from knight.store.records import (
     RunInfo,
     RunProgress,
     RunSpec,
+    workload_outcomes,
 )
 
 
@@ -364,7 +365,6 @@ class RunStore:
                 **_summary(row).model_dump(),
                 problem_id=run.problem_id,
                 rationale=row.rationale,
-                skills_cited=list(row.skills_cited),
                 patch_rungs=list(row.patch_rungs),
                 diff=row.diff,
                 failure=_failure(row),
@@ -465,6 +465,9 @@ def _summary(row: Iteration) -> IterationSummary:
         tags=list(row.tags),
         edits=[Edit.model_validate(e) for e in row.edits],
         harness=row.harness,
+        skills_cited=list(row.skills_cited or []),
+        failure_workload=failure.workload if failure else None,
+        workloads=workload_outcomes(row.report),
     )
 
 
