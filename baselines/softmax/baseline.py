@@ -27,18 +27,20 @@ TUNABLES = {
 
 def softmax(x, out):
     R = x.shape[0]
+    xs = nl.ndarray((P, C), dtype=nl.bfloat16, name="x")
+    mxs = nl.ndarray((P, 1), dtype=nl.float32, name="row_max")
+    negs = nl.ndarray((P, 1), dtype=nl.float32, name="neg_max")
+    exs = nl.ndarray((P, C), dtype=nl.float32, name="exp")
+    totals = nl.ndarray((P, 1), dtype=nl.float32, name="exp_sum")
+    ress = nl.ndarray((P, C), dtype=nl.bfloat16, name="probs")
     for r0 in range(0, R, P):
         rows = min(P, R - r0)
-        xt = nl.ndarray((rows, C), dtype=nl.bfloat16, name="x")
+        xt, mx, neg, ex = xs[:rows], mxs[:rows], negs[:rows], exs[:rows]
+        total, res = totals[:rows], ress[:rows]
         nisa.dma_copy(dst=xt, src=x[r0 : r0 + rows, :], engine=nisa.engine[LOAD_ENGINE])
-        mx = nl.ndarray((rows, 1), dtype=nl.float32, name="row_max")
         nisa.tensor_reduce(mx, nl.maximum, xt, axis=1, keepdims=True)
-        neg = nl.ndarray((rows, 1), dtype=nl.float32, name="neg_max")
         nisa.tensor_scalar(neg, mx, nl.multiply, -1.0)
-        ex = nl.ndarray((rows, C), dtype=nl.float32, name="exp")
         nisa.activation(ex, nl.exp, xt, bias=neg)
-        total = nl.ndarray((rows, 1), dtype=nl.float32, name="exp_sum")
         nisa.tensor_reduce(total, nl.add, ex, axis=1, keepdims=True)
-        res = nl.ndarray((rows, C), dtype=nl.bfloat16, name="probs")
         nisa.tensor_scalar(res, ex, nl.divide, total, engine=nisa.engine[DIVIDE_ENGINE])
         nisa.dma_copy(dst=out[r0 : r0 + rows, :], src=res, engine=nisa.engine[LOAD_ENGINE])
