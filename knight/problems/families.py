@@ -38,3 +38,12 @@ def cancel_late(a: np.ndarray, first: int, last: int) -> np.ndarray:
     out = a.copy()
     out[..., last] = -out[..., first]
     return out
+
+
+def all_bf16(lo: float, hi: float) -> np.ndarray:
+    """Every finite bf16 value with lo <= |v| <= hi, both signs, as float32."""
+    pos = np.arange(0x0000, 0x7F80, dtype=np.uint32) << 16
+    v = pos.view(np.float32)
+    v = v[(v >= lo) & (v <= hi)]
+    return np.concatenate([v, -v])
+
