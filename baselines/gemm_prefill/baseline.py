@@ -38,8 +38,12 @@ def gemm(a_t, b, out):
         for n0 in range(0, N, NB):
             for kt in range(K // P):
                 k0 = kt * P
-                nisa.dma_copy(dst=at, src=a_t[k0 : k0 + P, m0 : m0 + P], engine=nisa.engine[LOAD_ENGINE])
-                nisa.dma_copy(dst=bt, src=b[k0 : k0 + P, n0 : n0 + NB], engine=nisa.engine[LOAD_ENGINE])
+                nisa.dma_copy(
+                    dst=at, src=a_t[k0 : k0 + P, m0 : m0 + P], engine=nisa.engine[LOAD_ENGINE]
+                )
+                nisa.dma_copy(
+                    dst=bt, src=b[k0 : k0 + P, n0 : n0 + NB], engine=nisa.engine[LOAD_ENGINE]
+                )
                 nisa.nc_matmul(ps, at, bt, accumulate=kt > 0)
             nisa.tensor_copy(res, ps, engine=nisa.engine[READOUT_ENGINE])
             nisa.dma_copy(dst=out[m0 : m0 + P, n0 : n0 + NB], src=res)

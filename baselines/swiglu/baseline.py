@@ -11,7 +11,7 @@ Rounding chain (the contract):
 
 from knight.npu import nisa, nl
 
-I = 2048  # intermediate size
+INTER = 2048  # intermediate size
 P = 128  # partitions
 
 # Tuning knobs (name -> allowed values). Every value keeps the output bits unchanged.
@@ -25,10 +25,10 @@ TUNABLES = {
 
 def swiglu(gate, up, out):
     T = gate.shape[0]
-    gs = nl.ndarray((P, I), dtype=nl.bfloat16, name="gate")
-    us = nl.ndarray((P, I), dtype=nl.bfloat16, name="up")
-    acts = nl.ndarray((P, I), dtype=nl.bfloat16, name="silu_gate")
-    ress = nl.ndarray((P, I), dtype=nl.bfloat16, name="result")
+    gs = nl.ndarray((P, INTER), dtype=nl.bfloat16, name="gate")
+    us = nl.ndarray((P, INTER), dtype=nl.bfloat16, name="up")
+    acts = nl.ndarray((P, INTER), dtype=nl.bfloat16, name="silu_gate")
+    ress = nl.ndarray((P, INTER), dtype=nl.bfloat16, name="result")
     for t0 in range(0, T, P):
         rows = min(P, T - t0)
         g, u, act, res = gs[:rows], us[:rows], acts[:rows], ress[:rows]

@@ -6,7 +6,7 @@ import numpy as np
 
 from knight.problems.families import BF16, all_bf16, binade_spread
 
-I = 2048
+INTER = 2048
 
 
 def make_inputs(params: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -16,12 +16,12 @@ def make_inputs(params: dict, rng: np.random.Generator) -> dict[str, np.ndarray]
     spreads over ~16 binades."""
     T = int(params["T"])
     if params.get("family") == "order":
-        gate = rng.permutation(np.resize(all_bf16(2.0**-30, 200.0), T * I)).reshape(T, I)
-        up = binade_spread(rng, (T, I), -8, 8)
+        gate = rng.permutation(np.resize(all_bf16(2.0**-30, 200.0), T * INTER)).reshape(T, INTER)
+        up = binade_spread(rng, (T, INTER), -8, 8)
         return {"gate": gate.astype(BF16), "up": up.astype(BF16)}
     scale = np.exp2(rng.uniform(-2.0, 2.0, size=(T, 1)))
-    gate = rng.standard_normal((T, I)) * scale
-    up = rng.standard_normal((T, I)) * scale
+    gate = rng.standard_normal((T, INTER)) * scale
+    up = rng.standard_normal((T, INTER)) * scale
     return {"gate": gate.astype(np.float32).astype(BF16), "up": up.astype(np.float32).astype(BF16)}
 
 

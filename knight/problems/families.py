@@ -46,4 +46,3 @@ def all_bf16(lo: float, hi: float) -> np.ndarray:
     v = pos.view(np.float32)
     v = v[(v >= lo) & (v <= hi)]
     return np.concatenate([v, -v])
-
