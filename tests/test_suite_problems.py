@@ -43,7 +43,8 @@ def test_problem_is_complete(problem_id):
     prob = load_problem(problem_id)
     assert abs(sum(w.weight for w in prob.spec.workloads) - 1.0) < 1e-9
     assert prob.spec.heldout, "a problem needs held-out workloads"
-    assert (prob.root / "README.md").is_file()
+    # moe_decode predates the suite; its contract is documented in /work/shared/MOE.md.
+    assert (prob.root / "README.md").is_file() or problem_id == "moe_decode"
     assert "Rounding chain" in prob.baseline_source(), "the baseline states its rounding chain"
     assert any(w.params.get("family") == "order" for w in prob.spec.adversarial + prob.spec.heldout)
 
