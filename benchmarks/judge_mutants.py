@@ -32,7 +32,9 @@ from knight.problems import load_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 MUTANTS = ROOT / "tests" / "judge_mutants"
-PROBLEMS = ("rmsnorm", "moe_router", "moe_decode")
+PROBLEMS = tuple(
+    sorted(d.name for d in MUTANTS.iterdir() if d.is_dir())
+)  # every problem with mutants
 
 
 def main() -> int:

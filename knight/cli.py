@@ -104,7 +104,7 @@ def problems_cmd(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """List the installed problems and their visible workloads."""
+    """List the installed problems, their visible workloads and physical floors."""
     from knight.problems import baselines_dirs, list_problems
 
     problems = list_problems()
@@ -121,10 +121,19 @@ def problems_cmd(
         out.print(
             f"  machine {p.spec.machine}, grid {p.spec.grid}, correctness {p.spec.correctness}, hash {p.hash}"
         )
+        w, floor = _heaviest_floor(p)
+        out.print(f"  floor {floor.ns / 1000:.2f} us on {w.name}, bound by {floor.bound}")
         ws = p.spec.workloads + p.spec.adversarial + (p.spec.heldout if heldout else [])
         for w in ws:
             tag = " (held out)" if w in p.spec.heldout else ""
             out.print(f"  - {w.name:<14} weight {w.weight:<5} {w.params} seeds {w.seeds}{tag}")
+
+
+def _heaviest_floor(p):
+    """The problem's floor on its heaviest scored workload, on the problem's own machine."""
+    from knight.npu.machine import load_machine
+
+    return p.heaviest_floor(load_machine(p.spec.machine))
 
 
 def _problem_dict(p, heldout: bool) -> dict:
@@ -138,6 +147,8 @@ def _problem_dict(p, heldout: bool) -> dict:
         "baseline": str(p.baseline_path),
         "workloads": [w.model_dump() for w in p.spec.workloads + p.spec.adversarial],
     }
+    w, floor = _heaviest_floor(p)
+    d["floor"] = {"workload": w.name, "ns": floor.ns, "bound": floor.bound, **floor.by_resource}
     if heldout:
         d["heldout"] = [w.model_dump() for w in p.spec.heldout]
     return d

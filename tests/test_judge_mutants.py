@@ -14,7 +14,11 @@ from knight.problems import load_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 MUTANTS = ROOT / "tests" / "judge_mutants"
-PROBLEMS = ("rmsnorm", "moe_router", "moe_decode")
+# Every problem with a mutant folder; the three original problems carry at least ten mutants,
+# the suite's newer problems at least three.
+PROBLEMS = tuple(sorted(d.name for d in MUTANTS.iterdir() if d.is_dir()))
+MIN_MUTANTS = {"rmsnorm": 10, "moe_router": 10, "moe_decode": 10}
+SLOW = {"moe_decode", "gemm_prefill"}  # problems whose mutants take more than seconds to judge
 # A mutant is a plausible kernel: it must be rejected because its output bits differ.
 BIT_VERDICTS = {"mismatch_rounding", "mismatch_values", "mismatch_partial"}
 
@@ -22,7 +26,7 @@ BIT_VERDICTS = {"mismatch_rounding", "mismatch_values", "mismatch_partial"}
 def _cases() -> list:
     cases = []
     for pid in PROBLEMS:
-        marks = [pytest.mark.slow] if pid == "moe_decode" else []
+        marks = [pytest.mark.slow] if pid in SLOW else []
         cases += [
             pytest.param(pid, m.name, id=f"{pid}/{m.name}", marks=marks)
             for m in load_mutants(MUTANTS, pid)
@@ -37,10 +41,10 @@ def evaluator():
 
 
 @pytest.mark.parametrize("problem_id", PROBLEMS)
-def test_every_problem_has_ten_documented_mutants_that_apply(problem_id):
+def test_every_problem_has_documented_mutants_that_apply(problem_id):
     problem = load_problem(problem_id)
     mutants = load_mutants(MUTANTS, problem_id)
-    assert len(mutants) >= 10
+    assert len(mutants) >= MIN_MUTANTS.get(problem_id, 3)
     baseline = problem.baseline_source()
     sources = {baseline}
     for m in mutants:

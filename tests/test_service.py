@@ -187,11 +187,8 @@ def test_every_endpoint_but_health_needs_a_token(server: Server) -> None:
 def test_read_only_token_reads_but_cannot_start_a_run_or_evaluate(server: Server) -> None:
     with server.client("ro") as c:
         assert c.get("/v1/runs").status_code == 200
-        assert [p["id"] for p in c.get("/v1/problems").json()] == [
-            "moe_decode",
-            "moe_router",
-            "rmsnorm",
-        ]
+        listed = [p["id"] for p in c.get("/v1/problems").json()]
+        assert listed == sorted(listed) and {"moe_decode", "moe_router", "rmsnorm"} <= set(listed)
         r = c.post("/v1/runs", json={"problem": "rmsnorm", "budget": 1})
         assert r.status_code == 403 and "read-only" in r.json()["detail"]
         assert (

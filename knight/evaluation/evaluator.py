@@ -463,9 +463,14 @@ class _Context:
                         workload=w.name,
                         seed=s,
                         message=f"simulated {r.latency_ns:.0f} ns is below the physical floor of "
-                        f"{r.floor_ns:.0f} ns for the bytes this problem must move: a simulator or "
+                        f"{r.floor_ns:.0f} ns (bound by {r.floor_bound or 'hbm'}: the work this "
+                        "problem must do at that resource's peak rate): a simulator or "
                         "harness bug, never a win",
-                        details={"latency_ns": r.latency_ns, "floor_ns": r.floor_ns},
+                        details={
+                            "latency_ns": r.latency_ns,
+                            "floor_ns": r.floor_ns,
+                            "floor_bound": r.floor_bound,
+                        },
                     )
         self.integrity["above_floor"] = True
         return None
@@ -567,7 +572,9 @@ class _Context:
             bruns = [base[(w.name, s)] for s in seeds]
             ok = all(r.ok for r in runs)
             lat = sum(r.latency_ns for r in runs) / len(runs) if ok else None
-            floor = min((r.floor_ns for r in bruns if r.floor_ns), default=None)
+            floored = [r for r in bruns if r.floor_ns]
+            lowest = min(floored, key=lambda r: r.floor_ns, default=None)
+            floor = lowest.floor_ns if lowest else None
             correct = ok and all(same_outputs(c, b) for c, b in zip(runs, bruns, strict=True))
             self.workloads.append(
                 WorkloadReport(
@@ -577,6 +584,7 @@ class _Context:
                     latency_ns=lat,
                     baseline_latency_ns=sum(r.latency_ns for r in bruns) / len(bruns),
                     floor_ns=floor,
+                    floor_bound=lowest.floor_bound if lowest else None,
                     roofline_fraction=(floor / lat) if (lat and floor) else None,
                     correct=correct,
                     seeds=seeds,
@@ -595,6 +603,12 @@ class _Context:
         r.integrity = self.integrity
         r.profile = self.profile
         visible = [w for w in self.workloads if not w.heldout]
+        scored = [w for w in visible if w.weight > 0 and w.floor_ns] or [
+            w for w in visible if w.floor_ns
+        ]
+        if scored:  # the heaviest visible workload's floor: what the problem's size demands
+            heaviest = max(scored, key=lambda w: w.floor_ns)
+            r.floor_ns, r.floor_bound = heaviest.floor_ns, heaviest.floor_bound
         if visible and all(w.latency_ns for w in visible):
             weights = {w.name: w.weight for w in visible}
             r.score_ns = weighted_geomean({w.name: w.latency_ns for w in visible}, weights)

@@ -25,6 +25,7 @@ class RunResult(BaseModel):
     output_shapes: dict[str, list[int]] = {}
     inputs_mutated: list[str] = []
     floor_ns: float | None = None
+    floor_bound: str | None = None  # resource that sets floor_ns: "hbm", "tensor", "scalar", ...
     profile: dict[str, Any] = {}
     trace: dict[str, Any] | None = None  # Chrome/Perfetto trace, when asked for
     failure: Failure | None = None
@@ -40,6 +41,7 @@ class WorkloadReport(BaseModel):
     latency_ns: float | None = None  # mean over seeds
     baseline_latency_ns: float | None = None
     floor_ns: float | None = None
+    floor_bound: str | None = None  # resource that sets floor_ns
     roofline_fraction: float | None = None  # floor / latency
     correct: bool = False
     seeds: list[int] = []
@@ -58,6 +60,9 @@ class EvalReport(BaseModel):
     score_ns: float | None = None
     baseline_score_ns: float | None = None
     speedup: float | None = None
+    # The floor of the heaviest visible workload (largest floor_ns) and the resource setting it.
+    floor_ns: float | None = None
+    floor_bound: str | None = None
     workloads: list[WorkloadReport] = []
     failure: Failure | None = None
     integrity: dict[str, bool] = {}

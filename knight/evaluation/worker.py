@@ -146,7 +146,7 @@ def _execute(req: ExecuteRequest) -> RunResult:
         req.call_log, problem.input_specs(workload), outputs, machine, problem.spec.grid
     )
     sim = exe.execute(inputs)
-    floor = machine.floor_ns(problem.floor_bytes(inputs, workload), problem.spec.grid)
+    floor = problem.floor(inputs, workload, machine)
     profile = sim.profile.to_dict() if (req.profile and sim.profile is not None) else {}
     trace_json = chrome_trace(sim.program, sim.schedule) if req.trace else None
     return RunResult(
@@ -158,7 +158,8 @@ def _execute(req: ExecuteRequest) -> RunResult:
         output_dtypes={n: str(a.dtype) for n, a in sim.outputs.items()},
         output_shapes={n: list(a.shape) for n, a in sim.outputs.items()},
         inputs_mutated=[],  # inputs are mapped read-only and the tracer refuses writes to them
-        floor_ns=floor,
+        floor_ns=floor.ns,
+        floor_bound=floor.bound,
         profile=profile,
         trace=trace_json,
     )

@@ -98,7 +98,8 @@ class MachineSpec:
         return min(engines, self.hbm_bw_pair_bytes_per_ns * self.hbm_efficiency)
 
     def floor_ns(self, nbytes: int, cores: int) -> float:
-        """The physical floor: bytes that must move / the peak rate (NPU.md 7)."""
+        """The HBM floor: bytes that must move / the peak rate (NPU.md 7); `roofline.physical_floor`
+        combines it with the engine floors."""
         return nbytes / self.peak_hbm_bytes_per_ns(cores)
 
     def to_dict(self) -> dict:

@@ -18,6 +18,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from knight.npu import numerics
+from knight.npu.machine import MachineSpec
+from knight.npu.roofline import Floor, physical_floor
 
 DTYPES = {
     "bfloat16": numerics.BF16,
@@ -81,6 +83,9 @@ class ProblemSpec(BaseModel):
     correctness: Literal["bit_exact"] = "bit_exact"  # tolerance-based judging is not implemented
     reference_tolerance: Tolerance = Tolerance()
     floor_bytes: str = ""  # name of a problem.py function giving the bytes that must move
+    # name of a problem.py function giving work only one engine can do ({"tensor_flops": ...},
+    # keys of knight.npu.roofline.WORK_ENGINES); empty: the floor is the bytes floor alone
+    floor_work: str = ""
     inputs: dict[str, TensorSpec]
     outputs: dict[str, TensorSpec]
     workloads: list[Workload]
@@ -164,6 +169,30 @@ class Problem:
         if self.spec.floor_bytes:
             return int(getattr(self._module, self.spec.floor_bytes)(inputs, dict(workload.params)))
         return int(sum(a.nbytes for a in inputs.values()))
+
+    def floor_work(self, inputs: dict[str, np.ndarray], workload: Workload) -> dict[str, float]:
+        """Work that must pass through one engine (TensorE flops, ScalarE elements, ...)."""
+        if not self.spec.floor_work:
+            return {}
+        work = getattr(self._module, self.spec.floor_work)(inputs, dict(workload.params))
+        return {str(k): float(v) for k, v in work.items()}
+
+    def floor(
+        self, inputs: dict[str, np.ndarray], workload: Workload, machine: MachineSpec
+    ) -> Floor:
+        """The physical floor of one run: the slowest of HBM and the engines its work needs."""
+        return physical_floor(
+            machine,
+            self.floor_bytes(inputs, workload),
+            self.spec.grid,
+            self.floor_work(inputs, workload),
+        )
+
+    def heaviest_floor(self, machine: MachineSpec) -> tuple[Workload, Floor]:
+        """The largest floor over the scored visible workloads (first seed), and its workload."""
+        scored = [w for w in self.spec.workloads if w.weight > 0] or self.spec.workloads
+        floors = [(w, self.floor(self.make_inputs(w, w.seeds[0]), w, machine)) for w in scored]
+        return max(floors, key=lambda wf: wf[1].ns)
 
 
 def load_problem_dir(root: Path) -> Problem:

@@ -152,7 +152,8 @@ def _iteration_view(d: IterationDetail, produced_by: dict[str | None, int]) -> I
 
 def _floor_score(iterations: list[IterationView]) -> float | None:
     """The physical floor expressed as a score: the weighted geometric mean of the per-workload
-    floors (bytes that must move / bandwidth), over the scored workloads."""
+    floors (the slowest resource's floor: HBM bytes or declared engine work), over the scored
+    workloads."""
     for it in iterations:
         scored = [w for w in it.workloads if not w.get("heldout") and w.get("weight")]
         if scored and all(w.get("floor_ns") for w in scored):

@@ -115,8 +115,8 @@ def run_body(
     parts.append(
         '<p class="muted">Each point is one candidate (click it for the iteration); the green steps '
         "are the accepted chain. Reference lines: the baseline, the score a kernel would reach at "
-        "round fractions of the roofline, and the physical floor (bytes that must move ÷ bandwidth, as "
-        "a score).</p>"
+        "round fractions of the roofline, and the physical floor (the slowest resource: HBM bytes ÷ "
+        "bandwidth or declared engine work ÷ its peak, as a score).</p>"
     )
     parts.append(charts.speedup_chart(run))
     parts.append("<h3>Failure and rejection categories over time</h3>")
