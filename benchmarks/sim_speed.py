@@ -75,8 +75,16 @@ class _Builder:
             def load(c: int, t: dict) -> Instr:
                 shape = DmaShape(mode, b % 4, 0, P, 8192 // chunk, chunk, W_SLICE, W_SLICE)
                 src = Region(self.w, 0, 1, (2 * slot + c) * W_SLICE, (2 * slot + c + 1) * W_SLICE)
-                return Instr("dma_copy", trig, c, 0, SourceLoc("kernel.py", 30), reads=(src,),
-                             writes=(Region(t["wbuf"][buf], 0, P, 0, 8192),), dma=shape)
+                return Instr(
+                    "dma_copy",
+                    trig,
+                    c,
+                    0,
+                    SourceLoc("kernel.py", 30),
+                    reads=(src,),
+                    writes=(Region(t["wbuf"][buf], 0, P, 0, 8192),),
+                    dma=shape,
+                )
 
             self.emit(load)
         gemv = rng.random() < 0.7
@@ -90,19 +98,37 @@ class _Builder:
                 dst = Region(t["psum"][bank], 0, P, 0, 4 * n)
                 acc = j % 4 != 0
                 reads = (st, mv, dst) if acc else (st, mv)
-                return Instr("matmul", "tensor", c, 0, SourceLoc("kernel.py", line), reads=reads,
-                             writes=(dst,), moving=n, stationary=P, contract=P, accumulate=acc,
-                             psum_access=True)
+                return Instr(
+                    "matmul",
+                    "tensor",
+                    c,
+                    0,
+                    SourceLoc("kernel.py", line),
+                    reads=reads,
+                    writes=(dst,),
+                    moving=n,
+                    stationary=P,
+                    contract=P,
+                    accumulate=acc,
+                    psum_access=True,
+                )
 
             self.emit(mm)
         for k in range(4):
             bank = (k + 4 * buf) % 8
 
             def act(c: int, t: dict, k: int = k, bank: int = bank) -> Instr:
-                return Instr("activation", "scalar", c, 0, SourceLoc("kernel.py", 60),
-                             reads=(Region(t["psum"][bank], 0, P, 0, 4 * n),),
-                             writes=(Region(t["h"], 0, P, k * 2048, k * 2048 + 2 * n),),
-                             elems=n, psum_access=True)
+                return Instr(
+                    "activation",
+                    "scalar",
+                    c,
+                    0,
+                    SourceLoc("kernel.py", 60),
+                    reads=(Region(t["psum"][bank], 0, P, 0, 4 * n),),
+                    writes=(Region(t["h"], 0, P, k * 2048, k * 2048 + 2 * n),),
+                    elems=n,
+                    psum_access=True,
+                )
 
             self.emit(act)
         for k in range(6):
@@ -111,41 +137,84 @@ class _Builder:
                 a = Region(t["h"], 0, P, (k % 4) * 2048, (k % 4) * 2048 + 2 * n)
                 o = Region(t["o"], 0, P, (k % 2) * 1024, (k % 2) * 1024 + 2 * n)
                 two = k % 2 == 0
-                return Instr("tensor_tensor" if two else "tensor_scalar", "vector", c, 0,
-                             SourceLoc("kernel.py", 70 + k), reads=(a, o) if two else (a,), writes=(o,),
-                             elems=n, n_inputs=2 if two else 1, perf=PERF_TT if two else PERF_COPY_STRIDED)
+                return Instr(
+                    "tensor_tensor" if two else "tensor_scalar",
+                    "vector",
+                    c,
+                    0,
+                    SourceLoc("kernel.py", 70 + k),
+                    reads=(a, o) if two else (a,),
+                    writes=(o,),
+                    elems=n,
+                    n_inputs=2 if two else 1,
+                    perf=PERF_TT if two else PERF_COPY_STRIDED,
+                )
 
             self.emit(vec)
-        self.emit(lambda c, t: Instr("memset", "gpsimd", c, 0, SourceLoc("kernel.py", 80),
-                                     writes=(Region(t["x"], 0, P, 1024 + 4 * (b % 64), 1028 + 4 * (b % 64)),),
-                                     elems=1))
+        self.emit(
+            lambda c, t: Instr(
+                "memset",
+                "gpsimd",
+                c,
+                0,
+                SourceLoc("kernel.py", 80),
+                writes=(Region(t["x"], 0, P, 1024 + 4 * (b % 64), 1028 + 4 * (b % 64)),),
+                elems=1,
+            )
+        )
         if self.dma and b % 4 == 3:
 
             def store(c: int, t: dict) -> Instr:
                 shape = DmaShape("hwdge", 5, 0, P, 1, 2048, P * 2048, P * 2048)
                 off = ((b // 4) % 256 * 2 + c) * P * 2048
-                return Instr("dma_copy", "sync", c, 0, SourceLoc("kernel.py", 90),
-                             reads=(Region(t["o"], 0, P, 0, 2048),),
-                             writes=(Region(self.out, 0, 1, off, off + P * 2048),), dma=shape)
+                return Instr(
+                    "dma_copy",
+                    "sync",
+                    c,
+                    0,
+                    SourceLoc("kernel.py", 90),
+                    reads=(Region(t["o"], 0, P, 0, 2048),),
+                    writes=(Region(self.out, 0, 1, off, off + P * 2048),),
+                    dma=shape,
+                )
 
             self.emit(store)
         if b % 256 == 255 and len(self.cores) == 2:
-            self.emit(lambda c, t: Instr("sendrecv", "gpsimd", c, 0, SourceLoc("kernel.py", 95),
-                                         reads=(Region(t["o"], 0, P, 0, 512),),
-                                         writes=(Region(t["link"], 0, P, 0, 512),), xfer_bytes=P * 512))
+            self.emit(
+                lambda c, t: Instr(
+                    "sendrecv",
+                    "gpsimd",
+                    c,
+                    0,
+                    SourceLoc("kernel.py", 95),
+                    reads=(Region(t["o"], 0, P, 0, 512),),
+                    writes=(Region(t["link"], 0, P, 0, 512),),
+                    xfer_bytes=P * 512,
+                )
+            )
             self.emit(lambda c, t: Instr("barrier", "sync", c, 0, SourceLoc("kernel.py", 96)))
 
     def program(self) -> Program:
         return Program(self.cores, self.names, [0] * len(self.cores), [8] * len(self.cores))
 
 
-def synthetic_program(n_target: int = N_TARGET, seed: int = SEED, dma: bool = True, n_cores: int = 2) -> Program:
+def synthetic_program(
+    n_target: int = N_TARGET, seed: int = SEED, dma: bool = True, n_cores: int = 2
+) -> Program:
     """A deterministic synthetic kernel trace of about `n_target` instructions."""
     b = _Builder(n_cores, random.Random(seed), dma)
-    b.emit(lambda c, t: Instr("dma_copy", "sync", c, 0, SourceLoc("kernel.py", 20),
-                              reads=(Region(b.x_hbm, 0, 1, 0, P * 1024),),
-                              writes=(Region(t["x"], 0, P, 0, 1024),),
-                              dma=DmaShape("hwdge", 0, 0, P, 1, 1024, P * 1024, P * 1024)))
+    b.emit(
+        lambda c, t: Instr(
+            "dma_copy",
+            "sync",
+            c,
+            0,
+            SourceLoc("kernel.py", 20),
+            reads=(Region(b.x_hbm, 0, 1, 0, P * 1024),),
+            writes=(Region(t["x"], 0, P, 0, 1024),),
+            dma=DmaShape("hwdge", 0, 0, P, 1, 1024, P * 1024, P * 1024),
+        )
+    )
     k = 0
     while sum(len(s) for s in b.cores) < n_target:
         b.block(k)
@@ -168,7 +237,10 @@ def numerics_speed() -> tuple[float, int, str]:
     try:
         return _simulate_speed()
     except Exception as exc:  # the runtime is being written concurrently: fall back
-        print(f"runtime.simulate unavailable ({type(exc).__name__}: {exc}); timing closures", file=sys.stderr)
+        print(
+            f"runtime.simulate unavailable ({type(exc).__name__}: {exc}); timing closures",
+            file=sys.stderr,
+        )
         return _closure_speed()
 
 
@@ -227,17 +299,28 @@ def main() -> None:
     prog = synthetic_program()
     n = prog.n_instructions
     n_dma = sum(ins.op == "dma_copy" for s in prog.cores for ins in s)
-    print(f"synthetic program: {n} instructions ({n_dma} DMA) on {len(prog.cores)} cores", file=sys.stderr)
+    print(
+        f"synthetic program: {n} instructions ({n_dma} DMA) on {len(prog.cores)} cores",
+        file=sys.stderr,
+    )
     t_lower, low = best_of(lambda: lower(prog, m))
     t_sched, sched = best_of(lambda: run_schedule(low, m))  # type: ignore[arg-type]
     n_deps = sum(len(d) for d in low.deps)  # type: ignore[attr-defined]
-    print(f"lower:    {t_lower * 1e3:8.1f} ms  {n / t_lower:12,.0f} instr/s  ({n_deps} deps)", file=sys.stderr)
-    print(f"schedule: {t_sched * 1e3:8.1f} ms  {n / t_sched:12,.0f} instr/s  "
-          f"(makespan {sched.makespan_ps / 1e6:.1f} us)", file=sys.stderr)  # type: ignore[attr-defined]
+    print(
+        f"lower:    {t_lower * 1e3:8.1f} ms  {n / t_lower:12,.0f} instr/s  ({n_deps} deps)",
+        file=sys.stderr,
+    )
+    print(
+        f"schedule: {t_sched * 1e3:8.1f} ms  {n / t_sched:12,.0f} instr/s  "
+        f"(makespan {sched.makespan_ps / 1e6:.1f} us)",
+        file=sys.stderr,
+    )  # type: ignore[attr-defined]
     comp = synthetic_program(dma=False)
     low_c = lower(comp, m)
     t_comp, _ = best_of(lambda: run_schedule(low_c, m))
-    print(f"schedule (compute only): {comp.n_instructions / t_comp:12,.0f} instr/s", file=sys.stderr)
+    print(
+        f"schedule (compute only): {comp.n_instructions / t_comp:12,.0f} instr/s", file=sys.stderr
+    )
     num_rate, num_n, how = numerics_speed()
     print(f"numerics: {num_rate:12,.0f} instr/s  ({num_n} instructions, {how})", file=sys.stderr)
     result = {

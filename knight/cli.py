@@ -370,6 +370,7 @@ DbOpt = Annotated[
 ]
 RunOpt = Annotated[int | None, typer.Option("--run", help="Run id (default: the latest run).")]
 
+
 def _read_store(where: str):
     """The run store for a read-only command: never written, refused with a hint when old."""
     from knight.store import open_store

@@ -83,8 +83,8 @@ def write_skill(root: Path, skill: Skill) -> Path:
     """Write a skill as `root/<name>/SKILL.md` (used by consolidation for learned skills)."""
     folder = root / skill.name
     folder.mkdir(parents=True, exist_ok=True)
-    meta = "".join(f"  {k}: \"{_flat(v)}\"\n" for k, v in sorted(skill.metadata.items()))
-    text = f"---\nname: {skill.name}\ndescription: \"{_flat(skill.description)}\"\nmetadata:\n{meta}---\n\n{skill.body}\n"
+    meta = "".join(f'  {k}: "{_flat(v)}"\n' for k, v in sorted(skill.metadata.items()))
+    text = f'---\nname: {skill.name}\ndescription: "{_flat(skill.description)}"\nmetadata:\n{meta}---\n\n{skill.body}\n'
     path = folder / "SKILL.md"
     path.write_text(text)
     return path

@@ -33,7 +33,11 @@ def read_knobs(source: str) -> dict[str, Knob]:
     assigns: dict[str, tuple[Any, str]] = {}
     declared: dict[str, tuple[Any, ...]] = {}
     for node in tree.body:
-        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+        if not (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+        ):
             continue
         name = node.targets[0].id
         try:
@@ -54,11 +58,15 @@ def read_knobs(source: str) -> dict[str, Knob]:
 def knob_edit(knob: Knob, value: Any, file: str) -> Edit:
     """The edit that sets `knob` to `value`, keeping the line's indentation and comment."""
     if value not in knob.allowed:
-        raise ValueError(f"{knob.name}={value!r} is not among its allowed values {list(knob.allowed)}")
+        raise ValueError(
+            f"{knob.name}={value!r} is not among its allowed values {list(knob.allowed)}"
+        )
     head, _, rest = knob.line.partition("=")
     code, hash_, after = rest.partition("#")
     comment = f"  #{after}" if hash_ else ""
-    return Edit(file=file, search=knob.line, replace=f"{head.rstrip()} = {_literal(value, code)}{comment}")
+    return Edit(
+        file=file, search=knob.line, replace=f"{head.rstrip()} = {_literal(value, code)}{comment}"
+    )
 
 
 def _literal(value: Any, old_code: str) -> str:

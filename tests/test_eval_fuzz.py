@@ -23,11 +23,35 @@ from knight.problems import load_problem
 PROBLEM = load_problem("rmsnorm")
 BASELINE = PROBLEM.baseline_source()
 LINES = BASELINE.splitlines()
-CODE = next(i for i, line in enumerate(LINES) if i > 0 and line.endswith('"""')) + 1  # below the docstring
+CODE = (
+    next(i for i, line in enumerate(LINES) if i > 0 and line.endswith('"""')) + 1
+)  # below the docstring
 NUMBER = re.compile(r"(?<![\w.])(\d+\.\d*(?:e-?\d+)?|\d+e-?\d+|\d+)(?![\w.])")
 SLICE = re.compile(r"\[(\s*):")
-CONSTANTS = ["0", "1", "-1", "2", "3", "7", "31", "64", "127", "128", "129", "256", "511", "1000", "2047", "2049",
-             "4096", "0.5", "1e-30", "1e30", "1e400", "-0.0"]
+CONSTANTS = [
+    "0",
+    "1",
+    "-1",
+    "2",
+    "3",
+    "7",
+    "31",
+    "64",
+    "127",
+    "128",
+    "129",
+    "256",
+    "511",
+    "1000",
+    "2047",
+    "2049",
+    "4096",
+    "0.5",
+    "1e-30",
+    "1e30",
+    "1e400",
+    "-0.0",
+]
 BOUNDS = ["0", "1", "2", "3", "4", "16", "-1", "64", "128", "200"]
 # Mutants compute on garbage (rsqrt of negatives, inf * 0): NumPy's warnings about that are noise.
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -71,7 +95,9 @@ def mutated_sources(draw) -> str:
             lines[i], lines[j] = lines[j], lines[i]
         else:
             pattern = NUMBER if op == "constant" else SLICE
-            spots = [(n, m) for n, line in enumerate(lines[CODE:], CODE) for m in pattern.finditer(line)]
+            spots = [
+                (n, m) for n, line in enumerate(lines[CODE:], CODE) for m in pattern.finditer(line)
+            ]
             if not spots:
                 continue
             n, m = draw(st.sampled_from(spots))
@@ -79,7 +105,7 @@ def mutated_sources(draw) -> str:
                 new = draw(st.sampled_from(CONSTANTS))
             else:  # `[:` becomes `[lo:hi` (possibly empty, reversed or out of bounds)
                 new = "[" + draw(st.sampled_from(BOUNDS)) + ":" + draw(st.sampled_from(BOUNDS))
-            lines[n] = lines[n][: m.start()] + new + lines[n][m.end():]
+            lines[n] = lines[n][: m.start()] + new + lines[n][m.end() :]
     return "\n".join(lines) + "\n"
 
 
@@ -93,7 +119,9 @@ def _check(report: EvalReport) -> None:
     f = report.failure
     assert f is not None and isinstance(f.category, Category)
     assert f.stage == stage_of(f.category) and f.hint == HINTS[f.category]
-    assert stage_of(f.category) not in ("proposal", "patch", "performance"), "the evaluator judges kernels only"
+    assert stage_of(f.category) not in ("proposal", "patch", "performance"), (
+        "the evaluator judges kernels only"
+    )
     if f.stage in ("static", "trace", "run"):
         assert report.score_ns is None
 
@@ -131,14 +159,20 @@ def test_the_mutations_reach_every_kind_of_verdict(evaluator):
         return "\n".join(lines) + "\n"
 
     cases = {
-        "syntax_error": BASELINE.replace("def rmsnorm(x, gamma, out):", "def rmsnorm(x, gamma, out)"),
+        "syntax_error": BASELINE.replace(
+            "def rmsnorm(x, gamma, out):", "def rmsnorm(x, gamma, out)"
+        ),
         "forbidden_construct": BASELINE.replace("H = 2048  # hidden size", "H = len([0] * 2048)"),
         "resource_overflow": BASELINE.replace("H = 2048  # hidden size", "H = 2048 * 1000"),
-        "illegal_access": BASELINE.replace("nisa.dma_copy(dst=xt, src=x, ", "nisa.dma_copy(dst=xt, src=x[2:3], "),
+        "illegal_access": BASELINE.replace(
+            "nisa.dma_copy(dst=xt, src=x, ", "nisa.dma_copy(dst=xt, src=x[2:3], "
+        ),
         "uninitialized_read": moved(sq + 1, sq + 3),  # the row sum before the squares exist
         "mismatch_rounding": BASELINE.replace("EPS = 1e-6", "EPS = 1e-5"),
-        "ok": swapped(at['LOAD_ENGINE = "sync"  # engine that triggers the DMAs (loads and stores)'],
-                      at['SCALE_ENGINE = "vector"  # engine that multiplies x by rstd']),
+        "ok": swapped(
+            at['LOAD_ENGINE = "sync"  # engine that triggers the DMAs (loads and stores)'],
+            at['SCALE_ENGINE = "vector"  # engine that multiplies x by rstd'],
+        ),
     }
     seen = {}
     for want, source in cases.items():

@@ -24,13 +24,13 @@ from knight.evaluation import (
     FileCache,
     LocalEvaluator,
     MemoryCache,
+    sandbox,
     stage_of,
 )
 from knight.evaluation import evaluator as evaluator_module
-from knight.evaluation import sandbox
 from knight.evaluation.pool import WorkerKind, WorkerPool, worker_env
-from knight.evaluation.worker import TensorDecl, TraceRequest, TraceResult
 from knight.evaluation.report import Failure, RunResult
+from knight.evaluation.worker import TensorDecl, TraceRequest, TraceResult
 from knight.problems import load_problem
 from knight.source import source_hash
 
@@ -78,7 +78,9 @@ MODES = {
 def _expected(path: Path) -> Category:
     doc = ast.get_docstring(ast.parse(path.read_text())) or ""
     m = re.search(r"^Expected: (\w+)", doc, re.M)
-    assert m, f"{path.name}: the docstring must name the expected category on a line 'Expected: <category>'"
+    assert m, (
+        f"{path.name}: the docstring must name the expected category on a line 'Expected: <category>'"
+    )
     return Category(m.group(1))
 
 
@@ -91,7 +93,10 @@ def _only(problem, *names: str):
     """The problem with only the named visible workloads (a cheaper judge for one behaviour)."""
     copy = load_problem(str(problem.root))
     copy.spec = problem.spec.model_copy(
-        update={"workloads": [w for w in problem.spec.workloads if w.name in names], "adversarial": []}
+        update={
+            "workloads": [w for w in problem.spec.workloads if w.name in names],
+            "adversarial": [],
+        }
     )
     return copy
 
@@ -148,7 +153,9 @@ def test_every_honeypot_is_registered_and_documented():
     for name in files:
         path = HONEYPOTS / name
         doc = ast.get_docstring(ast.parse(path.read_text()))
-        assert doc and doc.startswith("Honeypot:"), f"{name}: the docstring starts by naming the trick"
+        assert doc and doc.startswith("Honeypot:"), (
+            f"{name}: the docstring starts by naming the trick"
+        )
         _expected(path)
         if MODES[name] == "static":
             assert _marked_line(path.read_text()), f"{name}: mark the rejected line with {MARK!r}"
@@ -168,7 +175,9 @@ def test_honeypot_is_rejected(name, rmsnorm, inproc, isolated, cache):
         with LocalEvaluator(isolate=True, workers=1, timeout_s=5, cache=cache, max_seeds=1) as ev:
             report = ev.evaluate(source, _only(rmsnorm, "t1"), profile=False)
     elif mode == "memory":
-        with LocalEvaluator(isolate=True, workers=1, memory_mb=1500, cache=cache, max_seeds=1) as ev:
+        with LocalEvaluator(
+            isolate=True, workers=1, memory_mb=1500, cache=cache, max_seeds=1
+        ) as ev:
             report = ev.evaluate(source, _only(rmsnorm, "t1"), profile=False)
     elif mode == "hashseed":
         with LocalEvaluator(isolate=True, workers=1, cache=cache) as ev:
@@ -203,13 +212,19 @@ def test_hashseed_honeypot_really_depends_on_the_hash_seed():
     first worker of a fresh pool and the seed of the re-run's fresh worker."""
     tree = ast.parse((HONEYPOTS / "hp_hashseed_order.py").read_text())
     factors = next(
-        ast.literal_eval(n.value) for n in tree.body
+        ast.literal_eval(n.value)
+        for n in tree.body
         if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "FACTORS"
     )
     code = f"print([f for f in {set(factors)!r}][0])"  # the child builds the set: its own order
     first = {
-        seed: subprocess.run([sys.executable, "-c", code], env=worker_env(seed), capture_output=True, text=True,
-                             check=True).stdout.strip()
+        seed: subprocess.run(
+            [sys.executable, "-c", code],
+            env=worker_env(seed),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         for seed in (1001, 1002)
     }
     assert first[1001] == "normalise" and first[1002] != "normalise", first
@@ -220,7 +235,9 @@ def test_input_write_leaves_later_runs_intact(rmsnorm, inproc):
     (distinct) honest kernel on the same inputs in the same process is still exact."""
     bad = inproc.evaluate((HONEYPOTS / "hp_write_into_input.py").read_text(), rmsnorm)
     assert bad.failure.category == Category.illegal_access
-    honest = inproc.evaluate(rmsnorm.baseline_source() + "\n# an honest twin with its own hash\n", rmsnorm)
+    honest = inproc.evaluate(
+        rmsnorm.baseline_source() + "\n# an honest twin with its own hash\n", rmsnorm
+    )
     assert honest.ok, honest.failure and honest.failure.one_line()
     assert honest.simulated_runs > 0
 
@@ -251,9 +268,15 @@ def test_baseline_is_ok(problem_id, inproc):
     assert report.ok, report.failure and report.failure.one_line()
     assert report.failure is None and report.score_ns and report.speedup == pytest.approx(1.0)
     assert report.integrity == {
-        "inputs_unchanged": True, "input_dependent": True, "above_floor": True, "deterministic": True, "heldout": True,
+        "inputs_unchanged": True,
+        "input_dependent": True,
+        "above_floor": True,
+        "deterministic": True,
+        "heldout": True,
     }
-    assert {w.name for w in report.workloads} == {w.name for w in problem.all_workloads(heldout=True)}
+    assert {w.name for w in report.workloads} == {
+        w.name for w in problem.all_workloads(heldout=True)
+    }
     assert all(w.correct and w.latency_ns >= w.floor_ns for w in report.workloads)
 
 
@@ -271,7 +294,9 @@ def test_moe_decode_baseline_is_ok(moe):
     report = ev.evaluate(problem.baseline_source(), problem)
     assert report.ok, report.failure and report.failure.one_line()
     assert len(report.workloads) == len(problem.all_workloads())
-    assert report.simulated_runs <= len(problem.all_workloads()) + 1  # + the re-run; the candidate is the baseline
+    assert (
+        report.simulated_runs <= len(problem.all_workloads()) + 1
+    )  # + the re-run; the candidate is the baseline
     assert report.profile, "the first run's profile summary is in the report"
 
 
@@ -282,9 +307,12 @@ def test_moe_decode_reversed_expert_sum_is_rounding(moe):
     problem, ev = moe
     source = problem.baseline_source()
     reversed_sum = source.replace(
-        "        for k in range(K):\n            slot", "        for k in reversed(range(K)):\n            slot"
-    ).replace("            if k == 0:\n                nisa.tensor_copy(acc, scaled)",
-              "            if k == K - 1:\n                nisa.tensor_copy(acc, scaled)")
+        "        for k in range(K):\n            slot",
+        "        for k in reversed(range(K)):\n            slot",
+    ).replace(
+        "            if k == 0:\n                nisa.tensor_copy(acc, scaled)",
+        "            if k == K - 1:\n                nisa.tensor_copy(acc, scaled)",
+    )
     assert reversed_sum.count("reversed(range(K))") == 1 and "if k == K - 1:" in reversed_sum
     report = ev.evaluate(reversed_sum, _only(problem, "t1", "t2_edge"), profile=False)
     _check_report(report, Category.mismatch_rounding)
@@ -306,8 +334,11 @@ def _edit(source: str, old: str, new: str) -> str:
 
 
 def test_unwritten_columns_are_mismatch_partial(rmsnorm, inproc):
-    source = _edit(rmsnorm.baseline_source(), "for c0 in range(0, H, COLS_PER_TILE):",
-                   "for c0 in range(0, H // 2, COLS_PER_TILE):")
+    source = _edit(
+        rmsnorm.baseline_source(),
+        "for c0 in range(0, H, COLS_PER_TILE):",
+        "for c0 in range(0, H // 2, COLS_PER_TILE):",
+    )
     report = inproc.evaluate(source, rmsnorm)
     _check_report(report, Category.mismatch_partial)
     f = report.failure
@@ -331,7 +362,7 @@ def test_overflow_to_inf_is_nan_or_inf(rmsnorm, inproc):
 def test_forbidden_construct_reports_file_and_line(rmsnorm, inproc):
     lines = rmsnorm.baseline_source().splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("def rmsnorm"))
-    lines[at + 1:at + 1] = ["    import os", "    os.getcwd()"]
+    lines[at + 1 : at + 1] = ["    import os", "    os.getcwd()"]
     report = inproc.evaluate("\n".join(lines) + "\n", rmsnorm)
     _check_report(report, Category.forbidden_construct)
     f = report.failure
@@ -347,11 +378,15 @@ def test_syntax_error_reports_line(rmsnorm, inproc):
     assert report.failure.file == "kernel.py" and report.failure.line
 
 
-@pytest.mark.parametrize("source", [
-    "X = 1" + " + 1" * 100_000 + "\n",  # deeper than the AST visitor's recursion
-    "def rmsnorm(x, gamma, out):\n    return " + "-" * 100_000 + "1\n",  # the parser runs out
-    "NAME = 'caf\udce9'\n",  # a lone surrogate: not UTF-8 text, cannot even be hashed as is
-], ids=["deep-expression", "deep-unary", "surrogate"])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "X = 1" + " + 1" * 100_000 + "\n",  # deeper than the AST visitor's recursion
+        "def rmsnorm(x, gamma, out):\n    return " + "-" * 100_000 + "1\n",  # the parser runs out
+        "NAME = 'caf\udce9'\n",  # a lone surrogate: not UTF-8 text, cannot even be hashed as is
+    ],
+    ids=["deep-expression", "deep-unary", "surrogate"],
+)
 def test_pathological_source_is_a_syntax_error_not_a_crash(source, rmsnorm, inproc):
     report = inproc.evaluate(source, rmsnorm)
     _check_report(report, Category.syntax_error)
@@ -362,9 +397,13 @@ def test_what_runs_is_what_is_hashed(rmsnorm, cache):
     evaluator must run the canonical source: otherwise two texts with one key -- here a string
     literal whose trailing spaces switch the kernel to a wrong path -- would share verdicts, and
     the verdict of the second would depend on which one was judged first."""
-    honest = rmsnorm.baseline_source().replace('EPS = 1e-6  # rms_norm_eps', 'EPS = 1e-6  # rms_norm_eps\nMODE = """\nexact\n"""')
+    honest = rmsnorm.baseline_source().replace(
+        "EPS = 1e-6  # rms_norm_eps", 'EPS = 1e-6  # rms_norm_eps\nMODE = """\nexact\n"""'
+    )
     assert honest != rmsnorm.baseline_source()
-    honest = _edit(honest, "    T = x.shape[0]\n", "    T = x.shape[0]\n    if len(MODE) > 7:\n        T = 1\n")
+    honest = _edit(
+        honest, "    T = x.shape[0]\n", "    T = x.shape[0]\n    if len(MODE) > 7:\n        T = 1\n"
+    )
     twin = honest.replace("\nexact\n", "\nexact   \n")
     assert source_hash(twin) == source_hash(honest) and twin != honest
     cold = LocalEvaluator(isolate=False, cache=MemoryCache()).evaluate(twin, rmsnorm)
@@ -400,10 +439,16 @@ def test_file_cache_survives_processes_but_not_machine_failures(tmp_path, rmsnor
     assert first.ok and again.ok and again.simulated_runs == 0 and again.score_ns == first.score_ns
     for c in (cache, MemoryCache()):
         for category in ("timeout", "memory_limit", "worker_crash"):
-            failed = RunResult(workload="t1", seed=7, ok=False,
-                               failure=Failure(category=category, message="hiccup", workload="t1", seed=7))
+            failed = RunResult(
+                workload="t1",
+                seed=7,
+                ok=False,
+                failure=Failure(category=category, message="hiccup", workload="t1", seed=7),
+            )
             c.put("cand", "harness", failed)
-            assert c.get("cand", "harness", "t1", 7) is None, f"{category} must never stick to a candidate"
+            assert c.get("cand", "harness", "t1", 7) is None, (
+                f"{category} must never stick to a candidate"
+            )
 
 
 # ----------------------------------------------------------------------------- isolation
@@ -414,7 +459,11 @@ def test_worker_env_has_no_secrets(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
     monkeypatch.setenv("GITHUB_TOKEN", "gh-secret")
     env = worker_env(1)
-    assert "ANTHROPIC_API_KEY" not in env and "AWS_SECRET_ACCESS_KEY" not in env and "GITHUB_TOKEN" not in env
+    assert (
+        "ANTHROPIC_API_KEY" not in env
+        and "AWS_SECRET_ACCESS_KEY" not in env
+        and "GITHUB_TOKEN" not in env
+    )
     assert not any("secret" in v for v in env.values())
     assert env["PYTHONHASHSEED"] == "1" and env["OPENBLAS_NUM_THREADS"] == "1"
 
@@ -422,10 +471,22 @@ def test_worker_env_has_no_secrets(monkeypatch):
 def _raw_trace(problem, source: str, workload: str = "t1") -> TraceRequest:
     """A request straight to a tracer: no static check, as if a kernel had slipped past it."""
     w = problem.workload(workload)
-    decls = {n: TensorDecl(shape=list(shape), dtype=str(dt)) for n, (shape, dt) in problem.input_specs(w).items()}
-    outs = {n: TensorDecl(shape=list(shape), dtype=str(dt)) for n, (shape, dt) in problem.output_specs(w).items()}
-    return TraceRequest(source=source, entry=problem.spec.entry, inputs=decls, outputs=outs, machine="trn2",
-                        grid=problem.spec.grid)
+    decls = {
+        n: TensorDecl(shape=list(shape), dtype=str(dt))
+        for n, (shape, dt) in problem.input_specs(w).items()
+    }
+    outs = {
+        n: TensorDecl(shape=list(shape), dtype=str(dt))
+        for n, (shape, dt) in problem.output_specs(w).items()
+    }
+    return TraceRequest(
+        source=source,
+        entry=problem.spec.entry,
+        inputs=decls,
+        outputs=outs,
+        machine="trn2",
+        grid=problem.spec.grid,
+    )
 
 
 def test_worker_process_sees_no_api_key_and_cannot_forge_its_answer(monkeypatch, rmsnorm):
@@ -442,19 +503,27 @@ def test_worker_process_sees_no_api_key_and_cannot_forge_its_answer(monkeypatch,
     )
     pool = WorkerPool(1, timeout_s=30)
     try:
-        [result] = pool.run_many(WorkerKind("trace", 1001), [_raw_trace(rmsnorm, source)], TraceResult)
+        [result] = pool.run_many(
+            WorkerKind("trace", 1001), [_raw_trace(rmsnorm, source)], TraceResult
+        )
     finally:
         pool.close()
     assert not result.ok and result.call_log is None
     assert result.failure.category == Category.kernel_exception
-    home = "home=/tmp" if sandbox.mode() == "bwrap" else "knight-worker-"  # the sandbox's private /tmp
+    home = (
+        "home=/tmp" if sandbox.mode() == "bwrap" else "knight-worker-"
+    )  # the sandbox's private /tmp
     assert "key=None" in result.failure.message and home in result.failure.message
 
 
-@pytest.mark.parametrize("crash", [
-    "import os\nos._exit(3)\n",
-    "import ctypes\nctypes.string_at(0)\n",
-], ids=["exit", "segfault"])
+@pytest.mark.parametrize(
+    "crash",
+    [
+        "import os\nos._exit(3)\n",
+        "import ctypes\nctypes.string_at(0)\n",
+    ],
+    ids=["exit", "segfault"],
+)
 def test_a_crash_never_produces_a_score(crash, monkeypatch, rmsnorm, cache):
     """A worker that dies mid-run is a typed failure without a score, whatever the kernel did
     (the static check is switched off here so that the kernel can reach the process)."""
@@ -463,15 +532,30 @@ def test_a_crash_never_produces_a_score(crash, monkeypatch, rmsnorm, cache):
         report = ev.evaluate(crash, _only(rmsnorm, "t1"), profile=False)
         assert ev.pool is not None and not ev.pool._idle, "the dead worker is not reused"
     _check_report(report, Category.worker_crash)
-    assert report.workloads and all(w.latency_ns is None and not w.correct for w in report.workloads)
+    assert report.workloads and all(
+        w.latency_ns is None and not w.correct for w in report.workloads
+    )
 
 
 def _cli_eval(tmp_path, honeypot: str) -> subprocess.CompletedProcess:
     kernel = tmp_path / "kernel.py"
     kernel.write_text((HONEYPOTS / honeypot).read_text())
     return subprocess.run(
-        [sys.executable, "-m", "knight.cli", "eval", str(kernel), "--problem", "rmsnorm", "--json", "--no-cache"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "knight.cli",
+            "eval",
+            str(kernel),
+            "--problem",
+            "rmsnorm",
+            "--json",
+            "--no-cache",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
     )
 
 
@@ -493,8 +577,10 @@ def test_protocol_doc_covers_the_taxonomy_and_every_report_field():
     from knight.evaluation import WorkloadReport
 
     doc = (ROOT / "docs" / "evaluator-protocol.md").read_text()
-    rows = {m.group(2): (m.group(1), m.group(3)) for m in re.finditer(
-        r"^\| (\w+) \| `(\w+)` \| [^|]+ \| (?:`([\w-]+)`|—) \|$", doc, re.M)}
+    rows = {
+        m.group(2): (m.group(1), m.group(3))
+        for m in re.finditer(r"^\| (\w+) \| `(\w+)` \| [^|]+ \| (?:`([\w-]+)`|—) \|$", doc, re.M)
+    }
     for cat in Category:
         assert cat.value in rows, f"{cat.value} is missing from the taxonomy table"
         stage, hint = rows[cat.value]
@@ -502,6 +588,15 @@ def test_protocol_doc_covers_the_taxonomy_and_every_report_field():
     for model in (EvalReport, WorkloadReport, Failure, RunResult):
         for field in model.model_fields:
             assert f"`{field}`" in doc, f"{model.__name__}.{field} is not documented"
-    for step in ("Static checks", "Runs", "Failures", "Input mutation", "Input independence", "Bit-exact comparison",
-                 "Physical floor", "Determinism re-trace", "Held-out"):
+    for step in (
+        "Static checks",
+        "Runs",
+        "Failures",
+        "Input mutation",
+        "Input independence",
+        "Bit-exact comparison",
+        "Physical floor",
+        "Determinism re-trace",
+        "Held-out",
+    ):
         assert f"**{step}" in doc, step

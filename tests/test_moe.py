@@ -43,16 +43,33 @@ def _run(kernel, problem, name: str, seed: int | None = None, timing: bool = Fal
 
 def _as_run(sim, name: str, seed: int) -> RunResult:
     return RunResult(
-        workload=name, seed=seed, ok=True,
+        workload=name,
+        seed=seed,
+        ok=True,
         outputs={k: numerics.bits(v).tobytes().hex() for k, v in sim.outputs.items()},
         output_dtypes={k: str(v.dtype) for k, v in sim.outputs.items()},
         output_shapes={k: list(v.shape) for k, v in sim.outputs.items()},
     )
 
 
-@pytest.mark.parametrize("name", ["t1", "t4", "t8", "t2_skewed", "t4_same", "t2_edge", "t4_repeated",
-                                  "t2_order", "h_t3", "h_t6_skewed", "h_t1_edge", "h_t5_repeated",
-                                  "h_t1_order"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "t1",
+        "t4",
+        "t8",
+        "t2_skewed",
+        "t4_same",
+        "t2_edge",
+        "t4_repeated",
+        "t2_order",
+        "h_t3",
+        "h_t6_skewed",
+        "h_t1_edge",
+        "h_t5_repeated",
+        "h_t1_order",
+    ],
+)
 def test_baseline_agrees_with_the_float64_reference(problem, baseline, name):
     inputs, sim = _run(baseline, problem, name)
     ref = problem.reference(inputs, problem.workload(name))["out"]
@@ -112,7 +129,9 @@ def test_summing_experts_per_core_then_adding_the_halves_breaks_bit_exactness(pr
     assert all(f.hint == "precision-alignment" for f in mismatches)
 
 
-def test_profiles_show_fragmentation_in_the_baseline_and_streaming_in_the_calibration_kernel(problem, baseline, optimized):
+def test_profiles_show_fragmentation_in_the_baseline_and_streaming_in_the_calibration_kernel(
+    problem, baseline, optimized
+):
     _, sb = _run(baseline, problem, "t1", timing=True)
     _, so = _run(optimized, problem, "t1", timing=True)
     pb, po = sb.profile, so.profile
@@ -134,7 +153,9 @@ def test_profiles_show_fragmentation_in_the_baseline_and_streaming_in_the_calibr
 
 
 def _knight(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "knight.cli", *args], capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "knight.cli", *args], capture_output=True, text=True, cwd=ROOT
+    )
 
 
 def test_knight_profile_writes_a_chrome_trace(tmp_path):
@@ -144,11 +165,21 @@ def test_knight_profile_writes_a_chrome_trace(tmp_path):
     assert "verdict" in res.stdout and "DMA-bound" in res.stdout
     doc = json.loads(trace.read_text())
     events = doc["traceEvents"]
-    names = {(e["pid"], e["tid"]): e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
-    assert {"core 0", "core 1"} <= {e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "process_name"}
-    assert any("tensor" in n.lower() for n in names.values()) and any("queue" in n.lower() for n in names.values())
+    names = {
+        (e["pid"], e["tid"]): e["args"]["name"]
+        for e in events
+        if e["ph"] == "M" and e["name"] == "thread_name"
+    }
+    assert {"core 0", "core 1"} <= {
+        e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "process_name"
+    }
+    assert any("tensor" in n.lower() for n in names.values()) and any(
+        "queue" in n.lower() for n in names.values()
+    )
     spans = [e for e in events if e["ph"] == "X"]
-    assert spans and all(e["dur"] >= 0 and e["ts"] >= 0 and (e["pid"], e["tid"]) in names for e in spans)
+    assert spans and all(
+        e["dur"] >= 0 and e["ts"] >= 0 and (e["pid"], e["tid"]) in names for e in spans
+    )
 
 
 def test_heldout_workloads_are_hidden_unless_asked(problem):
@@ -166,7 +197,11 @@ def test_knight_eval_reports_the_baseline_ok_as_json():
     res = _knight("eval", "baselines/moe_decode/baseline.py", "--json", "--no-cache")
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
-    assert report["status"] == "ok" and report["score_ns"] > 0 and report["speedup"] == pytest.approx(1.0)
+    assert (
+        report["status"] == "ok"
+        and report["score_ns"] > 0
+        and report["speedup"] == pytest.approx(1.0)
+    )
     names = {w["name"] for w in report["workloads"]}
     assert {"t1", "t4", "t8"} <= names and not any(n.startswith("h_") for n in names)
     assert all(w["correct"] and w["latency_ns"] > 0 for w in report["workloads"])

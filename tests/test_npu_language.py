@@ -505,6 +505,55 @@ def test_find_index8_marks_absent_values():
     assert (res.outputs["idx"].view(np.uint32) == 0xFFFFFFFF).all()
 
 
+def _match_replace(x: np.ndarray, vals: np.ndarray, imm: float):
+    def kernel(x, v, out, idx):
+        t = nl.ndarray(x.shape, dtype=nl.float32)
+        nisa.dma_copy(t, x)
+        vt = nl.ndarray(v.shape, dtype=nl.float32)
+        nisa.dma_copy(vt, v)
+        r = nl.ndarray(x.shape, dtype=nl.float32)
+        i = nl.ndarray(v.shape, dtype=nl.uint32)
+        nisa.nc_match_replace8(dst=r, data=t, vals=vt, imm=imm, dst_idx=i)
+        nisa.dma_copy(out, r)
+        nisa.dma_copy(idx, i)
+
+    outs = {"out": (x.shape, F32), "idx": (vals.shape, np.int32)}
+    res = sim(kernel, {"x": x, "v": vals}, outs)
+    return res.outputs["out"], res.outputs["idx"].view(np.uint32)
+
+
+def test_match_replace8_pairs_repeated_values_with_positions_last_slot_first():
+    """NKI (v2.32 page, its example): values are matched vals[7] .. vals[0], each replacing the
+    first occurrence left, so repeats take distinct positions, the earliest in the last slot."""
+    x = np.zeros((2, 11), dtype=F32)
+    x[0] = [1, 2, 3, 4, 8, 8, 8, 8, 8, 8, 8]
+    x[1] = [5, 9, 5, 0, 9, 1, 2, 3, 4, 6, 7]
+    vals = np.array([[3, 8, 8, 8, 8, 8, 8, 8], [9, 9, 7, 6, 5, 5, 4, 3]], dtype=F32)
+    out, idx = _match_replace(x, vals, -1.0)
+    assert list(idx[0]) == [2, 10, 9, 8, 7, 6, 5, 4]
+    assert list(out[0]) == [1, 2, -1, 4, -1, -1, -1, -1, -1, -1, -1]
+    assert list(idx[1]) == [4, 1, 10, 9, 2, 0, 8, 7]
+    assert list(out[1]) == [-1, -1, -1, 0, -1, 1, 2, -1, -1, -1, -1]
+
+
+def test_match_replace8_on_ascending_max8_values_ranks_ties_lower_index_first():
+    """The top-k idiom of the moe_router baseline: max8's values fed in ascending order give,
+    read back reversed, each tied value a distinct index, the lower one first."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 6, size=(128, 20)).astype(F32)  # many ties
+    top = -np.sort(-x, axis=1, kind="stable")[:, :8]
+    _, idx = _match_replace(x, np.ascontiguousarray(top[:, ::-1]), float("-inf"))
+    ranked = np.argsort(-x, axis=1, kind="stable")[:, :8]
+    assert (idx[:, ::-1] == ranked).all()
+
+
+def test_match_replace8_marks_absent_values_and_replaces_nothing():
+    x = np.arange(128 * 16, dtype=F32).reshape(128, 16)
+    out, idx = _match_replace(x, np.full((128, 8), -1.0, dtype=F32), 0.0)
+    assert (idx == 0xFFFFFFFF).all()
+    assert (out == x).all()
+
+
 def test_memset_rounds_to_the_tile_dtype():
     def kernel(y, z):
         b = nl.ndarray((128, 4), dtype=nl.bfloat16)

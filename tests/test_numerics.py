@@ -641,7 +641,10 @@ def test_matmul_blas_fast_path_equals_the_ordered_loop(monkeypatch):
     rng = np.random.default_rng(7)
     cases = [
         (rng.standard_normal((128, 96)), rng.standard_normal((128, 4))),
-        (rng.standard_normal((128, 128)) * 2.0 ** rng.integers(-20, 20, (128, 128)), rng.standard_normal((128, 1))),
+        (
+            rng.standard_normal((128, 128)) * 2.0 ** rng.integers(-20, 20, (128, 128)),
+            rng.standard_normal((128, 1)),
+        ),
         (rng.standard_normal((64, 8)) * 1e30, rng.standard_normal((64, 3)) * 1e-30),
     ]
     for s, m in cases:

@@ -30,7 +30,11 @@ def _simulate(prob, source: str, workload_name: str, seed: int):
     kernel = load_kernel(source, prob.spec.kernel_file, prob.spec.entry)
     w = prob.workload(workload_name)
     return simulate(
-        kernel, prob.make_inputs(w, seed), prob.output_specs(w), machine=prob.spec.machine, grid=prob.spec.grid,
+        kernel,
+        prob.make_inputs(w, seed),
+        prob.output_specs(w),
+        machine=prob.spec.machine,
+        grid=prob.spec.grid,
         timing=False,
     )
 
@@ -41,13 +45,17 @@ def _run(prob, source: str, workload_name: str, seed: int) -> dict[str, np.ndarr
 
 def _signature(program) -> list[tuple]:
     """What the timing model sees of a traced program (engines, DMA shapes, regions, sizes)."""
-    return [(i.op, i.engine, i.dma, i.reads, i.writes, i.elems) for core in program.cores for i in core]
+    return [
+        (i.op, i.engine, i.dma, i.reads, i.writes, i.elems) for core in program.cores for i in core
+    ]
 
 
 def _tunables(source: str) -> dict[str, list]:
     """The kernel's TUNABLES mapping, read from its source without running it."""
     for node in ast.parse(source).body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "TUNABLES" for t in node.targets):
+        if isinstance(node, ast.Assign) and any(
+            getattr(t, "id", None) == "TUNABLES" for t in node.targets
+        ):
             return ast.literal_eval(node.value)
     raise AssertionError("the baseline declares no TUNABLES")
 
@@ -55,7 +63,9 @@ def _tunables(source: str) -> dict[str, list]:
 def _set_constant(source: str, name: str, value) -> str:
     """Rewrite the module-level line `NAME = ...` (keeping any trailing comment)."""
     pattern = re.compile(rf"^{name} = [^#\n]*?(\s*#.*)?$", re.M)
-    assert len(pattern.findall(source)) == 1, f"{name} must be assigned exactly once at module level"
+    assert len(pattern.findall(source)) == 1, (
+        f"{name} must be assigned exactly once at module level"
+    )
     return pattern.sub(lambda m: f"{name} = {value!r}{m.group(1) or ''}", source)
 
 
@@ -93,7 +103,9 @@ def test_inputs_match_spec(problem_id, workload, seed):
         assert np.isfinite(inputs[name].astype(np.float64)).all()
     again = prob.make_inputs(w, seed)
     for name in inputs:
-        assert np.array_equal(numerics.bits(inputs[name]), numerics.bits(again[name])), "inputs must be reproducible"
+        assert np.array_equal(numerics.bits(inputs[name]), numerics.bits(again[name])), (
+            "inputs must be reproducible"
+        )
     assert prob.floor_bytes(inputs, w) > 0
 
 
@@ -116,19 +128,29 @@ def test_baseline_matches_reference(problem_id, workload, seed):
                 assert not amb.any(), "the generator should avoid near-tied rankings"
             np.testing.assert_array_equal(got[~amb], ref[name][~amb])
         else:
-            np.testing.assert_allclose(got.astype(np.float64), ref[name], rtol=tol.rtol, atol=tol.atol)
+            np.testing.assert_allclose(
+                got.astype(np.float64), ref[name], rtol=tol.rtol, atol=tol.atol
+            )
     if problem_id == "moe_router":
         ids = outs["expert_ids"]
         assert ((ids >= 0) & (ids < 128)).all()
-        distinct = all(len(set(row)) == 8 for row in ids.tolist())
-        if not distinct and w.params.get("family") == "order":
-            # Known baseline bug, exposed by the ties this family plants: after max8,
-            # nc_find_index8 gives equal probabilities the same (first) index, so a token is
-            # routed twice to one expert. Fixing it is the baseline's job (nc_match_replace8).
-            pytest.xfail("baseline duplicates the expert id of tied probabilities")
-        assert distinct, "ids within a token must be distinct"
+        # Tied probabilities (planted in the order family) still go to distinct experts.
+        assert all(len(set(row)) == 8 for row in ids.tolist()), "ids within a token must differ"
         wts = outs["expert_weights"]
         assert (np.diff(wts, axis=1) <= 0).all(), "weights come in descending order"
+
+
+def test_moe_router_ranks_tied_probabilities_lower_expert_first():
+    """On the order family's planted ties (exact and ulp-apart logits with equal fp32
+    probabilities) the baseline's ids are the contract's: a stable descending sort of probs."""
+    prob = load_problem("moe_router")
+    w = prob.workload("t4_order")
+    seed = w.seeds[0]
+    inputs = prob.make_inputs(w, seed)
+    outs = _run(prob, prob.baseline_source(), "t4_order", seed)
+    chain = prob._module._contract(inputs["hidden"], inputs["w_router"])
+    assert (prob._module.ambiguous_ids(inputs)[0]).any(), "token 0 carries planted ties"
+    np.testing.assert_array_equal(outs["expert_ids"], chain["ids"])
 
 
 @pytest.mark.parametrize("problem_id", PROBLEMS)
@@ -157,6 +179,10 @@ def test_tunables_keep_bits(problem_id):
             variant = _set_constant(source, knob, value)
             assert _default(variant, knob) == value
             res = _simulate(prob, variant, name, seed)
-            assert _signature(res.program) != _signature(base.program), f"{knob}={value!r} changed nothing"
+            assert _signature(res.program) != _signature(base.program), (
+                f"{knob}={value!r} changed nothing"
+            )
             for out, b in want.items():
-                assert np.array_equal(numerics.bits(res.outputs[out]), b), f"{knob}={value!r} changed {out}"
+                assert np.array_equal(numerics.bits(res.outputs[out]), b), (
+                    f"{knob}={value!r} changed {out}"
+                )

@@ -176,7 +176,10 @@ def test_good_patch_request_and_result(ctx: ProposalContext) -> None:
     assert system["cache_control"] == {"type": "ephemeral"}
     assert "bit-exact" in system["text"] and "dma-batching: Batch DMAs" in system["text"]
     assert "nisa.nc_matmul(dst, stationary, moving, is_stationary_onezero=False" in system["text"]
-    assert "nisa.dma_copy(dst, src, oob_mode=nisa.oob_mode.error, dge_mode=nisa.dge_mode.unknown" in system["text"]
+    assert (
+        "nisa.dma_copy(dst, src, oob_mode=nisa.oob_mode.error, dge_mode=nisa.dge_mode.unknown"
+        in system["text"]
+    )
     assert "the first byte moves 1,000 ns after the trigger" in system["text"]
     assert "Data moves FIFO within a queue" in system["text"]
 

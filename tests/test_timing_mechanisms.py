@@ -161,7 +161,9 @@ def test_two_dma_queues_beat_one_only_when_a_queue_serialises_its_fixed_latency(
         two = _run(_queues_kernel(2), {"w": w}, outs, machine=m)
         _same_bits(one, two)
         ratios[name] = one.latency_ns / two.latency_ns
-    _report("DMA two queues vs one", pipelined_ratio=ratios["pipelined"], serial_ratio=ratios["serial"])
+    _report(
+        "DMA two queues vs one", pipelined_ratio=ratios["pipelined"], serial_ratio=ratios["serial"]
+    )
     assert ratios["pipelined"] == pytest.approx(1.0, abs=0.05)
     assert ratios["serial"] > 1.25
 
@@ -412,7 +414,9 @@ def _first_expert_kernel(first_engine: str, busy_engine: str):
     return kernel
 
 
-@pytest.mark.parametrize("busy_engine", ["sync", "gpsimd"], ids=["behind-sync-queue", "behind-busy-gpsimd-swdge"])
+@pytest.mark.parametrize(
+    "busy_engine", ["sync", "gpsimd"], ids=["behind-sync-queue", "behind-busy-gpsimd-swdge"]
+)
 def test_first_expert_on_idle_scalar_hwdge_arrives_earlier(busy_engine):
     rng = np.random.default_rng(7)
     inputs = {"w_first": _bf16(rng, (64, 8192)), "w_rest": _bf16(rng, (3, 32, 64, 256))}
@@ -420,9 +424,7 @@ def test_first_expert_on_idle_scalar_hwdge_arrives_earlier(busy_engine):
     # Behind: the critical transfer is triggered from the busy engine (sync: the same FIFO queue
     # as three large transfers; gpsimd: its own queue, but GpSimd is busy generating the earlier
     # transfers' SWDGE descriptors). Idle: triggered from ScalarE (HWDGE), queue 1.
-    behind = _run(
-        _first_expert_kernel(busy_engine, busy_engine), inputs, outs
-    )
+    behind = _run(_first_expert_kernel(busy_engine, busy_engine), inputs, outs)
     idle = _run(_first_expert_kernel("scalar", busy_engine), inputs, outs)
     _same_bits(behind, idle)
     (rb,), (ri,) = _records(behind, "crit"), _records(idle, "crit")
@@ -684,7 +686,9 @@ def _mixed_kernel(x, w, y):
     nisa.dma_copy(dst=xt, src=x, engine=nisa.engine.scalar)
     wt = nl.ndarray((P, 2, 256), dtype=nl.bfloat16, name="w")
     for kt in range(2):
-        nisa.dma_copy(dst=wt[:, kt], src=w[:, kt], engine=(nisa.engine.sync, nisa.engine.gpsimd)[kt])
+        nisa.dma_copy(
+            dst=wt[:, kt], src=w[:, kt], engine=(nisa.engine.sync, nisa.engine.gpsimd)[kt]
+        )
     ps = nl.ndarray((P, 2, 512), dtype=nl.float32, buffer=nl.psum, name="ps")
     for m in range(2):
         for kt in range(2):
@@ -697,7 +701,11 @@ def _mixed_kernel(x, w, y):
     nisa.tensor_copy(mine, act.reshape(P, 2))
     theirs = nl.ndarray((P, 2), dtype=nl.bfloat16, name="theirs")
     nisa.sendrecv(
-        src=mine, dst=theirs, send_to_rank=1 - c, recv_from_rank=1 - c, pipe_id=0,
+        src=mine,
+        dst=theirs,
+        send_to_rank=1 - c,
+        recv_from_rank=1 - c,
+        pipe_id=0,
         dma_engine=nisa.dma_engine.gpsimd_dma,
     )
     tot = nl.ndarray((P, 2), dtype=nl.bfloat16, name="tot")
@@ -782,7 +790,9 @@ def _scalar_dma_and_compute(trigger: str, dma_first: bool):
     return kernel
 
 
-@pytest.mark.parametrize("dma_first", [False, True], ids=["dma-after-compute", "dma-before-compute"])
+@pytest.mark.parametrize(
+    "dma_first", [False, True], ids=["dma-after-compute", "dma-before-compute"]
+)
 def test_scalar_hwdge_issue_hides_behind_earlier_scalar_compute(dma_first):
     w = _bf16(np.random.default_rng(12), (P, 4096))
     outs = {"out_a": ((P, 2048), np.float32), "out_w": (w.shape, BF16)}

@@ -5,15 +5,17 @@ A plain NKI-style kernel on one core, tokens on partitions. The hidden state arr
 router weights arrive one K-tile at a time (rows 16p + kt: one 256-byte row per partition) on one
 DMA queue into a single buffer, and each tile's matmul (the token stationary, the 128 experts
 moving) accumulates the logits [T, 128] in one PSUM bank. The logits are read out to SBUF; then
-max, exp with a bias of -max, sum, divide, top-8 by max8 and nc_find_index8, sum of the 8,
-divide; two stores (the uint32 indices are converted to int32 by the DMA).
+max, exp with a bias of -max, sum, divide, top-8 by max8 and nc_match_replace8 (tied values get
+distinct experts, the lower index first), sum of the 8, divide; two stores (the uint32 indices are
+converted to int32 by the DMA).
 
 Rounding chain (the contract):
   logits = fp32 PSUM sum over kt = 0..15 in order of fp32(sum over p of hidden[t, 16p+kt] *
            w_router[16p+kt, e])  (each K-tile's 128 products summed exactly, rounded once)
   m = max_e logits;  ex = fp32(exp(fp32(logits + (-m))));  s = ex[0] + ... + ex[127] (fp32, in order)
   probs = fp32(ex / s)
-  top = max8(probs) (descending); ids = nc_find_index8(probs, top) (first occurrence of each)
+  top = max8(probs) (descending); ids = the experts of top, equal probabilities taking distinct
+        experts in increasing index order (a stable descending sort of probs, first 8)
   expert_weights = fp32(top / (top[0] + ... + top[7]))  (fp32 sum in slot order)
 """
 
@@ -34,6 +36,22 @@ TUNABLES = {
     "WEIGHT_BUFFERS": [1, 2],
     "SOFTMAX_ENGINE": ["vector", "gpsimd"],
 }
+
+
+def _rank_ids(ids, data, vals):
+    """ids[t, k] = the index of vals[t, k] (= max8(data), descending) in data[t], equal values
+    taking distinct indices, the lower one first. nc_match_replace8 matches its 8 values last to
+    first, giving a repeated value's first occurrence to its last slot; so it gets the values in
+    ascending order and its indices are read back reversed."""
+    T = data.shape[0]
+    ascending = nl.ndarray((T, K), dtype=nl.float32, name="top_ascending")
+    for k in range(K):
+        nisa.tensor_copy(ascending[:, K - 1 - k : K - k], vals[:, k : k + 1])
+    idx = nl.ndarray((T, K), dtype=nl.uint32, name="top_ids_ascending")
+    left = nl.ndarray((T, E), dtype=nl.float32, name="not_chosen")
+    nisa.nc_match_replace8(dst=left, data=data, vals=ascending, imm=float("-inf"), dst_idx=idx)
+    for k in range(K):
+        nisa.tensor_copy(ids[:, k : k + 1], idx[:, K - 1 - k : K - k])
 
 
 def moe_router(hidden, w_router, expert_ids, expert_weights):
@@ -70,7 +88,7 @@ def moe_router(hidden, w_router, expert_ids, expert_weights):
     top = nl.ndarray((T, K), dtype=nl.float32, name="top_probs")
     ids = nl.ndarray((T, K), dtype=nl.uint32, name="top_ids")
     nisa.max8(top, probs)
-    nisa.nc_find_index8(ids, probs, top)
+    _rank_ids(ids, probs, top)
     top_sum = nl.ndarray((T, 1), dtype=nl.float32, name="top_sum")
     nisa.tensor_reduce(top_sum, nl.add, top, axis=1, keepdims=True)
     wts = nl.ndarray((T, K), dtype=nl.float32, name="weights")

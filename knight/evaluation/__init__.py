@@ -7,6 +7,18 @@ from knight.evaluation.report import EvalReport, Failure, RunResult, WorkloadRep
 from knight.evaluation.static_check import check_source
 
 __all__ = [
-    "Category", "EvalReport", "Evaluator", "Failure", "FileCache", "HINTS", "LocalEvaluator", "MemoryCache",
-    "RunCache", "RunResult", "STAGES", "WorkloadReport", "check_source", "stage_of",
+    "Category",
+    "EvalReport",
+    "Evaluator",
+    "Failure",
+    "FileCache",
+    "HINTS",
+    "LocalEvaluator",
+    "MemoryCache",
+    "RunCache",
+    "RunResult",
+    "STAGES",
+    "WorkloadReport",
+    "check_source",
+    "stage_of",
 ]

@@ -29,10 +29,21 @@ def judge_code_hash() -> str:
 
 
 def versions() -> dict[str, str]:
-    return {"knight": knight.__version__, "numpy": np.__version__, "ml_dtypes": ml_dtypes.__version__}
+    return {
+        "knight": knight.__version__,
+        "numpy": np.__version__,
+        "ml_dtypes": ml_dtypes.__version__,
+    }
 
 
 def harness_fingerprint(problem: Problem, machine: MachineSpec) -> str:
     """One short id for (Knight version, judge code, library versions, machine preset, problem)."""
-    parts = [*versions().values(), judge_code_hash(), machine.name, machine.hash, problem.id, problem.hash]
+    parts = [
+        *versions().values(),
+        judge_code_hash(),
+        machine.name,
+        machine.hash,
+        problem.id,
+        problem.hash,
+    ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]

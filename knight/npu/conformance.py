@@ -17,6 +17,7 @@ from knight.npu import nl
 DOCS = "https://awsdocs-neuron.readthedocs-hosted.com"
 V2_33 = f"{DOCS}/en/v2.33.0/nki/api/generated/"
 V2_30 = f"{DOCS}/en/v2.30.0/nki/api/generated/"
+V2_32 = f"{DOCS}/en/v2.32.0/nki/api/generated/"  # documents nc_match_replace8's duplicate rule
 GENERAL = f"{DOCS}/general/nki/api/generated/"  # the unversioned "current" pages (Trn2, Trn3)
 LATEST = f"{DOCS}/en/latest/nki/api/generated/"
 NL_INDEX = f"{DOCS}/en/v2.33.0/nki/api/nki.language.html"
@@ -133,6 +134,13 @@ ISA_ROWS: tuple[Row, ...] = (
         "nc_find_index8(dst, data, vals, name=None)",
         base=LATEST,
         difference="dst must be uint32 (NKI also allows uint16)",
+    ),
+    _isa(
+        "nc_match_replace8",
+        "nc_match_replace8(dst, data, vals, imm, dst_idx=None, name=None)",
+        base=V2_32,
+        difference="dst_idx must be uint32 [P, 8]; a value absent from data (NKI: undefined) "
+        "gives index 0xFFFFFFFF and replaces nothing",
     ),
     _isa("register_alloc", "register_alloc(x=None)", base=LATEST),
     _isa(
@@ -322,7 +330,7 @@ def markdown_table() -> str:
 
 
 def _page(url: str) -> str:
-    for tag in ("v2.33.1", "v2.33.0", "v2.30.0", "v2.29.0", "latest"):
+    for tag in ("v2.33.1", "v2.33.0", "v2.32.0", "v2.30.0", "v2.29.0", "latest"):
         if f"/{tag}/" in url:
             return tag
     return "current" if "/general/" in url else "page"

@@ -1140,6 +1140,57 @@ def nc_find_index8(dst: View, data: View, vals: View, name=None) -> None:
     instr.elems = n
 
 
+def nc_match_replace8(dst: View, data: View, vals: View, imm, dst_idx=None, name=None) -> None:
+    """VectorE: dst = data with the first occurrence of each of the 8 values per partition of
+    `vals` replaced by `imm`, matched last to first (vals[7] .. vals[0]) as NKI documents, so
+    repeated values take distinct positions, the earliest going to the last repeat. `dst_idx`
+    (uint32 [P, 8]) gets the positions; a value absent from the data gives 0xFFFFFFFF."""
+    tr, loc = active(), caller_loc()
+    _name(name, loc)
+    dv, data, vals = _tile(dst, "dst", loc), _tile(data, "data", loc), _tile(vals, "vals", loc)
+    di = None if dst_idx is None else _tile(dst_idx, "dst_idx", loc)
+    for v, what in ((dv, "dst"), (data, "data"), (vals, "vals"), (di, "dst_idx")):
+        if v is not None:
+            _on_chip(v, f"nc_match_replace8 {what}", loc)
+    for v, what in ((dv, "dst"), (data, "data"), (vals, "vals")):
+        _float(v, f"nc_match_replace8 {what}", loc)
+    p, n = data.shape[0], free_size(data)
+    if n > 16384:
+        raise ShapeError(
+            f"nc_match_replace8 reads at most 16384 elements per partition, got {n}", loc
+        )
+    _same_shape(dv, data, "nc_match_replace8", loc)
+    if vals.shape[0] != p or free_size(vals) != 8:
+        raise ShapeError(f"nc_match_replace8 vals must hold 8 values per partition of {p}", loc)
+    if di is not None and di.shape != (p, 8):
+        raise ShapeError(f"nc_match_replace8 dst_idx must be [{p}, 8], got {list(di.shape)}", loc)
+    if di is not None and di.dtype != np.uint32:
+        raise DtypeError(f"nc_match_replace8 writes uint32 indices; dst_idx is {di.dtype}", loc)
+    if isinstance(imm, View) or not isinstance(imm, (int, float)) or isinstance(imm, bool):
+        raise ShapeError("nc_match_replace8 imm must be a Python number", loc)
+    fill = np.float32(imm)
+    regs = tr.regs
+
+    def run() -> None:
+        x = numerics.to_fp32(_read(data, regs, "nc_match_replace8 data")).reshape(p, -1).copy()
+        v = numerics.to_fp32(_read(vals, regs, "nc_match_replace8 vals")).reshape(p, 8)
+        idx = np.full((p, 8), 0xFFFFFFFF, dtype=np.uint32)
+        for i in range(7, -1, -1):  # NKI: duplicate values pair with positions last slot first
+            hit = x == v[:, i : i + 1]
+            rows = np.flatnonzero(hit.any(axis=1))
+            first = np.argmax(hit[rows], axis=1)
+            idx[rows, i] = first
+            x[rows, first] = fill
+        _store(dv, regs, x.reshape(dv.shape))
+        if di is not None:
+            di.data(regs)[...] = idx
+            _mark_written(di, regs)
+
+    outs = [dv] if di is None else [dv, di]
+    instr = _compute(tr, "nc_match_replace8", "vector", loc, [data, vals], outs, run)
+    instr.elems = n
+
+
 # ----------------------------------------------------------------------------- registers
 
 
@@ -1338,6 +1389,7 @@ INSTRUCTIONS = (
     "memset",
     "max8",
     "nc_find_index8",
+    "nc_match_replace8",
     "register_alloc",
     "register_load",
     "sendrecv",

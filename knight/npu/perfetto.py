@@ -29,26 +29,42 @@ def chrome_trace(program: Program, schedule: Schedule) -> dict:
     events: list[dict] = []
     tracks: set[tuple[int, int, str]] = set()
     for c in cores:
-        meta.append({"ph": "M", "name": "process_name", "pid": c, "tid": 0, "args": {"name": f"core {c}"}})
-        meta.append({"ph": "M", "name": "process_sort_index", "pid": c, "tid": 0, "args": {"sort_index": c}})
+        meta.append(
+            {"ph": "M", "name": "process_name", "pid": c, "tid": 0, "args": {"name": f"core {c}"}}
+        )
+        meta.append(
+            {"ph": "M", "name": "process_sort_index", "pid": c, "tid": 0, "args": {"sort_index": c}}
+        )
         for k, e in enumerate(UNITS):
             tracks.add((c, k + 1, e))
     for i in range(len(schedule)):
         ins = schedule.instrs[i]
         c = schedule.core[i]
         core_index = schedule.origin[i][1]
-        args = {"loc": str(ins.loc), "index": core_index, "merged_index": i,
-                "finish_us": _us(schedule.finish_ps[i]), "bound_by": schedule.bind_kind[i]}
+        args = {
+            "loc": str(ins.loc),
+            "index": core_index,
+            "merged_index": i,
+            "finish_us": _us(schedule.finish_ps[i]),
+            "bound_by": schedule.bind_kind[i],
+        }
         rec = schedule.dma.get(i)
         if rec is not None:
             args["bytes"] = rec.bytes
             args["trigger"] = schedule.engine[i]
         unit = schedule.unit[i]
-        events.append({
-            "ph": "X", "name": ins.op, "cat": unit, "pid": c,
-            "tid": UNITS.index(unit) + 1,
-            "ts": _us(schedule.start_ps[i]), "dur": _us(schedule.occupancy_ps[i]), "args": args,
-        })
+        events.append(
+            {
+                "ph": "X",
+                "name": ins.op,
+                "cat": unit,
+                "pid": c,
+                "tid": UNITS.index(unit) + 1,
+                "ts": _us(schedule.start_ps[i]),
+                "dur": _us(schedule.occupancy_ps[i]),
+                "args": args,
+            }
+        )
     for rec in schedule.dma.values():
         ins = schedule.instrs[rec.index]
         if rec.mode == "sendrecv":
@@ -56,22 +72,54 @@ def chrome_trace(program: Program, schedule: Schedule) -> dict:
         else:
             tid, label = QUEUE_TID_BASE + rec.queue, f"dma queue {rec.queue}"
         tracks.add((rec.core, tid, label))
-        args = {"loc": str(ins.loc), "index": schedule.origin[rec.index][1], "merged_index": rec.index,
-                "bytes": rec.bytes, "descriptors": rec.descriptors, "chunk_bytes": rec.chunk_bytes,
-                "engines": list(rec.engines), "limit": rec.limit}
+        args = {
+            "loc": str(ins.loc),
+            "index": schedule.origin[rec.index][1],
+            "merged_index": rec.index,
+            "bytes": rec.bytes,
+            "descriptors": rec.descriptors,
+            "chunk_bytes": rec.chunk_bytes,
+            "engines": list(rec.engines),
+            "limit": rec.limit,
+        }
         if rec.data_start_ps > rec.queue_start_ps:
-            events.append({
-                "ph": "X", "name": "fixed latency", "cat": "dma", "pid": rec.core, "tid": tid,
-                "ts": _us(rec.queue_start_ps), "dur": _us(rec.data_start_ps - rec.queue_start_ps),
-                "args": {"merged_index": rec.index},
-            })
-        events.append({
-            "ph": "X", "name": ins.op, "cat": "dma", "pid": rec.core, "tid": tid,
-            "ts": _us(rec.data_start_ps), "dur": _us(rec.finish_ps - rec.data_start_ps), "args": args,
-        })
+            events.append(
+                {
+                    "ph": "X",
+                    "name": "fixed latency",
+                    "cat": "dma",
+                    "pid": rec.core,
+                    "tid": tid,
+                    "ts": _us(rec.queue_start_ps),
+                    "dur": _us(rec.data_start_ps - rec.queue_start_ps),
+                    "args": {"merged_index": rec.index},
+                }
+            )
+        events.append(
+            {
+                "ph": "X",
+                "name": ins.op,
+                "cat": "dma",
+                "pid": rec.core,
+                "tid": tid,
+                "ts": _us(rec.data_start_ps),
+                "dur": _us(rec.finish_ps - rec.data_start_ps),
+                "args": args,
+            }
+        )
     for c, tid, label in sorted(tracks):
-        meta.append({"ph": "M", "name": "thread_name", "pid": c, "tid": tid, "args": {"name": label}})
-        meta.append({"ph": "M", "name": "thread_sort_index", "pid": c, "tid": tid, "args": {"sort_index": tid}})
+        meta.append(
+            {"ph": "M", "name": "thread_name", "pid": c, "tid": tid, "args": {"name": label}}
+        )
+        meta.append(
+            {
+                "ph": "M",
+                "name": "thread_sort_index",
+                "pid": c,
+                "tid": tid,
+                "args": {"sort_index": tid},
+            }
+        )
     events.sort(key=lambda ev: (ev["pid"], ev["tid"], ev["ts"]))
     return {"traceEvents": meta + events, "displayTimeUnit": "ns"}
 

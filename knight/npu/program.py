@@ -17,7 +17,9 @@ ENGINES = ("tensor", "vector", "scalar", "gpsimd", "sync")
 
 # Perf-mode classes for VectorE (NPU.md section 4); the factor per class lives in the preset.
 PERF_NONE = ""
-PERF_COPY_UNIT = "copy_unit"  # tensor_copy / tensor_scalar, SBUF->SBUF, 16-bit, unit inner stride: 4x
+PERF_COPY_UNIT = (
+    "copy_unit"  # tensor_copy / tensor_scalar, SBUF->SBUF, 16-bit, unit inner stride: 4x
+)
 PERF_COPY_STRIDED = "copy_strided"  # same ops, strided or one side in PSUM: 2x
 PERF_TT = "tt_sbuf16"  # tensor_tensor, both inputs 16-bit in SBUF: 2x
 PERF_SCALAR_HALF = "scalar_half"  # ScalarE tensor_copy / tensor_scalar on 16-bit data (Trn3: 2x)

@@ -37,7 +37,9 @@ class Tensor:
     core: int | None = None  # None for shared HBM
     base: int = 0  # byte address of the allocation within each partition (on-chip)
     loc: SourceLoc | None = None
-    matmul_written: np.ndarray | None = field(default=None, repr=False)  # PSUM: holds a matmul result
+    matmul_written: np.ndarray | None = field(
+        default=None, repr=False
+    )  # PSUM: holds a matmul result
     group_open: np.ndarray | None = field(default=None, repr=False)  # PSUM: ... not yet read out
     copy_on_write: bool = False  # an input still sharing the caller's array
 
@@ -108,7 +110,9 @@ def _host_int(x: object) -> int:
 def ds(start: int | RegExpr, size: int) -> slice:
     """A dynamic-slice helper as in NKI: `ds(i, n)` is `i:i+n` (`start` may not be a register)."""
     if isinstance(start, RegExpr):
-        raise ShapeError("ds() with a register start is not supported; index the dimension with the register")
+        raise ShapeError(
+            "ds() with a register start is not supported; index the dimension with the register"
+        )
     return slice(start, start + size)
 
 
@@ -117,7 +121,13 @@ class View:
 
     __slots__ = ("_tensor", "_steps", "_arr", "_dynamic", "_mask")
 
-    def __init__(self, tensor: Tensor, steps: tuple = (), arr: np.ndarray | None = None, dynamic: bool = False):
+    def __init__(
+        self,
+        tensor: Tensor,
+        steps: tuple = (),
+        arr: np.ndarray | None = None,
+        dynamic: bool = False,
+    ):
         self._tensor = tensor
         self._steps = steps  # tuple of ("index", key) / ("reshape", shape); keys may hold RegExpr
         self._arr = tensor.data if arr is None else arr  # the data (static) or a template (dynamic)
@@ -156,24 +166,41 @@ class View:
         return View(self._tensor, self._steps + (("index", norm),), arr, self._dynamic or dynamic)
 
     def reshape(self, *shape) -> View:
-        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
+        shape = (
+            tuple(shape[0])
+            if len(shape) == 1 and isinstance(shape[0], (tuple, list))
+            else tuple(shape)
+        )
         if self._tensor.on_chip and (not shape or shape[0] != self._arr.shape[0]):
-            raise ShapeError(f"reshape must keep the partition axis ({self._arr.shape[0]}); got {shape}")
+            raise ShapeError(
+                f"reshape must keep the partition axis ({self._arr.shape[0]}); got {shape}"
+            )
         arr = _reshape_no_copy(self._arr, shape)
         return View(self._tensor, self._steps + (("reshape", shape),), arr, self._dynamic)
 
     def permute(self, *axes) -> View:
         """Reorder axes (NumPy `transpose`); on-chip views keep the partition axis first."""
-        axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else tuple(axes)
+        axes = (
+            tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else tuple(axes)
+        )
         if sorted(axes) != list(range(self.ndim)):
             raise ShapeError(f"permute needs a permutation of 0..{self.ndim - 1}, got {axes}")
         if self._tensor.on_chip and axes[0] != 0:
             raise ShapeError("permute must keep the partition axis of an on-chip view first")
-        return View(self._tensor, self._steps + (("permute", axes),), self._arr.transpose(axes), self._dynamic)
+        return View(
+            self._tensor,
+            self._steps + (("permute", axes),),
+            self._arr.transpose(axes),
+            self._dynamic,
+        )
 
     def broadcast_to(self, *shape) -> View:
         """Repeat an HBM view along new or unit axes (a DMA source only: it cannot be written)."""
-        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
+        shape = (
+            tuple(shape[0])
+            if len(shape) == 1 and isinstance(shape[0], (tuple, list))
+            else tuple(shape)
+        )
         if self._tensor.on_chip:
             raise ShapeError("broadcast_to is for HBM views used as a DMA source")
         try:
@@ -184,7 +211,9 @@ class View:
 
     @property
     def is_broadcast(self) -> bool:
-        return any(st == 0 and n > 1 for st, n in zip(self._arr.strides, self._arr.shape, strict=True))
+        return any(
+            st == 0 and n > 1 for st, n in zip(self._arr.strides, self._arr.shape, strict=True)
+        )
 
     # --- runtime resolution (numerics only)
     def data(self, regs: dict[int, int]) -> np.ndarray:
@@ -256,7 +285,9 @@ class View:
         )
 
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _no_arith
-    __truediv__ = __rtruediv__ = __neg__ = __pos__ = __lt__ = __le__ = __gt__ = __ge__ = __ne__ = _no_arith
+    __truediv__ = __rtruediv__ = __neg__ = __pos__ = __lt__ = __le__ = __gt__ = __ge__ = __ne__ = (
+        _no_arith
+    )
     __matmul__ = __rmatmul__ = __pow__ = __rpow__ = __floordiv__ = __rfloordiv__ = _no_arith
     __mod__ = __rmod__ = __abs__ = __invert__ = __and__ = __or__ = __xor__ = _no_arith
 
@@ -312,7 +343,9 @@ def _check_slice(s: slice, size: int, axis: int) -> slice:
     if stop < 0:
         stop += size
     if not (0 <= start <= size) or not (0 <= stop <= size):
-        raise IllegalAccess(f"slice {s.start}:{s.stop} is out of bounds for axis {axis} of size {size}")
+        raise IllegalAccess(
+            f"slice {s.start}:{s.stop} is out of bounds for axis {axis} of size {size}"
+        )
     if stop <= start:
         raise ShapeError(f"empty slice {s.start}:{s.stop} on axis {axis}")
     return slice(start, stop, step)
@@ -323,7 +356,9 @@ def _resolve(k, regs: dict[int, int], shape: tuple[int, ...], axis: int):
         return k
     v = k.value(regs)
     if not 0 <= v < shape[axis]:
-        raise IllegalAccess(f"register index {v} is out of bounds for axis {axis} of size {shape[axis]}")
+        raise IllegalAccess(
+            f"register index {v} is out of bounds for axis {axis} of size {shape[axis]}"
+        )
     return v
 
 
@@ -334,7 +369,9 @@ def _reshape_no_copy(arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     try:
         out.shape = shape
     except AttributeError:
-        raise ShapeError(f"cannot reshape a non-contiguous view {tuple(arr.shape)} into {shape} without a copy") from None
+        raise ShapeError(
+            f"cannot reshape a non-contiguous view {tuple(arr.shape)} into {shape} without a copy"
+        ) from None
     return out
 
 

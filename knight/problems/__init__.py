@@ -5,6 +5,14 @@ from knight.problems.registry import DEFAULT_PROBLEM, baselines_dirs, list_probl
 from knight.problems.spec import Problem, ProblemSpec, TensorSpec, Workload, weighted_geomean
 
 __all__ = [
-    "DEFAULT_PROBLEM", "Problem", "ProblemSpec", "TensorSpec", "Workload", "baselines_dirs",
-    "list_problems", "load_kernel", "load_problem", "weighted_geomean",
+    "DEFAULT_PROBLEM",
+    "Problem",
+    "ProblemSpec",
+    "TensorSpec",
+    "Workload",
+    "baselines_dirs",
+    "list_problems",
+    "load_kernel",
+    "load_problem",
+    "weighted_geomean",
 ]

@@ -22,8 +22,12 @@ def load_kernel(source: str, filename: str, entry: str) -> Callable[..., None]:
     try:
         exec(code, namespace)  # noqa: S102 - the kernel module's top level (imports, constants)
     except Exception as e:
-        raise KernelException(f"{type(e).__name__} while loading the kernel: {e}", SourceLoc(filename, 0)) from None
+        raise KernelException(
+            f"{type(e).__name__} while loading the kernel: {e}", SourceLoc(filename, 0)
+        ) from None
     fn = namespace.get(entry)
     if not callable(fn):
-        raise KernelException(f"the kernel file defines no function {entry!r}", SourceLoc(filename, 1))
+        raise KernelException(
+            f"the kernel file defines no function {entry!r}", SourceLoc(filename, 1)
+        )
     return fn
