@@ -28,7 +28,8 @@ from knight.store import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "knight.db.example"  # written by schema 0001
+EXAMPLE = ROOT / "knight.db.example"  # the shipped example, at the current schema
+OLD = ROOT / "tests" / "data" / "knight-0001.sqlite"  # written by schema 0001 (4 iterations)
 BASELINE = "X = 1\n"
 
 
@@ -147,7 +148,7 @@ def _digest(path: Path) -> bytes:
 
 def test_reading_an_old_database_changes_nothing_and_names_the_fix(tmp_path: Path) -> None:
     old = tmp_path / "old.db"
-    shutil.copy(EXAMPLE, old)
+    shutil.copy(OLD, old)
     before = _digest(old)
     with pytest.raises(KnightError, match=r"knight db upgrade --db .*old\.db"):
         open_store(str(old), "read")
@@ -159,7 +160,7 @@ def test_reading_an_old_database_changes_nothing_and_names_the_fix(tmp_path: Pat
 
 def test_opening_for_writing_backs_up_then_upgrades(tmp_path: Path) -> None:
     old = tmp_path / "old.db"
-    shutil.copy(EXAMPLE, old)
+    shutil.copy(OLD, old)
     with open_store(str(old), "write") as store:
         upgrade = store.schema_upgrade
         assert upgrade is not None and upgrade.changed
@@ -190,8 +191,7 @@ def _knight(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_knight_history_on_the_shipped_example_writes_nothing(tmp_path: Path) -> None:
     before = _digest(EXAMPLE)
     res = _knight("history", "--db", str(EXAMPLE), cwd=tmp_path)
-    assert res.returncode == 1 and "Traceback" not in res.stderr
-    assert "run 'knight db upgrade --db" in res.stderr and len(res.stderr.splitlines()) == 1
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
     assert _digest(EXAMPLE) == before
     if (ROOT / ".git").exists():
         status = subprocess.run(
@@ -203,9 +203,19 @@ def test_knight_history_on_the_shipped_example_writes_nothing(tmp_path: Path) ->
         assert status.stdout == ""
 
 
+def test_knight_history_on_an_old_database_names_the_upgrade(tmp_path: Path) -> None:
+    old = tmp_path / "old.db"
+    shutil.copy(OLD, old)
+    before = _digest(old)
+    res = _knight("history", "--db", str(old), cwd=tmp_path)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "run 'knight db upgrade --db" in res.stderr and len(res.stderr.splitlines()) == 1
+    assert _digest(old) == before
+
+
 def test_knight_run_on_an_old_database_leaves_a_backup(tmp_path: Path) -> None:
     old = tmp_path / "old.db"
-    shutil.copy(EXAMPLE, old)
+    shutil.copy(OLD, old)
     script = tmp_path / "one.jsonl"
     line = "COLS_PER_TILE = {}  # columns per normalise / multiply / store step"
     edit = {"file": "kernel.py", "search": line.format(512), "replace": line.format(2048)}
