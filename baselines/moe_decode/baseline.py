@@ -46,13 +46,8 @@ def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
     wts = nl.ndarray((P, T * K), dtype=nl.float32, name="routing_weights")
     nisa.dma_copy(dst=wts, src=expert_weights.reshape(1, T * K).broadcast_to(P, T * K))
 
-    wgu = [
-        nl.ndarray((P, KT, 2, HALF), dtype=nl.bfloat16, name=f"w_gate_up{b}")
-        for b in range(WEIGHT_BUFFERS)
-    ]
-    wdn = [
-        nl.ndarray((HALF, H), dtype=nl.bfloat16, name=f"w_down{b}") for b in range(WEIGHT_BUFFERS)
-    ]
+    wgu = [nl.ndarray((P, KT, 2, HALF), dtype=nl.bfloat16, name=f"w_gate_up{b}") for b in range(WEIGHT_BUFFERS)]
+    wdn = [nl.ndarray((HALF, H), dtype=nl.bfloat16, name=f"w_down{b}") for b in range(WEIGHT_BUFFERS)]
     ps_gate = nl.ndarray((HALF, 1), dtype=nl.float32, buffer=nl.psum, name="ps_gate")
     ps_up = nl.ndarray((HALF, 1), dtype=nl.float32, buffer=nl.psum, name="ps_up")
     ps_down = nl.ndarray((P, 1), dtype=nl.float32, buffer=nl.psum, name="ps_down")
@@ -75,17 +70,11 @@ def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
             src = w_gate_up[e].reshape(P, KT, 2, I)
             for kt in range(0, KT, GU_TILES_PER_DMA):
                 tiles = nl.ds(kt, GU_TILES_PER_DMA)
-                nisa.dma_copy(
-                    dst=wgu[buf][:, tiles],
-                    src=src[:, tiles, :, cols],
-                    engine=nisa.engine[WEIGHT_ENGINE],
-                )
+                nisa.dma_copy(dst=wgu[buf][:, tiles], src=src[:, tiles, :, cols], engine=nisa.engine[WEIGHT_ENGINE])
             nisa.dma_copy(dst=wdn[buf], src=w_down[e][cols, :], engine=nisa.engine[WEIGHT_ENGINE])
 
             for kt in range(KT):
-                nisa.nc_matmul(
-                    ps_gate, wgu[buf][:, kt, 0, :], x[:, kt, t : t + 1], accumulate=kt > 0
-                )
+                nisa.nc_matmul(ps_gate, wgu[buf][:, kt, 0, :], x[:, kt, t : t + 1], accumulate=kt > 0)
             for kt in range(KT):
                 nisa.nc_matmul(ps_up, wgu[buf][:, kt, 1, :], x[:, kt, t : t + 1], accumulate=kt > 0)
             nisa.activation(act, nl.silu, ps_gate)
@@ -98,12 +87,8 @@ def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
 
             # Swap partials: each core finishes output tiles [8c, 8c+8).
             nisa.sendrecv(
-                src=partial[:, other * 8 : other * 8 + 8],
-                dst=theirs,
-                send_to_rank=other,
-                recv_from_rank=other,
-                pipe_id=0,
-                dma_engine=nisa.dma_engine.gpsimd_dma,
+                src=partial[:, other * 8 : other * 8 + 8], dst=theirs, send_to_rank=other, recv_from_rank=other,
+                pipe_id=0, dma_engine=nisa.dma_engine.gpsimd_dma,
             )
             nisa.tensor_tensor(expert_out, partial[:, c * 8 : c * 8 + 8], theirs, nl.add)
             nisa.tensor_scalar(scaled, expert_out, nl.multiply, wts[:, slot : slot + 1])

@@ -31,21 +31,11 @@ def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
     wts = nl.ndarray((P, T * K), dtype=nl.float32, name="routing_weights")
     nisa.dma_copy(dst=ids, src=expert_ids.reshape(1, T * K), engine=nisa.engine.sync)
     nisa.dma_copy(dst=x, src=hidden.reshape(T, P, KT).permute(1, 2, 0), engine=nisa.engine.sync)
-    nisa.dma_copy(
-        dst=wts,
-        src=expert_weights.reshape(1, T * K).broadcast_to(P, T * K),
-        engine=nisa.engine.sync,
-    )
+    nisa.dma_copy(dst=wts, src=expert_weights.reshape(1, T * K).broadcast_to(P, T * K), engine=nisa.engine.sync)
 
     nbuf = 2 if T > 1 else 1
-    wgu = [
-        [nl.ndarray((P, KT, 2, I), dtype=nl.bfloat16, name=f"wgu{b}_{s}") for s in range(MINE)]
-        for b in range(nbuf)
-    ]
-    wdn = [
-        [nl.ndarray((HALF, 2, H), dtype=nl.bfloat16, name=f"wdn{b}_{s}") for s in range(MINE)]
-        for b in range(nbuf)
-    ]
+    wgu = [[nl.ndarray((P, KT, 2, I), dtype=nl.bfloat16, name=f"wgu{b}_{s}") for s in range(MINE)] for b in range(nbuf)]
+    wdn = [[nl.ndarray((HALF, 2, H), dtype=nl.bfloat16, name=f"wdn{b}_{s}") for s in range(MINE)] for b in range(nbuf)]
     ps = nl.ndarray((P, 8, 512), dtype=nl.float32, buffer=nl.psum, name="psum")  # all 8 banks
     act = nl.ndarray((HALF, 2, 1), dtype=nl.float32, name="silu_gate")
     inter = nl.ndarray((HALF, 2, 1), dtype=nl.bfloat16, name="intermediate")
@@ -64,14 +54,12 @@ def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
             # transfer generated on GpSimd (SWDGE); the queue follows the trigger engine.
             first = t == 0 and s == 0
             nisa.dma_copy(
-                dst=wgu[b][s],
-                src=w_gate_up[e].reshape(P, KT, 2, I),
+                dst=wgu[b][s], src=w_gate_up[e].reshape(P, KT, 2, I),
                 engine=nisa.engine.scalar if first else nisa.engine.gpsimd,
             )
             for half in range(2):
                 nisa.dma_copy(
-                    dst=wdn[b][s][:, half, :],
-                    src=w_down[e][half * HALF : (half + 1) * HALF, :],
+                    dst=wdn[b][s][:, half, :], src=w_down[e][half * HALF : (half + 1) * HALF, :],
                     engine=nisa.engine.gpsimd,
                 )
 
@@ -105,11 +93,7 @@ def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
 
         # Ordered reduction: swap the halves each core needs, then add slots 0..7 in order.
         nisa.sendrecv(
-            src=scaled[:, :, :, other],
-            dst=theirs,
-            send_to_rank=other,
-            recv_from_rank=other,
-            pipe_id=0,
+            src=scaled[:, :, :, other], dst=theirs, send_to_rank=other, recv_from_rank=other, pipe_id=0,
             dma_engine=nisa.dma_engine.gpsimd_dma,
         )
         mine = [scaled[:, s, :, c] for s in range(MINE)]
@@ -118,8 +102,4 @@ def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
         nisa.tensor_copy(acc, seq[0])
         for term in seq[1:]:
             nisa.tensor_tensor(acc, acc, term, nl.add)
-        nisa.dma_copy(
-            dst=out[t].reshape(KT, P)[c * 8 : c * 8 + 8, :].permute(1, 0),
-            src=acc,
-            engine=nisa.engine.sync,
-        )
+        nisa.dma_copy(dst=out[t].reshape(KT, P)[c * 8 : c * 8 + 8, :].permute(1, 0), src=acc, engine=nisa.engine.sync)
