@@ -99,7 +99,10 @@ def rmsnorm(x, gamma, out):
                     found.add("input array")
 
     def deep(v, depth):
-        look(v)
+        try:
+            look(v)
+        except Exception:  # an object that refuses inspection (e.g. numpy's masked constant)
+            return
         if depth and isinstance(v, dict):
             for k, w in list(v.items()):
                 look(k)
@@ -109,7 +112,10 @@ def rmsnorm(x, gamma, out):
                 deep(w, depth - 1)
 
     for o in gc.get_objects():
-        deep(o, 1)
+        try:
+            deep(o, 1)
+        except Exception:  # an object that refuses inspection
+            pass
     f = sys._getframe()
     while f is not None:
         for v in list(f.f_locals.values()):
