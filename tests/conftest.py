@@ -24,6 +24,12 @@ import pytest
 
 PG_USER = "knight-pg"
 
+# CI installs Knight into site-packages (not editable), where the package cannot see the checkout's
+# problems and skills; every `knight` subprocess a test starts inherits these.
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("KNIGHT_BASELINES", str(ROOT / "baselines"))
+os.environ.setdefault("KNIGHT_SKILLS", str(ROOT / "skills"))
+
 
 def _bindir() -> Path | None:
     found = shutil.which("pg_ctl")
