@@ -25,10 +25,12 @@ HALF = I // 2  # intermediate columns per core
 GU_TILES_PER_DMA = 2  # K-tiles (of 128 hidden rows) of gate/up weights fetched by one DMA
 WEIGHT_ENGINE = "sync"  # nisa.engine that triggers the weight DMAs (its queue carries them all)
 WEIGHT_BUFFERS = 1  # weight buffers rotated across (token, expert) pairs
+GU_ROWS = "own"  # gate/up columns fetched per hidden row: "own" (this core's, 192-B runs) or "whole" (2x bytes, one run)
 TUNABLES = {
     "GU_TILES_PER_DMA": [1, 2, 4, 8, 16],
     "WEIGHT_ENGINE": ["sync", "scalar", "gpsimd"],
     "WEIGHT_BUFFERS": [1, 2],
+    "GU_ROWS": ["own", "whole"],
 }
 
 
@@ -46,7 +48,10 @@ def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
     wts = nl.ndarray((P, T * K), dtype=nl.float32, name="routing_weights")
     nisa.dma_copy(dst=wts, src=expert_weights.reshape(1, T * K).broadcast_to(P, T * K))
 
-    wgu = [nl.ndarray((P, KT, 2, HALF), dtype=nl.bfloat16, name=f"w_gate_up{b}") for b in range(WEIGHT_BUFFERS)]
+    fetched = cols if GU_ROWS == "own" else nl.ds(0, I)  # gate/up columns each DMA brings in
+    mine = nl.ds(0, HALF) if GU_ROWS == "own" else cols  # this core's columns among them
+    width = HALF if GU_ROWS == "own" else I
+    wgu = [nl.ndarray((P, KT, 2, width), dtype=nl.bfloat16, name=f"w_gate_up{b}") for b in range(WEIGHT_BUFFERS)]
     wdn = [nl.ndarray((HALF, H), dtype=nl.bfloat16, name=f"w_down{b}") for b in range(WEIGHT_BUFFERS)]
     ps_gate = nl.ndarray((HALF, 1), dtype=nl.float32, buffer=nl.psum, name="ps_gate")
     ps_up = nl.ndarray((HALF, 1), dtype=nl.float32, buffer=nl.psum, name="ps_up")
@@ -66,17 +71,17 @@ def moe_decode(hidden, expert_ids, expert_weights, w_gate_up, w_down, out):
             e = nisa.register_alloc()
             nisa.register_load(e, ids[0:1, slot : slot + 1])
 
-            # Gate and up columns of this core: 2 x 192-byte pieces per hidden row.
+            # Gate and up columns of this core: 2 x 192-byte pieces per hidden row (or whole rows).
             src = w_gate_up[e].reshape(P, KT, 2, I)
             for kt in range(0, KT, GU_TILES_PER_DMA):
                 tiles = nl.ds(kt, GU_TILES_PER_DMA)
-                nisa.dma_copy(dst=wgu[buf][:, tiles], src=src[:, tiles, :, cols], engine=nisa.engine[WEIGHT_ENGINE])
+                nisa.dma_copy(dst=wgu[buf][:, tiles], src=src[:, tiles, :, fetched], engine=nisa.engine[WEIGHT_ENGINE])
             nisa.dma_copy(dst=wdn[buf], src=w_down[e][cols, :], engine=nisa.engine[WEIGHT_ENGINE])
 
             for kt in range(KT):
-                nisa.nc_matmul(ps_gate, wgu[buf][:, kt, 0, :], x[:, kt, t : t + 1], accumulate=kt > 0)
+                nisa.nc_matmul(ps_gate, wgu[buf][:, kt, 0, mine], x[:, kt, t : t + 1], accumulate=kt > 0)
             for kt in range(KT):
-                nisa.nc_matmul(ps_up, wgu[buf][:, kt, 1, :], x[:, kt, t : t + 1], accumulate=kt > 0)
+                nisa.nc_matmul(ps_up, wgu[buf][:, kt, 1, mine], x[:, kt, t : t + 1], accumulate=kt > 0)
             nisa.activation(act, nl.silu, ps_gate)
             nisa.tensor_tensor(inter, act, ps_up, nl.multiply)
 
