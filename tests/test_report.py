@@ -14,8 +14,12 @@ import pytest
 from browser import Browser, chromium_path
 from knight_server import Server
 
+from knight.agent.context import workload_views
+from knight.problems import load_problem
+from knight.proposers import prompt
 from knight.report import charts
-from knight.report.model import SCORE_LABEL, IterationView, ModelUsage, RunView
+from knight.report.model import SCORE_LABEL, SCORE_MEANING, IterationView, ModelUsage, RunView
+from knight.store.records import workload_outcomes
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DB = ROOT / "knight.db.example"
@@ -132,6 +136,54 @@ def test_report_cli_errors_are_one_line(scripted_db: Path, tmp_path: Path) -> No
     no_db = knight("report", "--db", str(tmp_path / "absent.db"), cwd=tmp_path)
     assert no_db.returncode == 1 and "Traceback" not in no_db.stderr
     assert not (tmp_path / "absent.db").exists()
+
+
+def test_score_is_labelled_next_to_the_workload_latencies_in_the_cli(
+    scripted_db: Path, tmp_path: Path
+) -> None:
+    """history, show and the run summary say what "score" is and show the per-workload latencies."""
+    history = knight("history", "--db", str(scripted_db), cwd=tmp_path)
+    assert history.returncode == 0, history.stderr
+    lines = history.stdout.splitlines()
+    assert SCORE_MEANING in lines[0] and "score µs" in lines[1]
+    assert max(len(line) for line in lines) <= 100
+    show = knight("show", "2", "--db", str(scripted_db), cwd=tmp_path)
+    assert show.returncode == 0, show.stderr
+    text = show.stdout
+    assert f"{SCORE_LABEL}: " in text
+    table = text[text.index("workloads (the score weighs these):") :].splitlines()
+    assert table[1].split() == ["workload", "weight", "latency", "µs", "baseline", "µs", "speed-up", "correct"]  # fmt: skip
+    first = table[2].split()
+    assert first[0] == "t1" and float(first[2]) > 0 and first[4].endswith("x")
+    db = tmp_path / "k.db"
+    run = knight(
+        "run", "--db", str(db), "--problem", "rmsnorm", "--proposer", "scripted",
+        "--script", str(SCRIPT), "--budget", "2", "--workers", "1", cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    said = run.stdout.splitlines()
+    assert "best score" in said[0] and "baseline score" in said[0] and SCORE_LABEL in said[0]
+    assert said[1].startswith("per workload (champion/baseline µs): t1 ")
+
+
+def test_prompt_names_the_resource_that_sets_each_workload_floor() -> None:
+    """The proposer sees each workload's floor with its binding resource (HBM or an engine)."""
+    report = {
+        "workloads": [
+            {"name": "t1", "latency_ns": 4000.0, "correct": True, "floor_ns": 1000.0,
+             "floor_bound": "tensor"},
+            {"name": "held", "heldout": True, "latency_ns": 1.0, "correct": True},
+        ]
+    }  # fmt: skip
+    problem = load_problem("rmsnorm")
+    outcomes = workload_outcomes(report)
+    assert [(o.name, o.floor_ns, o.floor_bound) for o in outcomes] == [("t1", 1000.0, "tensor")]
+    view = next(v for v in workload_views(problem, outcomes) if v.name == "t1")
+    line = prompt.workload_line(view, worst=None)
+    assert line.startswith(
+        "- t1 (weight 0.5): 4,000 ns; floor 1,000 ns, tensor-bound (25% of roofline)"
+    )
+    assert "compute-aware" in prompt.RULES and "at that engine's peak" in prompt.RULES
 
 
 def _tree_run() -> RunView:
