@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,6 +16,9 @@ from knight.bench.command import bench_cmd
 from knight.errors import KnightError, UsageError
 from knight.report.command import report_cmd
 from knight.service.commands import TokenOpt, register, remote_evaluator
+
+if TYPE_CHECKING:
+    from knight.store import IterationDetail
 
 app = typer.Typer(
     name="knight",
@@ -659,7 +662,7 @@ def run_cmd(
         raise typer.Exit(130)
 
 
-def _best_iteration(db: str, run_id: int):
+def _best_iteration(db: str, run_id: int) -> IterationDetail | None:
     """The run's best accepted iteration (its champion), else its last evaluated one, if any."""
     from knight.failure import IterationStatus
 
