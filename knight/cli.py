@@ -641,13 +641,13 @@ def run_cmd(
         _print_json(data)
     else:
         from knight.cli_views import run_workloads_line
-        from knight.report.model import SCORE_LABEL
+        from knight.report.model import SCORE_MEANING
 
         out.print(
             f"run {summary.run_id} {summary.status.value}: {summary.iterations} iterations, "
             f"{summary.accepted} accepted; best score {summary.best_score_ns / 1000:.2f} µs vs "
             f"baseline score {summary.baseline_score_ns / 1000:.2f} µs ({summary.speedup:.2f}x; "
-            f"{SCORE_LABEL}); stopped: {summary.stop_reason}",
+            f"score = {SCORE_MEANING}); stopped: {summary.stop_reason}",
             markup=False,
         )
         out.print(run_workloads_line(_best_iteration(db, summary.run_id)), markup=False)
