@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,6 +16,9 @@ from knight.bench.command import bench_cmd
 from knight.errors import KnightError, UsageError
 from knight.report.command import report_cmd
 from knight.service.commands import TokenOpt, register, remote_evaluator
+
+if TYPE_CHECKING:
+    from knight.store import IterationDetail
 
 app = typer.Typer(
     name="knight",
@@ -216,6 +219,8 @@ def eval_cmd(
 
 
 def _print_report(report) -> None:
+    from knight.report.model import SCORE_LABEL
+
     table = Table(title=f"{report.problem} on {report.machine}", title_justify="left")
     for col in ("workload", "latency µs", "baseline µs", "speed-up", "roofline", "correct"):
         table.add_column(col, justify="right" if col != "workload" else "left")
@@ -239,8 +244,9 @@ def _print_report(report) -> None:
     out.print(table)
     if report.score_ns:
         out.print(
-            f"score {report.score_ns / 1000:.2f} µs, baseline {report.baseline_score_ns / 1000:.2f} µs, "
-            f"speed-up {report.speedup:.2f}x"
+            f"{SCORE_LABEL}: {report.score_ns / 1000:.2f} µs, baseline score "
+            f"{report.baseline_score_ns / 1000:.2f} µs, speed-up {report.speedup:.2f}x",
+            markup=False,
         )
     out.print(
         f"status {report.status}  ({report.simulated_runs} runs simulated, {report.cached_runs} from cache, "
@@ -634,12 +640,17 @@ def run_cmd(
     if as_json:
         _print_json(data)
     else:
+        from knight.cli_views import run_workloads_line
+        from knight.report.model import SCORE_MEANING
+
         out.print(
             f"run {summary.run_id} {summary.status.value}: {summary.iterations} iterations, "
-            f"{summary.accepted} accepted; best {summary.best_score_ns / 1000:.2f} µs vs baseline "
-            f"{summary.baseline_score_ns / 1000:.2f} µs ({summary.speedup:.2f}x); stopped: {summary.stop_reason}",
+            f"{summary.accepted} accepted; best score {summary.best_score_ns / 1000:.2f} µs vs "
+            f"baseline score {summary.baseline_score_ns / 1000:.2f} µs ({summary.speedup:.2f}x; "
+            f"score = {SCORE_MEANING}); stopped: {summary.stop_reason}",
             markup=False,
         )
+        out.print(run_workloads_line(_best_iteration(db, summary.run_id)), markup=False)
         out.print(
             f"next: knight history --db {db} --run {summary.run_id}   |   knight show N --db {db} --run "
             f"{summary.run_id} --diff   |   knight replay --db {db} --run {summary.run_id} --out best.py",
@@ -649,6 +660,19 @@ def run_cmd(
             out.print(f"resume with: knight run --db {db} --resume {summary.run_id}", markup=False)
     if summary.status is RunStatus.interrupted:
         raise typer.Exit(130)
+
+
+def _best_iteration(db: str, run_id: int) -> IterationDetail | None:
+    """The run's best accepted iteration (its champion), else its last evaluated one, if any."""
+    from knight.failure import IterationStatus
+
+    with _read_store(db) as store:
+        rows = [r for r in store.history(run_id) if r.score_ns]
+        if not rows:
+            return None
+        accepted = [r for r in rows if r.status is IterationStatus.accepted]
+        best = min(accepted, key=lambda r: r.score_ns) if accepted else rows[-1]
+        return store.iteration(run_id, best.number)
 
 
 def _evaluator_spec(spec: str | None) -> tuple[str, str | None]:
@@ -696,7 +720,7 @@ def history_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """What was tried in a run, what happened, and why."""
-    from knight.cli_views import history_lines
+    from knight.cli_views import history_lines, history_title
     from knight.failure import Category, IterationStatus
 
     if status is not None and status not in IterationStatus.__members__:
@@ -714,7 +738,7 @@ def history_cmd(
     if as_json:
         _print_json({"run_id": run_id, "iterations": [r.model_dump(mode="json") for r in rows]})
         return
-    out.print(f"run {run_id}", markup=False)
+    out.print(history_title(run_id), markup=False)
     for line in history_lines(rows, wide=wide):
         out.print(line, markup=False)
     if not rows:
@@ -797,7 +821,7 @@ def replay_cmd(
             old = f"{st.recorded_score_ns / 1000:.2f}" if st.recorded_score_ns else "-"
             new = f"{st.replayed_score_ns / 1000:.2f}" if st.replayed_score_ns else "-"
             out.print(
-                f"#{st.iteration:<4} {mark:<8} hash {'=' if st.hash_match else '≠'}  recorded {old} µs  now {new} µs  "
+                f"#{st.iteration:<4} {mark:<8} hash {'=' if st.hash_match else '≠'}  score recorded {old} µs  now {new} µs  "
                 f"{st.hypothesis[:60]}{('  ' + st.message) if st.message else ''}",
                 markup=False,
             )

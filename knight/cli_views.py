@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from knight.report.model import SCORE_LABEL, SCORE_MEANING
 from knight.store import IterationDetail, IterationSummary
 
 TABLE_WIDTH = 100
-# number, parent, outcome, hypothesis, µs, x base, x parent
+# number, parent, outcome, hypothesis, score µs, x base, x parent
 _FIXED = "{:>4}  {:>4}  {:<24}  {}  {:>9}  {:>6}  {:>8}"
 
 
@@ -24,7 +25,7 @@ def _cut(text: str, width: int) -> str:
 def history_lines(rows: list[IterationSummary], wide: bool = False) -> list[str]:
     """The history table: one line per iteration within 100 columns (`wide`: full hypotheses)."""
     hyp_width = TABLE_WIDTH - len(_FIXED.format("", "", "", "", "", "", ""))
-    names = ("#", "from", "outcome", "hypothesis", "µs", "x base", "x parent")
+    names = ("#", "from", "outcome", "hypothesis", "score µs", "x base", "x parent")
     if wide:
         lines = [_wide(*names)]
     else:
@@ -39,6 +40,11 @@ def history_lines(rows: list[IterationSummary], wide: bool = False) -> list[str]
         cells += (score, base, parent)
         lines.append(_FIXED.format(*cells) if not wide else _wide(*cells))
     return lines
+
+
+def history_title(run_id: int) -> str:
+    """The line above the history table: the run, and what its "score" column is."""
+    return f"run {run_id} · score µs: {SCORE_MEANING}; per workload: knight show N"
 
 
 def parent_label(parent_iteration: int | None) -> str:
@@ -97,7 +103,7 @@ def iteration_text(v: IterationDetail, diff: bool = False) -> str:
         out.append(f"tags: {', '.join(v.tags)}   skills: {', '.join(v.skills_cited) or '-'}")
     if v.score_ns and v.parent_score_ns:
         out.append(
-            f"score: {v.score_ns / 1000:.2f} µs (parent {v.parent_score_ns / 1000:.2f} µs; "
+            f"{SCORE_LABEL}: {v.score_ns / 1000:.2f} µs (parent {v.parent_score_ns / 1000:.2f} µs; "
             f"{v.speedup_vs_parent or 0:.3f}x vs parent, {v.speedup_vs_baseline or 0:.3f}x vs "
             "baseline)"
         )
@@ -117,10 +123,7 @@ def iteration_text(v: IterationDetail, diff: bool = False) -> str:
                 out.append(f"  {key}: {value}")
     report = v.report or {}
     if report.get("workloads"):
-        out.append("workloads:")
-        for w in report["workloads"]:
-            lat = f"{w['latency_ns'] / 1000:.2f} µs" if w.get("latency_ns") else "-"
-            out.append(f"  {w['name']:<14} {lat:>12}  correct: {w['correct']}")
+        out += _workload_lines(report["workloads"])
     out += _profile_lines(profile_change(v.parent_profile, report.get("profile", {})))
     if v.transcript:
         out.append("conversation:")
@@ -138,6 +141,45 @@ def iteration_text(v: IterationDetail, diff: bool = False) -> str:
     return "\n".join(out)
 
 
+def _us(ns: float | None) -> str:
+    return f"{ns / 1000:.2f}" if ns else "-"
+
+
+def _workload_lines(workloads: list[dict[str, Any]]) -> list[str]:
+    """The per-workload latencies the score is the weighted geometric mean of (held-out: weight -)."""
+    out = [
+        "workloads (the score weighs these):",
+        f"  {'workload':<16} {'weight':>6} {'latency µs':>11} {'baseline µs':>11} "
+        f"{'speed-up':>8}  correct",
+    ]
+    for w in workloads:
+        lat, base = w.get("latency_ns"), w.get("baseline_latency_ns")
+        weight = "-" if w.get("heldout") else f"{w.get('weight', 0):g}"
+        speedup = f"{base / lat:.2f}x" if lat and base else "-"
+        name = w["name"] + (" (held out)" if w.get("heldout") else "")
+        out.append(
+            f"  {name:<16} {weight:>6} {_us(lat):>11} {_us(base):>11} {speedup:>8}  {w['correct']}"
+        )
+    return out
+
+
+def run_workloads_line(best: IterationDetail | None) -> str:
+    """Under a run's summary: the champion's latency on each workload next to the baseline's
+    (`best`: the champion's iteration, or any evaluated one when nothing was accepted)."""
+    report = (best.report or {}) if best is not None else {}
+    workloads = [w for w in report.get("workloads") or [] if not w.get("heldout")]
+    if best is None or not workloads:
+        return "per workload: no candidate was evaluated"
+    if best.status.value != "accepted":  # the champion is still the baseline
+        cells = [f"{w['name']} {_us(w.get('baseline_latency_ns'))}" for w in workloads]
+        return "per workload (baseline = champion, µs): " + ", ".join(cells)
+    cells = [
+        f"{w['name']} {_us(w.get('latency_ns'))}/{_us(w.get('baseline_latency_ns'))}"
+        for w in workloads
+    ]
+    return "per workload (champion/baseline µs): " + ", ".join(cells)
+
+
 def _parent_text(v: IterationDetail) -> str:
     """The parent kernel: the baseline or the accepted iteration that produced it, and its hash."""
     origin = "the baseline" if v.parent_iteration is None else f"iteration {v.parent_iteration}"
@@ -148,7 +190,7 @@ def _profile_lines(pc: dict[str, Any]) -> list[str]:
     if not pc:
         return []
     out = [
-        f"profile vs parent: {pc['total_ns'][0] / 1000:.2f} -> {pc['total_ns'][1] / 1000:.2f} µs"
+        f"profile of one workload vs parent: {pc['total_ns'][0] / 1000:.2f} -> {pc['total_ns'][1] / 1000:.2f} µs"
     ]
     if "dma_active_share" in pc:
         a, b = pc["dma_active_share"]

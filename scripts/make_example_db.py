@@ -4,11 +4,16 @@
 
 What it runs, through the real `knight` command line, on moe_decode (the default problem):
   run 1  the offline proposer (knob tuning, no model, no network) for --budget iterations;
-  run 2  the scripted proposer with scripts/example_structural.jsonl: a structural step (whole
-         gate/up rows per DMA instead of 192-byte column slices), a reordered expert sum the judge
-         rejects (bits change), then the two knob values run 1's search accepted, on top; so the
-         chain mixes a structural patch and knob moves, and one failure is attributed.
+  run 2  the scripted proposer with scripts/example_structural.jsonl, against today's baseline:
+         whole gate/up rows per DMA instead of 192-byte column slices (structural), a reordered
+         expert sum the judge rejects (bits change), the down projection's 16 tiles in one PSUM
+         bank with one read-out (structural), then one DMA per expert (a knob); so the chain mixes
+         structural patches and a knob move, and one failure is attributed.
 Every figure in the file comes from the simulator and the evaluator; nothing is edited by hand.
+To keep the file small, the evaluator's run cache (the `evaluations` table, the output bits of
+every simulated run) keeps one row per candidate, the one holding the profile that the
+report and `knight show` read as a parent's profile; the iterations keep their full reports,
+and a later `--resume` on a copy simulates the dropped runs again if it needs them.
 The database is written next to --out and moved into place only when both runs succeeded; its
 write-ahead log is folded in, so the one file is complete. Takes a few minutes on two cores.
 The last line printed is a JSON summary.
@@ -38,6 +43,27 @@ def knight(*args: str) -> dict:
     if done.returncode != 0:
         raise SystemExit(f"knight {args[0]} failed with exit code {done.returncode}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# Per candidate and harness, the first cached run with a profile: the one the store reads as a
+# parent's profile (knight.store.runs._stored_profile); every other row only memoises output bits.
+KEEP_PROFILE_ROWS = """
+DELETE FROM evaluations WHERE id NOT IN (
+    SELECT min(id) FROM evaluations
+    WHERE json_extract(report, '$.profile') IS NOT NULL AND json_extract(report, '$.profile') != '{}'
+    GROUP BY candidate_hash, harness
+)"""
+
+
+def prune_run_cache(path: Path) -> int:
+    """Keep one cached run per candidate, the one holding its profile; the number dropped."""
+    connection = sqlite3.connect(path)
+    try:
+        with connection:
+            dropped = connection.execute(KEEP_PROFILE_ROWS).rowcount
+    finally:
+        connection.close()
+    return dropped
 
 
 def finish_sqlite_file(path: Path) -> None:
@@ -73,6 +99,7 @@ def main() -> None:
         "run", *common, "--problem", PROBLEM, "--proposer", "scripted",
         "--script", str(STRUCTURAL_SCRIPT.relative_to(ROOT)), "--budget", str(SCRIPT_STEPS),
     )  # fmt: skip
+    dropped = prune_run_cache(work)
     finish_sqlite_file(work)
     work.replace(args.out)
     summary = {
@@ -83,6 +110,7 @@ def main() -> None:
             | {"proposer": proposer}
             for answer, proposer in ((offline, "offline"), (scripted, "scripted"))
         ],
+        "cache_rows_dropped": dropped,
         "wall_s": round(time.perf_counter() - start, 1),
     }
     print(json.dumps(summary))

@@ -7,7 +7,6 @@ import copy
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from knight_server import Server, knight_process
 
 from knight.errors import KnightError, UsageError
 from knight.problems import load_problem
@@ -26,77 +26,6 @@ from knight.store import Iteration, open_database
 ROOT = Path(__file__).resolve().parents[1]
 QUEUE = 6
 RMSNORM = (ROOT / "baselines" / "rmsnorm" / "baseline.py").read_text()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _knight(*args: str, cwd: Path, env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "knight.cli", *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        **kw,
-    )
-
-
-class Server:
-    """A `knight serve` process on a free loopback port, restartable on the same port and db."""
-
-    def __init__(self, home: Path, *extra: str) -> None:
-        self.home, self.extra = home, extra
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        tokens = home / "tokens"
-        self.rw = create_token("rw", tokens)
-        self.ro = create_token("ro", tokens)
-        self.db = home / "server.db"
-        self.proc: subprocess.Popen | None = None
-        self.start()
-
-    def start(self) -> None:
-        log = open(self.home / "server.log", "ab")
-        self.proc = _knight(
-            "serve",
-            "--port",
-            str(self.port),
-            "--db",
-            str(self.db),
-            "--token-file",
-            str(self.home / "tokens"),
-            "--state-dir",
-            str(self.home / "state"),
-            "--workers",
-            "2",
-            "--log-level",
-            "info",
-            *self.extra,
-            cwd=self.home,
-            stdout=log,
-            stderr=log,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (self.home / "server.log").read_text()[-2000:]
-            try:
-                if httpx.get(self.url + "/v1/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("the server did not come up")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(30)
-
-    def client(self, token: str | None = "rw") -> httpx.Client:
-        headers = {} if token is None else {"Authorization": f"Bearer {getattr(self, token)}"}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +63,7 @@ def test_token_file_keeps_only_hashes_and_scopes(tmp_path: Path) -> None:
 
 
 def test_token_create_cli_prints_the_token_once(tmp_path: Path) -> None:
-    p = _knight(
+    p = knight_process(
         "token",
         "create",
         "--scope",
@@ -417,7 +346,7 @@ def test_client_run_survives_a_killed_server(server: Server, tmp_path: Path) -> 
     srv = server
     db = tmp_path / "client.db"
     log = open(tmp_path / "client.log", "wb")
-    client = _knight(
+    client = knight_process(
         "run",
         "--evaluator",
         srv.url,

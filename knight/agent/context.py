@@ -77,6 +77,8 @@ def workload_views(problem: Problem, outcomes: list[WorkloadOutcome]) -> list[Wo
                 weight=w.weight,
                 latency_ns=o.latency_ns if o else None,
                 digest=digest(o) if o else "",
+                floor_ns=o.floor_ns if o else None,
+                floor_bound=o.floor_bound if o else None,
             )
         )
     return views

@@ -43,6 +43,8 @@ class WorkloadView:
     latency_ns: float | None = None
     baseline_latency_ns: float | None = None
     digest: str = ""  # one line: verdict and the top critical-path categories
+    floor_ns: float | None = None  # physical floor: the slowest resource's time for the work
+    floor_bound: str | None = None  # the resource setting it: "hbm" or an engine ("tensor", ...)
 
 
 @dataclass

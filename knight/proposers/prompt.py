@@ -79,8 +79,11 @@ input or output values on the host or steering Python by device values; caching 
 calls or keyed by the inputs; computing only what the visible workloads need, or skipping work \
 that happens to be zero or repeated on them; writing to or mutating the inputs; touching \
 simulator, timer or harness internals; falling back to a reference implementation; \
-nondeterminism. A latency below the physical floor (the bytes that must move over the HBM \
-bandwidth, or the problem's compute floor) is an integrity failure, never a win."""
+nondeterminism. A latency below the physical floor is an integrity failure, never a win. The \
+floor is compute-aware: the time of the slowest resource the work must pass through, either the \
+bytes that must cross HBM at its bandwidth or the engine work the problem declares (TensorE \
+flops, ScalarE/VectorE/GpSimd elements) at that engine's peak; each workload line below names \
+its binding resource ("floor ... hbm-bound" or "tensor-bound", ...)."""
 
 SCORE = """# Score
 The score is the weighted geometric mean, over the visible workloads below, of each workload's \
@@ -365,12 +368,17 @@ def _status_section(ctx: ProposalContext) -> str:
     return text + "."
 
 
-def _workload_line(w: WorkloadView, worst: str | None) -> str:
+def workload_line(w: WorkloadView, worst: str | None) -> str:
+    """One champion workload: latency vs the baseline's, the floor and its binding resource."""
     lat = _ns(w.latency_ns)
     if w.latency_ns and w.baseline_latency_ns:
         lat += (
             f" (baseline {_ns(w.baseline_latency_ns)}, {w.baseline_latency_ns / w.latency_ns:.2f}x)"
         )
+    if w.floor_ns and w.floor_bound:
+        lat += f"; floor {_ns(w.floor_ns)}, {w.floor_bound}-bound"
+        if w.latency_ns:
+            lat += f" ({w.floor_ns / w.latency_ns:.0%} of roofline)"
     mark = " [worst: full profile below]" if w.name == worst else ""
     return f"- {w.name} (weight {w.weight:g}): {lat}{mark}" + (
         f"\n  {w.digest}" if w.digest else ""
@@ -378,7 +386,7 @@ def _workload_line(w: WorkloadView, worst: str | None) -> str:
 
 
 def _workloads_section(ctx: ProposalContext) -> str:
-    return "\n".join(_workload_line(w, ctx.worst_workload) for w in ctx.workloads)
+    return "\n".join(workload_line(w, ctx.worst_workload) for w in ctx.workloads)
 
 
 def _source_section(ctx: ProposalContext) -> str:

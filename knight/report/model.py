@@ -11,7 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-SCORE_LABEL = "score (weighted geometric mean of workload latencies)"
+SCORE_MEANING = "weighted geometric mean of workload latencies"
+SCORE_LABEL = f"score ({SCORE_MEANING})"
 
 
 class ModelUsage(BaseModel):

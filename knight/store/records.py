@@ -146,6 +146,8 @@ class WorkloadOutcome(BaseModel):
     verdict: str | None = None  # the profile's bottleneck line
     critical: list[tuple[str, float]] = []  # top critical-path categories, share of the path
     hbm_utilisation: float | None = None
+    floor_ns: float | None = None  # the workload's physical floor
+    floor_bound: str | None = None  # the resource that sets it: "hbm", "tensor", "scalar", ...
 
 
 def workload_outcomes(report: dict[str, Any] | None) -> list[WorkloadOutcome]:
@@ -165,6 +167,8 @@ def workload_outcomes(report: dict[str, Any] | None) -> list[WorkloadOutcome]:
                 verdict=prof.get("bottleneck"),
                 critical=critical,
                 hbm_utilisation=prof.get("hbm_utilisation"),
+                floor_ns=w.get("floor_ns"),
+                floor_bound=w.get("floor_bound"),
             )
         )
     return out
