@@ -1,14 +1,14 @@
 """Regenerate knight.db.example from real runs, at the current schema.
 
-    python scripts/make_example_db.py [--out knight.db.example] [--budget 6] [--workers 2]
+    python scripts/make_example_db.py [--out knight.db.example] [--budget 10] [--workers 2]
 
 What it runs, through the real `knight` command line, on moe_decode (the default problem):
   run 1  the offline proposer (knob tuning, no model, no network) for --budget iterations;
   run 2  the scripted proposer with scripts/example_structural.jsonl, against today's baseline:
-         whole gate/up rows per DMA instead of 192-byte column slices (structural), a reordered
+         whole gate/up rows per DMA instead of 192-byte column slices (the GU_ROWS knob), a reordered
          expert sum the judge rejects (bits change), the down projection's 16 tiles in one PSUM
          bank with one read-out (structural), then one DMA per expert (a knob); so the chain mixes
-         structural patches and a knob move, and one failure is attributed.
+         knob moves and a structural patch, and one failure is attributed.
 Every figure in the file comes from the simulator and the evaluator; nothing is edited by hand.
 To keep the file small, the evaluator's run cache (the `evaluations` table, the output bits of
 every simulated run) keeps one row per candidate, the one holding the profile that the
@@ -80,7 +80,7 @@ def finish_sqlite_file(path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "knight.db.example")
-    parser.add_argument("--budget", type=int, default=6, help="iterations of the offline run")
+    parser.add_argument("--budget", type=int, default=10, help="iterations of the offline run")
     parser.add_argument("--workers", type=int, default=2, help="evaluation worker processes")
     args = parser.parse_args()
     if args.budget < 1:
