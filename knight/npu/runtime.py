@@ -24,6 +24,7 @@ import numpy as np
 
 from knight.npu import numerics, tracer
 from knight.npu.calllog import CallLog, recording, replay
+from knight.npu.dtypes import HBM_DTYPES
 from knight.npu.errors import KernelException, NpuError, SourceLoc
 from knight.npu.machine import MachineSpec, load_machine
 from knight.npu.nisa import _Exchange, exchange
@@ -32,7 +33,6 @@ from knight.npu.tensor import HBM, Tensor, View
 from knight.npu.tracer import SharedState, Tracer
 
 _NPU_DIR = os.path.dirname(os.path.abspath(__file__))
-_SUPPORTED = tuple(np.dtype(d) for d in (numerics.BF16, np.float16, np.float32, np.int32))
 
 TensorDecls = Mapping[str, tuple[tuple[int, ...], object]]  # name -> (shape, dtype)
 
@@ -227,9 +227,9 @@ def _hbm_tensors(
     out: dict[str, Tensor] = {}
     for name, (shape, dtype) in inputs.items():
         dt = np.dtype(dtype)
-        if dt not in _SUPPORTED:
+        if dt not in HBM_DTYPES:
             raise TypeError(
-                f"input {name!r} has dtype {dt}; the NPU holds {', '.join(map(str, _SUPPORTED))}"
+                f"input {name!r} has dtype {dt}; the NPU holds {', '.join(map(str, HBM_DTYPES))}"
             )
         if data is None:
             a = np.zeros(tuple(shape), dtype=dt)

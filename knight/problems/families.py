@@ -8,10 +8,9 @@ late leaves the result the size of the absorbed terms, so the difference reaches
 
 from __future__ import annotations
 
-import ml_dtypes
 import numpy as np
 
-BF16 = ml_dtypes.bfloat16
+from knight.npu.dtypes import BF16
 
 
 def bf16_values(a: np.ndarray) -> np.ndarray:
