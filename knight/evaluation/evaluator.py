@@ -78,7 +78,6 @@ class LocalEvaluator:
         self._aux: WorkerPool | None = None  # in-process mode: re-traces under another hash seed
         self._aux_args = (timeout_s, memory_mb)
         self._logs: OrderedDict[tuple, TraceResult] = OrderedDict()
-        self.simulated = 0
 
     def close(self) -> None:
         for pool in (self.pool, self._aux):
@@ -201,7 +200,6 @@ class LocalEvaluator:
 
     def execute(self, problem: Problem, reqs: list[ExecuteRequest]) -> list[RunResult]:
         """Replay call logs on inputs, in executor processes (or in this one with isolate=False)."""
-        self.simulated += len(reqs)
         if self.pool is None:
             return [execute_one(r) for r in reqs]
         kind = WorkerKind(

@@ -32,8 +32,6 @@ from knight.npu.program import Program
 from knight.npu.tensor import HBM, Tensor, View
 from knight.npu.tracer import SharedState, Tracer
 
-_NPU_DIR = os.path.dirname(os.path.abspath(__file__))
-
 TensorDecls = Mapping[str, tuple[tuple[int, ...], object]]  # name -> (shape, dtype)
 
 
@@ -260,11 +258,8 @@ def _kernel_frame(exc: BaseException) -> SourceLoc | None:
     loc = None
     for frame, line in traceback.walk_tb(exc.__traceback__):
         path = os.path.abspath(frame.f_code.co_filename)
-        if (
-            os.path.dirname(path) != _NPU_DIR
-            and "site-packages" not in path
-            and "/lib/python" not in path
-        ):
+        library = "site-packages" in path or "/lib/python" in path
+        if not tracer.in_simulator(path) and not library:
             loc = SourceLoc(frame.f_code.co_filename, line)
     return loc
 

@@ -32,13 +32,6 @@ def large_first(a: np.ndarray) -> np.ndarray:
     return np.take_along_axis(a, order, axis=-1)
 
 
-def cancel_late(a: np.ndarray, first: int, last: int) -> np.ndarray:
-    """Make element `last` of every row the negation of element `first` (a late cancellation)."""
-    out = a.copy()
-    out[..., last] = -out[..., first]
-    return out
-
-
 def all_bf16(lo: float, hi: float) -> np.ndarray:
     """Every finite bf16 value with lo <= |v| <= hi, both signs, as float32."""
     pos = np.arange(0x0000, 0x7F80, dtype=np.uint32) << 16

@@ -126,9 +126,6 @@ class Problem:
                 return w
         raise KeyError(name)
 
-    def is_heldout(self, name: str) -> bool:
-        return any(w.name == name for w in self.spec.heldout)
-
     def make_inputs(self, workload: Workload, seed: int) -> dict[str, np.ndarray]:
         """Inputs for one workload and seed: reproducible on any machine (PCG64 from the seed)."""
         rng = np.random.Generator(
