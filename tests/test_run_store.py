@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from alembic import command
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from knight.errors import KnightError, NotFoundError
@@ -23,9 +25,12 @@ from knight.store import (
     LessonRecord,
     RunSpec,
     RunStore,
+    cached_evaluation,
     head_revision,
     open_store,
+    save_evaluation,
 )
+from knight.store.migrate import alembic_config
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "knight.db.example"  # the shipped example, at the current schema
@@ -172,6 +177,33 @@ def test_opening_for_writing_backs_up_then_upgrades(tmp_path: Path) -> None:
         assert backup.execute("select count(*) from iterations").fetchone() == (4,)
     with open_store(str(old), "read") as store:  # now current: reading works
         assert [r.number for r in store.history(1)] == [1, 2, 3, 4]
+
+
+def test_revision_0004_drops_the_never_written_correct_column(
+    store_url: str, tmp_path: Path
+) -> None:
+    """Nothing wrote evaluations.correct (a cached run is stored before the judge compares it with
+    the baseline); 0004 drops it and keeps every cached run and the cache's first-write-wins key."""
+    url = str(tmp_path / "k.db") if store_url == ":memory:" else store_url
+    engine = create_engine(url if "://" in url else f"sqlite:///{url}")
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0003")
+        connection.execute(
+            text(
+                "INSERT INTO evaluations (candidate_hash, harness, workload, seed, status, "
+                "latency_ns, correct, report, created_at) "
+                "VALUES ('c', 'h', 'w', 1, 'ok', 5.0, NULL, '{}', CURRENT_TIMESTAMP)"
+            )
+        )
+    engine.dispose()
+    with open_store(url, "write") as store:
+        assert store.schema_upgrade is not None and store.schema_upgrade.before == "0003"
+        columns = {c["name"] for c in inspect(store.db.engine).get_columns("evaluations")}
+        assert "correct" not in columns and {"latency_ns", "outputs_digest"} <= columns
+        with store.db.session() as session:
+            save_evaluation(session, "c", "h", "w", 1, status="failed", report={"n": 2})
+            kept = cached_evaluation(session, "c", "h", "w", 1)
+            assert kept is not None and (kept.status, kept.latency_ns) == ("ok", 5.0)
 
 
 def _knight(*args: str, cwd: Path) -> subprocess.CompletedProcess:
