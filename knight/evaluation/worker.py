@@ -35,7 +35,7 @@ from knight.evaluation.report import Failure, RunResult
 from knight.evaluation.wire import MAX_MESSAGE_CHARS, clean, clean_text
 from knight.npu import numerics
 from knight.npu.calllog import CallLog
-from knight.npu.dtypes import DTYPES
+from knight.npu.dtypes import DTYPES, name_of
 from knight.npu.errors import NpuError
 from knight.npu.machine import MachineSpec, load_machine
 from knight.npu.perfetto import chrome_trace
@@ -149,7 +149,7 @@ def _execute(req: ExecuteRequest) -> RunResult:
         ok=True,
         latency_ns=sim.latency_ns,
         outputs={n: numerics.bits(a).tobytes().hex() for n, a in sim.outputs.items()},
-        output_dtypes={n: str(a.dtype) for n, a in sim.outputs.items()},
+        output_dtypes={n: name_of(a.dtype) for n, a in sim.outputs.items()},
         output_shapes={n: list(a.shape) for n, a in sim.outputs.items()},
         inputs_mutated=[],  # inputs are mapped read-only and the tracer refuses writes to them
         floor_ns=floor.ns,
