@@ -10,12 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from knight.npu.dtypes import BF16
-
-
-def bf16_values(a: np.ndarray) -> np.ndarray:
-    """`a` rounded to bf16 and widened back to float32 (exactly representable values)."""
-    return np.asarray(a, dtype=np.float32).astype(BF16).astype(np.float32)
+from knight.npu.dtypes import BF16  # noqa: F401 - the problems' generators import it from here
 
 
 def binade_spread(rng: np.random.Generator, shape: tuple[int, ...], lo: int, hi: int) -> np.ndarray:
