@@ -13,6 +13,22 @@ from rich.table import Table
 
 from knight import __version__
 from knight.bench.command import bench_cmd
+from knight.cli_options import (
+    BudgetOpt,
+    CommandOpt,
+    DbOpt,
+    JsonOpt,
+    MachineOpt,
+    MinGainOpt,
+    ModelOpt,
+    ProposerOpt,
+    ScriptOpt,
+    SeedOpt,
+    StrategyOpt,
+    WorkersOpt,
+    check_machine,
+    check_run_options,
+)
 from knight.errors import KnightError, UsageError
 from knight.report.command import report_cmd
 from knight.service.commands import TokenOpt, register, remote_evaluator
@@ -33,17 +49,6 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)  # messages and prog
 ProblemOpt = Annotated[
     str | None, typer.Option("--problem", "-p", help="Problem id or folder (default: moe_decode).")
 ]
-MachineOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--machine",
-        "-m",
-        help="Machine preset: trn2, trn3 or a preset .toml file (default: the problem's; with a run id, the run's).",
-    ),
-]
-JsonOpt = Annotated[
-    bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")
-]
 
 
 def _print_json(data: Any) -> None:
@@ -57,23 +62,6 @@ def _read_kernel(path: Path) -> str:
         return path.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"cannot read kernel file {path}: {e}") from None
-
-
-def _machine(name: str | None) -> str | None:
-    """Check a --machine value (a preset name or a preset .toml file) before any work starts."""
-    from knight.npu.machine import PRESET_NAMES, load_machine
-
-    if name is None:
-        return None
-    if name not in PRESET_NAMES and not name.endswith(".toml"):
-        raise UsageError(
-            f"unknown machine {name!r}; choose one of {', '.join(PRESET_NAMES)} or a preset .toml file"
-        )
-    try:
-        load_machine(name)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"cannot load machine preset {name}: {e}") from None
-    return name
 
 
 @app.callback(invoke_without_command=True)
@@ -192,7 +180,7 @@ def eval_cmd(
     prob = load_problem(problem)
     if seeds is not None and seeds < 1:
         raise UsageError("--seeds must be at least 1")
-    machine = _machine(machine)
+    machine = check_machine(machine)
     err.print(f"judging {kernel} on {prob.id} ...")
     kind, address = _evaluator_spec(evaluator)
     if kind not in ("local", "remote"):
@@ -299,7 +287,7 @@ def profile_cmd(
             raise UsageError(
                 f"unknown workload {workload!r}; visible workloads: {', '.join(sorted(visible))}"
             )
-    with LocalEvaluator(_machine(machine), workers=1, cache=MemoryCache()) as ev:
+    with LocalEvaluator(check_machine(machine), workers=1, cache=MemoryCache()) as ev:
         run = ev.profile_run(source, prob, workload, seed, trace=trace is not None)
     if not run.ok:
         f = run.failure
@@ -371,9 +359,6 @@ def export_cmd(
 
 # ----------------------------------------------------------------------------- run / history / show / replay
 
-DbOpt = Annotated[
-    str, typer.Option("--db", help="SQLite path or SQLAlchemy URL of the experience store.")
-]
 RunOpt = Annotated[int | None, typer.Option("--run", help="Run id (default: the latest run).")]
 
 
@@ -430,49 +415,16 @@ class _Progress:
 
 @app.command("run")
 def run_cmd(
-    budget: Annotated[
-        int | None,
-        typer.Option(
-            "--budget",
-            "-n",
-            help="Total iterations of the run (default 10; with --resume: the run's own, or this new total).",
-        ),
-    ] = None,
+    budget: BudgetOpt = None,
     problem: ProblemOpt = None,
     machine: MachineOpt = None,
-    proposer: Annotated[
-        str | None,
-        typer.Option(
-            "--proposer",
-            help="offline, scripted, claude or command (default: claude if ANTHROPIC_API_KEY is set, else offline).",
-        ),
-    ] = None,
-    script: Annotated[
-        Path | None, typer.Option("--script", help="JSONL proposals for --proposer scripted.")
-    ] = None,
-    command: Annotated[
-        str | None,
-        typer.Option(
-            "--command", help="Agent command template with {prompt_file} and {output_file}."
-        ),
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model", help="Claude model (default: $KNIGHT_MODEL or the built-in default)."
-        ),
-    ] = None,
+    proposer: ProposerOpt = None,
+    script: ScriptOpt = None,
+    command: CommandOpt = None,
+    model: ModelOpt = None,
     db: DbOpt = "knight.db",
-    seed: Annotated[
-        int | None,
-        typer.Option("--seed", help="Seed of the offline proposer's search (default 0)."),
-    ] = None,
-    strategy: Annotated[
-        str | None,
-        typer.Option(
-            "--strategy", help="Offline proposer's search: bandit or tpe (default: bandit)."
-        ),
-    ] = None,
+    seed: SeedOpt = None,
+    strategy: StrategyOpt = None,
     resume: Annotated[
         int | None,
         typer.Option(
@@ -487,13 +439,7 @@ def run_cmd(
         float | None,
         typer.Option("--time-limit", help="Stop starting iterations after this many seconds."),
     ] = None,
-    min_gain: Annotated[
-        float | None,
-        typer.Option(
-            "--min-gain",
-            help="Accept only candidates at least this much faster than the champion (default 1.01: the simulator is deterministic, so small gains are real).",
-        ),
-    ] = None,
+    min_gain: MinGainOpt = None,
     fix_rounds: Annotated[
         int | None,
         typer.Option(
@@ -508,10 +454,7 @@ def run_cmd(
             help="Seconds to wait out a model-provider outage (429/529/5xx/network) before pausing the run (default 900).",
         ),
     ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option("--workers", help="Evaluation worker processes (default: CPU cores)."),
-    ] = None,
+    workers: WorkersOpt = None,
     parallel: Annotated[
         int | None,
         typer.Option(
@@ -530,19 +473,20 @@ def run_cmd(
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Optimise a problem for a budget of iterations, keeping every attempt in the database."""
+    """Optimise a problem for a budget of iterations, keeping every attempt in the database.
+
+    Defaults: 10 iterations, the claude proposer when ANTHROPIC_API_KEY is set (else offline),
+    seed 0, --min-gain 1.01; with --resume, the run's own, and limits given here apply to the rest.
+    """
     from knight.agent.cache import StoreRunCache
     from knight.agent.config import ResumeOverrides, RunConfig, refuse_identity_changes
     from knight.agent.loop import Runner
     from knight.failure import RunStatus
     from knight.problems import load_problem
-    from knight.proposers.select import NAMES, make_proposer
+    from knight.proposers.select import make_proposer
     from knight.skills import load_skills
 
-    if budget is not None and budget < 1:
-        raise UsageError("--budget must be at least 1")
-    if min_gain is not None and min_gain < 1.0:
-        raise UsageError("--min-gain must be at least 1.0")
+    check_run_options(budget=budget, min_gain=min_gain, proposer=proposer)
     if fix_rounds is not None and fix_rounds < 0:
         raise UsageError("--fix-rounds cannot be negative")
     if max_outage is not None and max_outage < 0:
@@ -550,10 +494,8 @@ def run_cmd(
     for flag, value in (("--parallel", parallel), ("--beam", beam)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be at least 1")
-    machine = _machine(machine)
+    machine = check_machine(machine)
     evaluator_kind, address = _evaluator_spec(evaluator)
-    if proposer is not None and proposer not in NAMES:
-        raise UsageError(f"unknown proposer {proposer!r}; choose one of {', '.join(NAMES)}")
     if resume is None:
         prob = load_problem(problem)  # before the database exists: a typo leaves no file behind
     store = _write_store(db, create=resume is None)
@@ -795,7 +737,7 @@ def replay_cmd(
     from knight.evaluation import LocalEvaluator, MemoryCache
     from knight.problems import load_problem
 
-    machine = _machine(machine)
+    machine = check_machine(machine)
     with _read_store(db) as store:
         run_id = store.resolve_run_id(run)
         info = store.run(run_id)

@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
+from knight.npu.errors import CATEGORIES as SIMULATOR_CATEGORIES
+
 
 class Stage(StrEnum):
     """Where in the pipeline an attempt failed."""
@@ -26,81 +28,44 @@ class Stage(StrEnum):
     performance = "performance"
 
 
-class Category(StrEnum):
-    """The closed failure taxonomy; extend deliberately (a new member needs a stage and a hint)."""
+# Every category, by the stage it belongs to: the one list of the taxonomy. The trace stage is the
+# simulator's own error classes (`knight.npu.errors`), which cannot import this module.
+_NAMES_BY_STAGE: dict[Stage, tuple[str, ...]] = {
+    Stage.proposal: ("proposer_error", "malformed_proposal"),
+    Stage.patch: (
+        "patch_no_match",
+        "patch_ambiguous",
+        "patch_outside_editable",
+        "patch_noop",
+        "duplicate_candidate",
+    ),
+    Stage.static: ("syntax_error", "forbidden_construct"),
+    Stage.trace: SIMULATOR_CATEGORIES,
+    Stage.run: ("timeout", "memory_limit", "worker_crash"),
+    Stage.correctness: ("mismatch_rounding", "mismatch_partial", "mismatch_values", "nan_or_inf"),
+    Stage.integrity: (
+        "input_mutation",
+        "nondeterministic",
+        "input_independent",
+        "below_physical_floor",
+        "heldout_failure",
+    ),
+    Stage.performance: ("regression", "no_gain"),
+}
 
-    # proposal
-    proposer_error = "proposer_error"
-    malformed_proposal = "malformed_proposal"
-    # patch
-    patch_no_match = "patch_no_match"
-    patch_ambiguous = "patch_ambiguous"
-    patch_outside_editable = "patch_outside_editable"
-    patch_noop = "patch_noop"
-    duplicate_candidate = "duplicate_candidate"
-    # static
-    syntax_error = "syntax_error"
-    forbidden_construct = "forbidden_construct"
-    # trace
-    shape_error = "shape_error"
-    resource_overflow = "resource_overflow"
-    illegal_access = "illegal_access"
-    dtype_error = "dtype_error"
-    uninitialized_read = "uninitialized_read"
-    host_sync = "host_sync"
-    race = "race"  # cores write (or write and read) the same HBM bytes without a barrier
-    kernel_exception = "kernel_exception"
-    # run
-    timeout = "timeout"
-    memory_limit = "memory_limit"
-    worker_crash = "worker_crash"
-    # correctness
-    mismatch_rounding = "mismatch_rounding"
-    mismatch_partial = "mismatch_partial"
-    mismatch_values = "mismatch_values"
-    nan_or_inf = "nan_or_inf"
-    # integrity
-    input_mutation = "input_mutation"
-    nondeterministic = "nondeterministic"
-    input_independent = "input_independent"
-    below_physical_floor = "below_physical_floor"
-    heldout_failure = "heldout_failure"
-    # performance
-    regression = "regression"
-    no_gain = "no_gain"
-
+Category = StrEnum(
+    "Category",
+    [(name, name) for names in _NAMES_BY_STAGE.values() for name in names],
+    module=__name__,
+    qualname="Category",
+)
+Category.__doc__ = (
+    "The closed failure taxonomy; extend deliberately (a new member needs a stage and a hint)."
+)
 
 C = Category
 STAGES: dict[Stage, tuple[Category, ...]] = {
-    Stage.proposal: (C.proposer_error, C.malformed_proposal),
-    Stage.patch: (
-        C.patch_no_match,
-        C.patch_ambiguous,
-        C.patch_outside_editable,
-        C.patch_noop,
-        C.duplicate_candidate,
-    ),
-    Stage.static: (C.syntax_error, C.forbidden_construct),
-    Stage.trace: (
-        C.shape_error,
-        C.resource_overflow,
-        C.illegal_access,
-        C.dtype_error,
-        C.uninitialized_read,
-        C.host_sync,
-        C.race,
-        C.kernel_exception,
-    ),
-    Stage.run: (C.timeout, C.memory_limit, C.worker_crash),
-    Stage.correctness: (C.mismatch_rounding, C.mismatch_partial, C.mismatch_values, C.nan_or_inf),
-    Stage.integrity: (
-        C.input_mutation,
-        C.nondeterministic,
-        C.input_independent,
-        C.below_physical_floor,
-        C.heldout_failure,
-    ),
-    Stage.performance: (C.regression, C.no_gain),
+    stage: tuple(Category(name) for name in names) for stage, names in _NAMES_BY_STAGE.items()
 }
 
 # The skill (skills/<name>/SKILL.md) a proposer should read after each kind of failure.

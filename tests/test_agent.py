@@ -12,25 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def knight(*args: str, cwd: Path | None = None, check: bool = False) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
-    env["KNIGHT_BASELINES"] = str(ROOT / "baselines")
-    env["KNIGHT_CACHE"] = str((cwd or ROOT) / ".knight-cache")
-    res = subprocess.run(
-        [sys.executable, "-m", "knight.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd or ROOT,
-        env=env,
-        timeout=600,
-    )
-    if check:
-        assert res.returncode == 0, res.stderr
-    return res
+from cli_runner import knight, knight_argv, knight_env
 
 
 def edit(search: str, replace: str) -> dict:
@@ -177,12 +159,11 @@ def _iterations(db: Path) -> list[int]:
 
 
 def test_killed_run_resumes_without_losing_or_duplicating_iterations(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
-    env["KNIGHT_BASELINES"], env["KNIGHT_CACHE"] = str(ROOT / "baselines"), str(tmp_path / "cache")
+    env = knight_env(tmp_path / "cache")
     killed = tmp_path / "killed.db"
     args = ["run", "--budget", "6", "--problem", "rmsnorm", "--seed", "3", "--min-gain", "1.0001"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "knight.cli", *args, "--db", str(killed)],
+        knight_argv(*args, "--db", str(killed)),
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -361,18 +342,14 @@ pathlib.Path(sys.argv[2]).write_text(json.dumps(patch))
 
 def test_ctrl_c_records_the_run_as_interrupted_and_it_resumes(tmp_path):
     """Deterministic: the agent command blocks in iteration 2 until SIGINT reaches knight."""
-    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
-    env["KNIGHT_BASELINES"], env["KNIGHT_CACHE"] = str(ROOT / "baselines"), str(tmp_path / "cache")
+    env = knight_env(tmp_path / "cache")
     state = tmp_path / "state"
     state.mkdir()
     (tmp_path / "agent.py").write_text(AGENT)
     command = f"{sys.executable} {tmp_path / 'agent.py'} {state} {{output_file}} {{prompt_file}}"
     db = tmp_path / "int.db"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "knight.cli",
+        knight_argv(
             "run",
             "--budget",
             "3",
@@ -385,7 +362,7 @@ def test_ctrl_c_records_the_run_as_interrupted_and_it_resumes(tmp_path):
             "--db",
             str(db),
             "--json",
-        ],
+        ),
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

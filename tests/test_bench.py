@@ -4,32 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from cli_runner import knight
 
 from knight.bench.suite import ProblemResult, floor_figures, geomean, summarise
 from knight.evaluation import EvalReport, WorkloadReport
 from knight.store import open_store
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def knight(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
-    env["KNIGHT_BASELINES"] = str(ROOT / "baselines")
-    env["KNIGHT_CACHE"] = str(cwd / ".knight-cache")
-    return subprocess.run(
-        [sys.executable, "-m", "knight.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=600,
-    )
 
 
 def test_bench_json_shape_and_stored_runs(tmp_path):

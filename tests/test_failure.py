@@ -23,18 +23,20 @@ def test_every_category_a_kernel_or_patch_can_cause_names_a_skill() -> None:
     assert without == set(STAGES[Stage.proposal])  # proposer trouble is not the kernel's
 
 
-def test_the_simulators_error_classes_use_trace_categories() -> None:
-    """knight/npu imports nothing else from Knight, so it keeps category strings; they must be
-    members of the one enum, in the trace stage."""
+def test_the_simulators_error_classes_are_the_trace_stage() -> None:
+    """knight/npu imports nothing else from Knight, so its error classes state the trace-stage
+    categories and the taxonomy is built from them: one list, no copy to keep in sync."""
     classes = [
         cls
         for _, cls in inspect.getmembers(npu_errors, inspect.isclass)
         if issubclass(cls, npu_errors.NpuError)
     ]
     assert len(classes) >= 7
+    assert {cls.category for cls in classes} == set(STAGES[Stage.trace])
     for cls in classes:
         assert stage_of(cls.category) is Stage.trace, cls.__name__
     assert Category.race in STAGES[Stage.trace]  # cross-core HBM races are found while tracing
+    assert Category.syntax_error not in STAGES[Stage.trace]  # the loader's subclass is static
 
 
 def test_the_evaluation_layer_reexports_the_same_objects() -> None:

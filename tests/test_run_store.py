@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from alembic import command
+from cli_runner import knight
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from knight.errors import KnightError, NotFoundError
@@ -23,9 +24,12 @@ from knight.store import (
     LessonRecord,
     RunSpec,
     RunStore,
+    cached_evaluation,
     head_revision,
     open_store,
+    save_evaluation,
 )
+from knight.store.migrate import alembic_config
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "knight.db.example"  # the shipped example, at the current schema
@@ -174,23 +178,36 @@ def test_opening_for_writing_backs_up_then_upgrades(tmp_path: Path) -> None:
         assert [r.number for r in store.history(1)] == [1, 2, 3, 4]
 
 
-def _knight(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
-    env["KNIGHT_BASELINES"] = str(ROOT / "baselines")
-    env["KNIGHT_CACHE"] = str(cwd / ".knight-cache")
-    return subprocess.run(
-        [sys.executable, "-m", "knight.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=600,
-    )
+def test_revision_0004_drops_the_never_written_correct_column(
+    store_url: str, tmp_path: Path
+) -> None:
+    """Nothing wrote evaluations.correct (a cached run is stored before the judge compares it with
+    the baseline); 0004 drops it and keeps every cached run and the cache's first-write-wins key."""
+    url = str(tmp_path / "k.db") if store_url == ":memory:" else store_url
+    engine = create_engine(url if "://" in url else f"sqlite:///{url}")
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0003")
+        connection.execute(
+            text(
+                "INSERT INTO evaluations (candidate_hash, harness, workload, seed, status, "
+                "latency_ns, correct, report, created_at) "
+                "VALUES ('c', 'h', 'w', 1, 'ok', 5.0, NULL, '{}', CURRENT_TIMESTAMP)"
+            )
+        )
+    engine.dispose()
+    with open_store(url, "write") as store:
+        assert store.schema_upgrade is not None and store.schema_upgrade.before == "0003"
+        columns = {c["name"] for c in inspect(store.db.engine).get_columns("evaluations")}
+        assert "correct" not in columns and {"latency_ns", "outputs_digest"} <= columns
+        with store.db.session() as session:
+            save_evaluation(session, "c", "h", "w", 1, status="failed", report={"n": 2})
+            kept = cached_evaluation(session, "c", "h", "w", 1)
+            assert kept is not None and (kept.status, kept.latency_ns) == ("ok", 5.0)
 
 
 def test_knight_history_on_the_shipped_example_writes_nothing(tmp_path: Path) -> None:
     before = _digest(EXAMPLE)
-    res = _knight("history", "--db", str(EXAMPLE), cwd=tmp_path)
+    res = knight("history", "--db", str(EXAMPLE), cwd=tmp_path)
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
     assert _digest(EXAMPLE) == before
     if (ROOT / ".git").exists():
@@ -207,7 +224,7 @@ def test_knight_history_on_an_old_database_names_the_upgrade(tmp_path: Path) -> 
     old = tmp_path / "old.db"
     shutil.copy(OLD, old)
     before = _digest(old)
-    res = _knight("history", "--db", str(old), cwd=tmp_path)
+    res = knight("history", "--db", str(old), cwd=tmp_path)
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert "run 'knight db upgrade --db" in res.stderr and len(res.stderr.splitlines()) == 1
     assert _digest(old) == before
@@ -220,7 +237,7 @@ def test_knight_run_on_an_old_database_leaves_a_backup(tmp_path: Path) -> None:
     line = "COLS_PER_TILE = {}  # columns per normalise / multiply / store step"
     edit = {"file": "kernel.py", "search": line.format(512), "replace": line.format(2048)}
     script.write_text(json.dumps({"hypothesis": "wider tiles", "edits": [edit]}) + "\n")
-    res = _knight(
+    res = knight(
         "run", "--budget", "1", "--problem", "rmsnorm", "--proposer", "scripted",
         "--script", str(script), "--db", str(old), "--json", cwd=tmp_path,
     )  # fmt: skip
@@ -246,10 +263,10 @@ def test_history_fits_100_columns_and_prints_proposer_text_verbatim(tmp_path: Pa
                 failure=Failure(category="no_gain", message="1.00x"),
             ),
         )
-    table = _knight("history", "--db", str(db), cwd=tmp_path)
+    table = knight("history", "--db", str(db), cwd=tmp_path)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
     assert max(len(line) for line in lines) <= 100
     assert "Use [bold]tiles[/bold] of very" in table.stdout and lines[-1].endswith("-")
-    wide = _knight("history", "--db", str(db), "--wide", cwd=tmp_path).stdout
+    wide = knight("history", "--db", str(db), "--wide", cwd=tmp_path).stdout
     assert long in wide

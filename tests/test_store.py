@@ -185,7 +185,7 @@ def newer_knight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..
 
 
 def test_new_database_gets_every_table_and_is_stamped_at_head(db: Database) -> None:
-    assert db.revision() == head_revision() == "0003"
+    assert db.revision() == head_revision() == "0004"
     tables = set(inspect(db.engine).get_table_names())
     assert tables == set(Base.metadata.tables) | {"alembic_version"}
 
@@ -277,8 +277,8 @@ def test_older_database_is_upgraded_and_keeps_its_rows(
         add_iteration(session, run, status="accepted")
     newer_knight()
     with open_database(str(path), migrate=False) as database:
-        assert database.revision() == "0003"
-        assert database.upgrade() == ("0003", "9001")
+        assert database.revision() == "0004"
+        assert database.upgrade() == ("0004", "9001")
         assert database.upgrade() == ("9001", "9001")
     with open_database(str(path)) as database, database.engine.connect() as connection:
         assert [c["name"] for c in inspect(connection).get_columns("runs")][-1] == "extra"

@@ -31,7 +31,6 @@ class StoreRunCache:
                 status="ok" if result.ok else "failed",
                 report=result.model_dump(mode="json", exclude={"trace"}),
                 latency_ns=result.latency_ns,
-                correct=None,
                 outputs_digest=_digest(result),
             )
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from knight import cli_options as options
 from knight.errors import UsageError
 
 if TYPE_CHECKING:
@@ -87,13 +88,8 @@ def _table(report: BenchReport) -> str:
 
 
 def bench_cmd(
-    proposer: Annotated[
-        str,
-        typer.Option("--proposer", help="offline, scripted, claude or command (default: offline)."),
-    ] = "offline",
-    budget: Annotated[
-        int, typer.Option("--budget", "-n", help="Iterations per problem (default 20).")
-    ] = 20,
+    proposer: options.ProposerOpt = "offline",
+    budget: options.BudgetOpt = 20,
     problems: Annotated[
         list[str] | None,
         typer.Option(
@@ -101,69 +97,34 @@ def bench_cmd(
             help="Problem ids, comma-separated or repeated (default: every bundled problem).",
         ),
     ] = None,
-    strategy: Annotated[
-        str | None,
-        typer.Option(
-            "--strategy", help="Offline proposer's search: bandit or tpe (default: bandit)."
-        ),
-    ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of every run (default 0).")] = 0,
-    db: Annotated[
-        str,
-        typer.Option(
-            "--db",
-            help="SQLite path or SQLAlchemy URL; each problem's run is stored here (default knight.db).",
-        ),
-    ] = "knight.db",
-    machine: Annotated[
-        str | None,
-        typer.Option("--machine", "-m", help="Machine preset (default: each problem's own)."),
-    ] = None,
-    min_gain: Annotated[
-        float,
-        typer.Option("--min-gain", help="Acceptance threshold of every run (default 1.02)."),
-    ] = 1.02,
-    workers: Annotated[
-        int | None,
-        typer.Option("--workers", help="Evaluation worker processes (default: CPU cores)."),
-    ] = None,
-    script: Annotated[
-        str | None, typer.Option("--script", help="JSONL proposals for --proposer scripted.")
-    ] = None,
-    command: Annotated[
-        str | None, typer.Option("--command", help="Agent command template for --proposer command.")
-    ] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Claude model.")] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")
-    ] = False,
+    strategy: options.StrategyOpt = None,
+    seed: options.SeedOpt = 0,
+    db: options.DbOpt = "knight.db",
+    machine: options.MachineOpt = None,
+    min_gain: options.MinGainOpt = 1.02,
+    workers: options.WorkersOpt = None,
+    script: options.ScriptOpt = None,
+    command: options.CommandOpt = None,
+    model: options.ModelOpt = None,
+    as_json: options.JsonOpt = False,
 ) -> None:
-    """Run a proposer over the suite: per problem the speed-up and floor fraction, and geomeans."""
-    from pathlib import Path
-
+    """Run a proposer over the suite, one run per problem: speed-ups, floor fractions, geomeans."""
     from knight.agent.cache import StoreRunCache
     from knight.agent.config import RunConfig
     from knight.bench.suite import run_suite, summarise
     from knight.evaluation import LocalEvaluator
-    from knight.npu.machine import PRESET_NAMES
-    from knight.proposers.select import NAMES, make_proposer
+    from knight.proposers.select import make_proposer
     from knight.skills import load_skills
     from knight.store import open_store
 
-    if budget < 1:
-        raise UsageError("--budget must be at least 1")
-    if min_gain < 1.0:
-        raise UsageError("--min-gain must be at least 1.0")
-    if proposer not in NAMES:
-        raise UsageError(f"unknown proposer {proposer!r}; choose one of {', '.join(NAMES)}")
-    if machine is not None and machine not in PRESET_NAMES and not machine.endswith(".toml"):
-        raise UsageError(f"unknown machine {machine!r}; choose one of {', '.join(PRESET_NAMES)}")
+    options.check_run_options(budget=budget, min_gain=min_gain, proposer=proposer)
+    machine = options.check_machine(machine)
     chosen = _problems(problems)
     skills = load_skills()
     settings = {
         "seed": seed,
         "strategy": strategy,
-        "script": Path(script) if script else None,
+        "script": script,
         "command": command,
         "model": model,
     }
@@ -187,7 +148,7 @@ def bench_cmd(
             "strategy": strategy,
             "bench": True,
             "model": model,
-            "script": script,
+            "script": str(script) if script else None,
             "command": command,
         },
     )

@@ -7,10 +7,12 @@ import os
 from pathlib import Path
 from typing import Protocol
 
+from knight.evaluation.categories import STAGES, Stage
 from knight.evaluation.report import RunResult
 
-# Failures of the machine rather than of the kernel: never cached, so a hiccup is retried.
-UNCACHED_CATEGORIES = ("timeout", "memory_limit", "worker_crash")
+# Failures of the run stage are the machine's rather than the kernel's: never cached, so a hiccup
+# is retried.
+UNCACHED_CATEGORIES = STAGES[Stage.run]
 
 
 def cacheable(result: RunResult) -> bool:

@@ -8,27 +8,21 @@ import numpy as np
 
 from knight.evaluation.categories import Category
 from knight.evaluation.report import Failure, RunResult
-from knight.npu import numerics
+from knight.npu.dtypes import BY_NAME, DTYPES
 
 ROUNDING_ULPS = 4  # differences this small come from a changed accumulation or rounding order
-_MANTISSA_BITS = {"bfloat16": 7, "float16": 10, "float32": 23}
 
 
 def output_bits(result: RunResult, name: str) -> np.ndarray:
     """The canonical bits of one output, as an unsigned array of the output's shape."""
-    dtype = (
-        np.dtype(numerics.BF16)
-        if result.output_dtypes[name] == "bfloat16"
-        else np.dtype(result.output_dtypes[name])
-    )
-    ubits = np.uint16 if dtype.itemsize == 2 else np.uint32
+    ubits = BY_NAME[result.output_dtypes[name]].bits
     return np.frombuffer(bytes.fromhex(result.outputs[name]), dtype=ubits).reshape(
         result.output_shapes[name]
     )
 
 
 def values(bits: np.ndarray, dtype_name: str) -> np.ndarray:
-    dtype = np.dtype(numerics.BF16) if dtype_name == "bfloat16" else np.dtype(dtype_name)
+    dtype = DTYPES[dtype_name]
     return (
         bits.view(dtype).astype(np.float64)
         if dtype != np.int32
@@ -156,7 +150,7 @@ def _ulp_at(magnitude: float, dtype: str) -> float:
     """The spacing of `dtype` values around `magnitude` (its unit in the last place)."""
     if magnitude == 0 or not np.isfinite(magnitude):
         return float(np.finfo(np.float32).tiny)
-    return float(2.0 ** (np.floor(np.log2(magnitude)) - _MANTISSA_BITS.get(dtype, 23)))
+    return float(2.0 ** (np.floor(np.log2(magnitude)) - BY_NAME[dtype].mantissa_bits))
 
 
 def _failure(category: Category, message: str, cand: RunResult, details: dict) -> Failure:

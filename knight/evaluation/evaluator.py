@@ -35,6 +35,7 @@ from knight.evaluation.worker import (
     trace_one,
 )
 from knight.npu.calllog import CallLog
+from knight.npu.dtypes import name_of
 from knight.npu.machine import MachineSpec, load_machine
 from knight.problems import Problem, Workload, weighted_geomean
 from knight.source import canonical_source, source_hash
@@ -77,7 +78,6 @@ class LocalEvaluator:
         self._aux: WorkerPool | None = None  # in-process mode: re-traces under another hash seed
         self._aux_args = (timeout_s, memory_mb)
         self._logs: OrderedDict[tuple, TraceResult] = OrderedDict()
-        self.simulated = 0
 
     def close(self) -> None:
         for pool in (self.pool, self._aux):
@@ -200,7 +200,6 @@ class LocalEvaluator:
 
     def execute(self, problem: Problem, reqs: list[ExecuteRequest]) -> list[RunResult]:
         """Replay call logs on inputs, in executor processes (or in this one with isolate=False)."""
-        self.simulated += len(reqs)
         if self.pool is None:
             return [execute_one(r) for r in reqs]
         kind = WorkerKind(
@@ -230,8 +229,7 @@ def _trace_request(
 ) -> TraceRequest:
     def decls(specs: dict) -> dict[str, TensorDecl]:
         return {
-            n: TensorDecl(shape=list(shape), dtype=_dtype_name(dt))
-            for n, (shape, dt) in specs.items()
+            n: TensorDecl(shape=list(shape), dtype=name_of(dt)) for n, (shape, dt) in specs.items()
         }
 
     return TraceRequest(
@@ -243,12 +241,6 @@ def _trace_request(
         machine=machine.name,
         grid=problem.spec.grid,
     )
-
-
-def _dtype_name(dt: Any) -> str:
-    from knight.problems.spec import DTYPES
-
-    return next(name for name, d in DTYPES.items() if d == dt)
 
 
 def _trace_difference(a: TraceResult, b: TraceResult) -> str | None:

@@ -28,7 +28,6 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
 from pydantic import BaseModel
 
 from knight.evaluation.categories import Category
@@ -36,6 +35,7 @@ from knight.evaluation.report import Failure, RunResult
 from knight.evaluation.wire import MAX_MESSAGE_CHARS, clean, clean_text
 from knight.npu import numerics
 from knight.npu.calllog import CallLog
+from knight.npu.dtypes import DTYPES, name_of
 from knight.npu.errors import NpuError
 from knight.npu.machine import MachineSpec, load_machine
 from knight.npu.perfetto import chrome_trace
@@ -98,8 +98,8 @@ def trace_one(req: TraceRequest) -> TraceResult:
         kernel = load_kernel(req.source, req.filename, req.entry)
         log = trace(
             kernel,
-            {n: (tuple(d.shape), _dtype(d.dtype)) for n, d in req.inputs.items()},
-            {n: (tuple(d.shape), _dtype(d.dtype)) for n, d in req.outputs.items()},
+            {n: (tuple(d.shape), DTYPES[d.dtype]) for n, d in req.inputs.items()},
+            {n: (tuple(d.shape), DTYPES[d.dtype]) for n, d in req.outputs.items()},
             machine=req.machine,
             grid=req.grid,
         )
@@ -108,12 +108,6 @@ def trace_one(req: TraceRequest) -> TraceResult:
         result = TraceResult(ok=False, failure=failure_from_exception(e))
     result.wall_s = time.perf_counter() - start
     return result
-
-
-def _dtype(name: str) -> np.dtype:
-    from knight.problems.spec import DTYPES
-
-    return np.dtype(DTYPES[name])
 
 
 # ----------------------------------------------------------------------------- executing
@@ -155,7 +149,7 @@ def _execute(req: ExecuteRequest) -> RunResult:
         ok=True,
         latency_ns=sim.latency_ns,
         outputs={n: numerics.bits(a).tobytes().hex() for n, a in sim.outputs.items()},
-        output_dtypes={n: str(a.dtype) for n, a in sim.outputs.items()},
+        output_dtypes={n: name_of(a.dtype) for n, a in sim.outputs.items()},
         output_shapes={n: list(a.shape) for n, a in sim.outputs.items()},
         inputs_mutated=[],  # inputs are mapped read-only and the tracer refuses writes to them
         floor_ns=floor.ns,

@@ -102,11 +102,6 @@ def byte_runs(
     return s_t[0], e_t[-1], (s_t, e_t)
 
 
-def is_dense(r: Region) -> bool:
-    """True when the region is its whole bounding box (every partition, every byte)."""
-    return r.pstep == 1 and r.runs is None
-
-
 def overlaps(a: Region, b: Region) -> bool:
     """Exact test: do two regions of the same tensor share a byte of a partition?"""
     if not (a.p0 < b.p1 and b.p0 < a.p1 and a.b0 < b.b1 and b.b0 < a.b1):

@@ -121,10 +121,6 @@ class CallLog:
             out.append(calls)
         return cls(out, views)
 
-    @property
-    def n_calls(self) -> int:
-        return sum(len(c) for c in self.cores)
-
 
 def _is_int(x: object) -> bool:
     return type(x) is int

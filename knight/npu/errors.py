@@ -1,23 +1,14 @@
 """Typed errors raised while tracing or running a kernel on the simulated NPU.
 
 Every error carries a category from the failure taxonomy (DESIGN.md) and the kernel's own
-file:line, so that a proposer (or a person) can go straight to the offending statement.
+file:line, so that a proposer (or a person) can go straight to the offending statement. These
+classes are the one statement of the simulator's (trace-stage) categories: `CATEGORIES` is read off
+them, and `knight.failure` builds its taxonomy from `CATEGORIES`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-CATEGORIES = (
-    "shape_error",
-    "resource_overflow",
-    "illegal_access",
-    "dtype_error",
-    "uninitialized_read",
-    "host_sync",
-    "race",
-    "kernel_exception",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,3 +91,10 @@ class Race(NpuError):
 
 class KernelException(NpuError):
     category = "kernel_exception"
+
+
+# The simulator's categories, in the order their classes are defined above (subclasses made
+# elsewhere, such as the kernel loader's syntax error, belong to other stages).
+CATEGORIES: tuple[str, ...] = tuple(
+    dict.fromkeys(cls.category for cls in NpuError.__subclasses__() if cls.__module__ == __name__)
+)

@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from knight.npu import numerics
+from knight.npu.dtypes import FLOAT_DTYPES, HALF_DTYPES, INT_DTYPES
 from knight.npu.errors import (
     DtypeError,
     IllegalAccess,
@@ -50,9 +51,6 @@ from knight.npu.tensor import (
 )
 from knight.npu.tracer import Tracer, active, caller_loc
 
-FLOAT_DTYPES = (np.dtype(numerics.BF16), np.dtype(np.float16), np.dtype(np.float32))
-HALF_DTYPES = (np.dtype(numerics.BF16), np.dtype(np.float16))
-INT_DTYPES = (np.dtype(np.int32), np.dtype(np.uint32))
 FREE_SIZE_MAX = 65_535  # an access pattern's per-dimension size field is uint16 (ARCH1)
 FREE_STRIDE_MAX = 32_767  # its stride field is int16, in elements
 ALU = {

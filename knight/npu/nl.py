@@ -13,24 +13,17 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from knight.npu import numerics
+from knight.npu.dtypes import DTYPES
 from knight.npu.errors import DtypeError, ShapeError
 from knight.npu.tensor import HBM, PSUM, SBUF, View, ds
 from knight.npu.tracer import active, caller_loc
 
 # --- dtypes
-bfloat16 = np.dtype(numerics.BF16)
-float16 = np.dtype(np.float16)
-float32 = np.dtype(np.float32)
-int32 = np.dtype(np.int32)
-uint32 = np.dtype(np.uint32)
-DTYPES = {
-    "bfloat16": bfloat16,
-    "float16": float16,
-    "float32": float32,
-    "int32": int32,
-    "uint32": uint32,
-}
+bfloat16 = DTYPES["bfloat16"]
+float16 = DTYPES["float16"]
+float32 = DTYPES["float32"]
+int32 = DTYPES["int32"]
+uint32 = DTYPES["uint32"]
 
 # --- buffers
 sbuf = SBUF

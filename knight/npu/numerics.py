@@ -14,8 +14,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import ml_dtypes
 import numpy as np
+
+from knight.npu.dtypes import BF16, DTYPES, FLOAT_DTYPES, FP16, FP32, INT32, TABLE, UINT32
 
 __all__ = [
     "ACTIVATIONS",
@@ -45,29 +46,16 @@ __all__ = [
     "to_fp32",
 ]
 
-BF16 = ml_dtypes.bfloat16
-FP32 = np.float32
-FP16 = np.float16
-INT32 = np.int32
-
-_BF16 = np.dtype(BF16)
-_FP16 = np.dtype(FP16)
 _FP32 = np.dtype(FP32)
 _INT32 = np.dtype(INT32)
-_UINT32 = np.dtype(np.uint32)  # NKI's index dtype (nc_find_index8 writes uint32)
+_UINT32 = np.dtype(UINT32)
 _F64 = np.dtype(np.float64)
-_SUPPORTED = (_BF16, _FP16, _FP32, _INT32, _UINT32)
+_SUPPORTED = tuple(DTYPES.values())
 
 # Canonical quiet-NaN bit patterns used by bits(); they are also what np.nan casts to.
-_CANON_NAN = {_BF16: 0x7FC0, _FP16: 0x7E00, _FP32: 0x7FC00000}
+_CANON_NAN = {d.dtype: d.canonical_nan for d in TABLE if d.is_float}
 # (unsigned view dtype, exponent mask); a value is NaN iff (bits & ~sign) > exponent mask.
-_VIEW = {
-    _BF16: (np.uint16, 0x7F80),
-    _FP16: (np.uint16, 0x7C00),
-    _FP32: (np.uint32, 0x7F800000),
-    _INT32: (np.uint32, None),
-    _UINT32: (np.uint32, None),
-}
+_VIEW = {d.dtype: (d.bits.type, d.exponent_mask) for d in TABLE}
 _SIGN_CLEAR = {np.dtype(np.uint16): 0x7FFF, np.dtype(np.uint32): 0x7FFFFFFF}
 
 _INT32_MIN = int(np.iinfo(np.int32).min)
@@ -201,7 +189,7 @@ def check_ftz() -> None:
 # Tensor Engine and PSUM
 # --------------------------------------------------------------------------------------------
 
-_MATMUL_INPUTS = (_BF16, _FP16, _FP32)
+_MATMUL_INPUTS = FLOAT_DTYPES
 
 
 def matmul(stationary: np.ndarray, moving: np.ndarray) -> np.ndarray:
@@ -240,7 +228,7 @@ def matmul(stationary: np.ndarray, moving: np.ndarray) -> np.ndarray:
         return acc.astype(_FP32)
 
 
-_SIGNIFICANT_BITS = {_BF16: 8, _FP16: 11, _FP32: 24}
+_SIGNIFICANT_BITS = {d.dtype: d.mantissa_bits + 1 for d in TABLE if d.is_float}
 
 
 def _exact_blas(s64: np.ndarray, m64: np.ndarray, bits_s: int, bits_m: int) -> np.ndarray | None:

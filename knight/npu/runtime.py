@@ -24,15 +24,13 @@ import numpy as np
 
 from knight.npu import numerics, tracer
 from knight.npu.calllog import CallLog, recording, replay
+from knight.npu.dtypes import HBM_DTYPES
 from knight.npu.errors import KernelException, NpuError, SourceLoc
 from knight.npu.machine import MachineSpec, load_machine
 from knight.npu.nisa import _Exchange, exchange
 from knight.npu.program import Program
 from knight.npu.tensor import HBM, Tensor, View
 from knight.npu.tracer import SharedState, Tracer
-
-_NPU_DIR = os.path.dirname(os.path.abspath(__file__))
-_SUPPORTED = tuple(np.dtype(d) for d in (numerics.BF16, np.float16, np.float32, np.int32))
 
 TensorDecls = Mapping[str, tuple[tuple[int, ...], object]]  # name -> (shape, dtype)
 
@@ -227,9 +225,9 @@ def _hbm_tensors(
     out: dict[str, Tensor] = {}
     for name, (shape, dtype) in inputs.items():
         dt = np.dtype(dtype)
-        if dt not in _SUPPORTED:
+        if dt not in HBM_DTYPES:
             raise TypeError(
-                f"input {name!r} has dtype {dt}; the NPU holds {', '.join(map(str, _SUPPORTED))}"
+                f"input {name!r} has dtype {dt}; the NPU holds {', '.join(map(str, HBM_DTYPES))}"
             )
         if data is None:
             a = np.zeros(tuple(shape), dtype=dt)
@@ -260,11 +258,8 @@ def _kernel_frame(exc: BaseException) -> SourceLoc | None:
     loc = None
     for frame, line in traceback.walk_tb(exc.__traceback__):
         path = os.path.abspath(frame.f_code.co_filename)
-        if (
-            os.path.dirname(path) != _NPU_DIR
-            and "site-packages" not in path
-            and "/lib/python" not in path
-        ):
+        library = "site-packages" in path or "/lib/python" in path
+        if not tracer.in_simulator(path) and not library:
             loc = SourceLoc(frame.f_code.co_filename, line)
     return loc
 

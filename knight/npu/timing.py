@@ -28,7 +28,6 @@ from knight.npu.errors import Race
 from knight.npu.machine import MachineSpec
 from knight.npu.program import ENGINES, DmaShape, Instr, Program, Region
 
-N_ENGINES = len(ENGINES)
 ENGINE_INDEX = {name: i for i, name in enumerate(ENGINES)}
 # In-order scheduler resources per core: the engines, then ScalarE's HWDGE descriptor generator.
 UNITS = (*ENGINES, "scalar-dge")
@@ -671,10 +670,6 @@ class Schedule:
 
     def __len__(self) -> int:
         return len(self.start_ps)
-
-    def instr(self, i: int) -> Instr:
-        """The instruction at merged index `i` (for its op and source location)."""
-        return self.instrs[i]
 
     def critical_segments(self) -> list[tuple[int, int, int, str]]:
         """Walk back from the last finish through binding predecessors.

@@ -36,7 +36,8 @@ _NPU_DIR = os.path.dirname(os.path.abspath(__file__))
 _inside_npu: dict[str, bool] = {}  # filename -> is it part of the simulator (memoised: hot path)
 
 
-def _in_npu(filename: str) -> bool:
+def in_simulator(filename: str) -> bool:
+    """Whether a frame's file is simulator code (`knight/npu`), as opposed to the kernel's."""
     hit = _inside_npu.get(filename)
     if hit is None:
         hit = _inside_npu[filename] = os.path.dirname(os.path.abspath(filename)) == _NPU_DIR
@@ -49,7 +50,7 @@ def caller_loc() -> SourceLoc:
     if _active is not None and _active.replay_loc is not None:
         return _active.replay_loc
     f = sys._getframe(1)
-    while f is not None and _in_npu(f.f_code.co_filename):
+    while f is not None and in_simulator(f.f_code.co_filename):
         f = f.f_back
     if f is None:
         return SourceLoc("<unknown>", 0)

@@ -8,15 +8,9 @@ late leaves the result the size of the absorbed terms, so the difference reaches
 
 from __future__ import annotations
 
-import ml_dtypes
 import numpy as np
 
-BF16 = ml_dtypes.bfloat16
-
-
-def bf16_values(a: np.ndarray) -> np.ndarray:
-    """`a` rounded to bf16 and widened back to float32 (exactly representable values)."""
-    return np.asarray(a, dtype=np.float32).astype(BF16).astype(np.float32)
+from knight.npu.dtypes import BF16  # noqa: F401 - the problems' generators import it from here
 
 
 def binade_spread(rng: np.random.Generator, shape: tuple[int, ...], lo: int, hi: int) -> np.ndarray:
@@ -31,13 +25,6 @@ def large_first(a: np.ndarray) -> np.ndarray:
     """Each row (last axis) sorted by decreasing magnitude: a sequential sum then absorbs."""
     order = np.argsort(-np.abs(a), axis=-1, kind="stable")
     return np.take_along_axis(a, order, axis=-1)
-
-
-def cancel_late(a: np.ndarray, first: int, last: int) -> np.ndarray:
-    """Make element `last` of every row the negation of element `first` (a late cancellation)."""
-    out = a.copy()
-    out[..., last] = -out[..., first]
-    return out
 
 
 def all_bf16(lo: float, hi: float) -> np.ndarray:

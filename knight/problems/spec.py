@@ -17,16 +17,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from knight.npu import numerics
+from knight.npu.dtypes import DTYPES, HBM_NAMES
 from knight.npu.machine import MachineSpec
 from knight.npu.roofline import Floor, physical_floor
-
-DTYPES = {
-    "bfloat16": numerics.BF16,
-    "float16": np.float16,
-    "float32": np.float32,
-    "int32": np.int32,
-}
 
 
 class TensorSpec(BaseModel):
@@ -34,7 +27,7 @@ class TensorSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     shape: list[int | str]
-    dtype: Literal["bfloat16", "float16", "float32", "int32"]
+    dtype: Literal[HBM_NAMES]  # type: ignore[valid-type] - the names of the one dtype table
 
     def resolve(self, params: dict[str, Any]) -> tuple[int, ...]:
         try:
@@ -46,7 +39,7 @@ class TensorSpec(BaseModel):
 
     @property
     def np_dtype(self) -> np.dtype:
-        return np.dtype(DTYPES[self.dtype])
+        return DTYPES[self.dtype]
 
 
 class Workload(BaseModel):
@@ -132,9 +125,6 @@ class Problem:
             if w.name == name:
                 return w
         raise KeyError(name)
-
-    def is_heldout(self, name: str) -> bool:
-        return any(w.name == name for w in self.spec.heldout)
 
     def make_inputs(self, workload: Workload, seed: int) -> dict[str, np.ndarray]:
         """Inputs for one workload and seed: reproducible on any machine (PCG64 from the seed)."""

@@ -188,7 +188,6 @@ class Evaluation(Base):
     seed: Mapped[int]
     status: Mapped[str]
     latency_ns: Mapped[float | None]
-    correct: Mapped[bool | None]
     outputs_digest: Mapped[str | None]
     report: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -62,7 +62,6 @@ def save_evaluation(
     status: str,
     report: dict[str, Any],
     latency_ns: float | None = None,
-    correct: bool | None = None,
     outputs_digest: str | None = None,
 ) -> Evaluation:
     """Store an evaluation unless its key is already stored; return the stored row.
@@ -77,7 +76,6 @@ def save_evaluation(
         "status": status,
         "report": report,
         "latency_ns": latency_ns,
-        "correct": correct,
         "outputs_digest": outputs_digest,
     }
     _insert_ignore(session, Evaluation, values, ["candidate_hash", "harness", "workload", "seed"])

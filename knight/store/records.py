@@ -15,7 +15,6 @@ from knight.failure import Category, Failure, IterationStatus, RunStatus
 from knight.proposal import Edit, ModelCall, Turn
 
 LessonKind = Literal["win", "pitfall", "undo"]
-SkillEventKind = Literal["retrieved", "cited", "won", "failed"]
 
 
 class RunSpec(BaseModel):
