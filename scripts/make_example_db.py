@@ -5,10 +5,10 @@
 What it runs, through the real `knight` command line, on moe_decode (the default problem):
   run 1  the offline proposer (knob tuning, no model, no network) for --budget iterations;
   run 2  the scripted proposer with scripts/example_structural.jsonl, against today's baseline:
-         whole gate/up rows per DMA instead of 192-byte column slices (the GU_ROWS knob), a reordered
+         whole contiguous gate/up rows in one transfer per expert (a pair of knobs), a reordered
          expert sum the judge rejects (bits change), the down projection's 16 tiles in one PSUM
-         bank with one read-out (structural), then one DMA per expert (a knob); so the chain mixes
-         knob moves and a structural patch, and one failure is attributed.
+         bank with one read-out (structural), then double-buffered weights (a knob); so the chain
+         mixes knob moves and a structural patch, and one failure is attributed.
 Every figure in the file comes from the simulator and the evaluator; nothing is edited by hand.
 To keep the file small, the evaluator's run cache (the `evaluations` table, the output bits of
 every simulated run) keeps one row per candidate, the one holding the profile that the
