@@ -1,4 +1,4 @@
-"""Candidate evaluation as Ray tasks: `knight run --evaluator ray[://ADDRESS]`.
+"""Candidate evaluation as Ray tasks: `knight run|serve --evaluator ray[://ADDRESS]`.
 
 Each evaluation is one Ray task. Inside it, the ordinary `LocalEvaluator` judges the candidate
 with the same sandboxed tracer and executor processes as on one machine (data-free traces per
@@ -85,6 +85,7 @@ def evaluate_task(
     heldout: bool,
     entries: list[CacheEntry],
     settings: dict[str, Any],
+    profile: bool = True,
 ) -> dict[str, Any]:
     """The body of one Ray task: rebuild the problem folder, judge, return report and new runs."""
     from knight.problems import load_problem
@@ -105,7 +106,7 @@ def evaluate_task(
             max_seeds=settings["max_seeds"],
             cache=cache,
         ) as evaluator:
-            report = evaluator.evaluate(source, problem, heldout=heldout)
+            report = evaluator.evaluate(source, problem, heldout=heldout, profile=profile)
     if report.failure is not None and report.failure.category == Category.worker_crash:
         raise SandboxCrash(report.model_dump_json())
     return {"report": report.model_dump(mode="json"), "added": cache.added}
@@ -177,13 +178,17 @@ class RayEvaluator:
         )
         self.retries = max_retries
 
-    def evaluate(self, source: str, problem: Problem, *, heldout: bool = False) -> EvalReport:
-        """Judge `source` in a Ray task; the report is the one the local evaluator would give."""
+    def evaluate(
+        self, source: str, problem: Problem, *, heldout: bool = False, profile: bool = True
+    ) -> EvalReport:
+        """Judge `source` in a Ray task; the report is the one the local evaluator would give
+        (`profile=False` skips the profiles, as with the local evaluator)."""
         ray = self._ray
         start = time.perf_counter()
         source = canonical_source(source)
         entries = self._cached_entries(source, problem, heldout)
-        ref = self._task.remote(source, _problem_files(problem), heldout, entries, self.settings)
+        files = _problem_files(problem)
+        ref = self._task.remote(source, files, heldout, entries, self.settings, profile)
         try:
             out = ray.get(ref)
         except ray.exceptions.RayTaskError as error:
@@ -199,6 +204,11 @@ class RayEvaluator:
         for candidate, harness, result in out["added"]:
             self.cache.put(candidate, harness, RunResult.model_validate(result))
         return EvalReport.model_validate(out["report"])
+
+    def task_slots(self) -> int:
+        """How many evaluation tasks the cluster runs at once (its CPUs over the CPUs per task)."""
+        cpus = self._ray.cluster_resources().get("CPU", 1)
+        return max(1, int(cpus) // max(1, self.settings["workers"]))
 
     def _cached_entries(self, source: str, problem: Problem, heldout: bool) -> list[CacheEntry]:
         """The driver's cached runs of the candidate and the baseline under this harness."""
