@@ -228,3 +228,19 @@ def test_serve_judges_on_the_ray_cluster_as_the_local_evaluator_does(
     assert [w["latency_ns"] for w in report["workloads"]] == [
         w.latency_ns for w in expected.workloads
     ]
+
+
+def test_serve_with_an_unreachable_cluster_stops_in_one_line(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    create_token("rw", tokens)
+    nobody = f"ray://127.0.0.1:{_free_port()}"  # nothing listens there
+    result = subprocess.run(
+        [sys.executable, "-m", "knight.cli", "serve", "--evaluator", nobody,
+         "--token-file", str(tokens), "--db", "s.db", "--state-dir", "state"],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot connect to Ray at {nobody.removeprefix('ray://')}: "
+        "[Errno 111] Connection refused"
+    ]

@@ -20,6 +20,7 @@ wall-clock limits), so a cluster changes where candidates run, never how they ar
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -112,6 +113,20 @@ def evaluate_task(
     return {"report": report.model_dump(mode="json"), "added": cache.added}
 
 
+def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """KnightError at once when a HOST:PORT cluster address does not accept connections (Ray
+    itself would retry for minutes); other forms (None, "auto", ray:// client URLs) are Ray's."""
+    if not address or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise KnightError(f"cannot connect to Ray at {address}: {error}") from None
+
+
 def _problem_files(problem: Problem) -> dict[str, bytes]:
     """The problem folder's files (the folder's hash, hence the harness, is the same remotely)."""
     files: dict[str, bytes] = {}
@@ -160,6 +175,7 @@ class RayEvaluator:
             runtime_env["py_modules"] = [str(Path(knight.__file__).resolve().parent)]
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
+            _check_reachable(address or os.environ.get("RAY_ADDRESS"))
             try:
                 ray.init(
                     address=address,
