@@ -423,6 +423,8 @@ def test_kill_9_in_the_middle_of_a_round_then_resume_loses_and_duplicates_nothin
         rows = store.history(1)
         assert [r.number for r in rows] == [1, 2, 3]
         assert {n: store.history(1)[n - 1] for n in (1, 3)} == before  # kept as they were
+        # The refilled #2 starts from a kernel recorded before it, never from #3's.
+        assert rows[1].parent_iteration in (None, 1)
         assert store.db.integrity_check() == "ok"
 
 
