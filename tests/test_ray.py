@@ -15,8 +15,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from knight.evaluation import LocalEvaluator, MemoryCache
+from knight.problems import load_problem
+from knight.service.tokens import create_token
 from knight.store import open_store
 
 pytest.importorskip("ray")
@@ -68,17 +72,20 @@ def ray_head() -> Iterator[tuple[str, int]]:
     try:
         yield address, head.pid
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
+        # A graceful `ray start --block` shutdown takes ~30 s; the cluster is a throwaway: kill
+        # every process of its session at once (the head, GCS, raylet, workers).
+        for pid in _session_processes(head.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        head.wait()
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def _task_workers(session: int) -> list[int]:
-    """Pids of this cluster's Ray workers that are running an evaluation task right now."""
+def _session_processes(session: int, title: bytes = b"") -> list[int]:
+    """Pids of the processes of session `session` (the test cluster) whose command line starts
+    with `title`."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -86,11 +93,16 @@ def _task_workers(session: int) -> list[int]:
         try:
             if os.getsid(int(entry.name)) != session:
                 continue
-            if (entry / "cmdline").read_bytes().startswith(TASK_TITLE):
+            if (entry / "cmdline").read_bytes().startswith(title):
                 pids.append(int(entry.name))
         except OSError:
             continue
     return pids
+
+
+def _task_workers(session: int) -> list[int]:
+    """Pids of this cluster's Ray workers that are running an evaluation task right now."""
+    return _session_processes(session, TASK_TITLE)
 
 
 def _run(db: Path, evaluator: str) -> subprocess.Popen[str]:
@@ -157,3 +169,78 @@ def test_an_unknown_evaluator_is_a_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "unknown --evaluator 'dask'" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "x.db").exists()
+
+
+def test_serve_judges_on_the_ray_cluster_as_the_local_evaluator_does(
+    ray_head: tuple[str, int], tmp_path: Path
+) -> None:
+    address, session = ray_head
+    port = _free_port()
+    tokens = tmp_path / "tokens"
+    token = create_token("rw", tokens)
+    log = (tmp_path / "server.log").open("ab")
+    argv = [
+        sys.executable, "-m", "knight.cli", "serve", "--port", str(port), "--db",
+        str(tmp_path / "server.db"), "--token-file", str(tokens), "--state-dir",
+        str(tmp_path / "state"), "--workers", "1", "--evaluator", f"ray://{address}",
+    ]  # fmt: skip
+    server = subprocess.Popen(argv, cwd=tmp_path, env=_env(), stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    source = (ROOT / "baselines" / "rmsnorm" / "baseline.py").read_text()
+    source = source.replace("COLS_PER_TILE = 512", "COLS_PER_TILE = 1024")
+    try:
+        client = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the server did not come up"
+            try:
+                if client.get("/v1/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        job = client.post(
+            "/v1/evaluations",
+            params={"wait": "false"},
+            json={"source": source, "problem": "rmsnorm"},
+        ).json()
+        seen_on_cluster = False
+        while not seen_on_cluster and time.monotonic() < deadline + 60:
+            seen_on_cluster = bool(_task_workers(session))
+            if client.get(f"/v1/evaluations/{job['id']}").json()["status"] in ("done", "error"):
+                break
+            time.sleep(0.05)
+        done = client.get(f"/v1/evaluations/{job['id']}", params={"wait": 60}).json()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+    assert done["status"] == "done", done
+    assert seen_on_cluster, "the evaluation never ran as a task on the cluster"
+    # In-process judging gives the same bits as worker processes, without their start-up.
+    with LocalEvaluator(isolate=False, cache=MemoryCache()) as local:
+        expected = local.evaluate(source, load_problem("rmsnorm"))
+    report = done["report"]
+    assert report["status"] == expected.status == "ok"
+    assert report["candidate_hash"] == expected.candidate_hash
+    assert report["score_ns"] == expected.score_ns and expected.score_ns is not None
+    assert [w["latency_ns"] for w in report["workloads"]] == [
+        w.latency_ns for w in expected.workloads
+    ]
+
+
+def test_serve_with_an_unreachable_cluster_stops_in_one_line(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    create_token("rw", tokens)
+    nobody = f"ray://127.0.0.1:{_free_port()}"  # nothing listens there
+    result = subprocess.run(
+        [sys.executable, "-m", "knight.cli", "serve", "--evaluator", nobody,
+         "--token-file", str(tokens), "--db", "s.db", "--state-dir", "state"],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot connect to Ray at {nobody.removeprefix('ray://')}: "
+        "[Errno 111] Connection refused"
+    ]

@@ -183,6 +183,61 @@ def test_resume_fills_exactly_the_numbers_a_killed_round_left_empty(
     assert [r.hypothesis for r in rows if r.number == 5] == ["finished before the kill"]
 
 
+def _finished_before_the_kill(
+    store: RunStore, run_id: int, number: int, kernel: str | None, score: float | None
+) -> None:
+    """Record iteration `number` of a killed round (started from the baseline) as finished:
+    accepted with `kernel` and `score`, or rejected when `kernel` is None."""
+    run = store.run(run_id)
+    store.record_iteration(
+        run_id,
+        IterationRecord(
+            number=number,
+            proposer="test",
+            parent_hash=run.baseline_hash,
+            parent_score_ns=100.0,
+            candidate_source=kernel,
+            score_ns=score,
+            status=IterationStatus.accepted if kernel else IterationStatus.rejected,
+            hypothesis="finished before the kill",
+            started_at=datetime(2026, 1, 1, tzinfo=UTC),
+            wall_s=1.0,
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("width", "later_accepted", "parent_of_5"),
+    [(1, True, 4), (2, True, 3), (1, False, None), (3, False, None)],
+)
+def test_a_refilled_number_draws_its_parent_from_the_kernels_recorded_before_it(
+    store: RunStore, problem: Problem, width: int, later_accepted: bool, parent_of_5: int | None
+) -> None:
+    # A round of 2, 3, 4 (all from the baseline) killed while #2 was in flight, after #3 and #4
+    # finished (accepted: 50 ns and 40 ns, the new champion; or both rejected).
+    proposer = ByNumber({n: change(COLS, 512, 1024) for n in range(1, 6)})
+    first = runner(store, problem, proposer).start(RunConfig(budget=1, parallel=3, beam=width))
+    fast = {3: (COLS, 512, 2048, 50.0), 4: (LOAD, "sync", "scalar", 40.0)}
+    for number, (template, old, new, score) in fast.items():
+        kernel = BASELINE.replace(template.format(old), template.format(new))
+        if later_accepted:
+            _finished_before_the_kill(store, first.run_id, number, kernel, score)
+        else:
+            _finished_before_the_kill(store, first.run_id, number, None, None)
+    # Resumed with a round of two: the gap #2, and the new #5.
+    resumed = runner(store, problem, proposer).resume(
+        first.run_id, ResumeOverrides(budget=5, parallel=2)
+    )
+    rows = {r.number: r for r in store.history(first.run_id)}
+    assert sorted(rows) == [1, 2, 3, 4, 5] and resumed.iterations == 5
+    # #2 starts from the baseline: the kernels of #3 and #4 came after it.
+    assert rows[2].parent_iteration is None
+    assert proposer.seen[2].champion_hash == store.run(first.run_id).baseline_hash
+    # #5 (call 1 of the round) from the live beam: the champion #4, or with a beam of 2, #3.
+    assert rows[5].parent_iteration == parent_of_5
+    assert store.db.integrity_check() == "ok"
+
+
 def test_beam_keeps_the_k_best_distinct_kernels() -> None:
     def kernel(name: str, score: float, number: int | None) -> Champion:
         report = EvalReport(candidate_hash=name, problem="p", harness="h", machine="m", status="ok")
@@ -324,12 +379,6 @@ runpy.run_path({agent!r}, run_name="__main__")
 """
 
 
-@pytest.mark.xfail(
-    reason="known bug after the merge of the second wave: the slot refilled on resume can record a "
-    "parent_iteration/parent_hash pair that integrity_check refuses (run 1, iteration 2); "
-    "iterations are neither lost nor duplicated",
-    strict=False,
-)
 def test_kill_9_in_the_middle_of_a_round_then_resume_loses_and_duplicates_nothing(
     tmp_path: Path,
 ) -> None:
@@ -374,6 +423,8 @@ def test_kill_9_in_the_middle_of_a_round_then_resume_loses_and_duplicates_nothin
         rows = store.history(1)
         assert [r.number for r in rows] == [1, 2, 3]
         assert {n: store.history(1)[n - 1] for n in (1, 3)} == before  # kept as they were
+        # The refilled #2 starts from a kernel recorded before it, never from #3's.
+        assert rows[1].parent_iteration in (None, 1)
         assert store.db.integrity_check() == "ok"
 
 

@@ -34,8 +34,25 @@ class Beam:
     def parents(self, n: int) -> list[tuple[Champion, int]]:
         """Parents for a round of `n` candidates, best first and round-robin over the beam, each
         with its rank among the round's candidates of the same parent."""
-        width = len(self.members)
-        return [(self.members[i % width], i // width) for i in range(n)]
+        return round_parents([self] * n)
+
+    def precedes(self, number: int) -> bool:
+        """Whether every member was produced before iteration `number` (the baseline always was),
+        so that any member may be the parent of iteration `number`."""
+        return all((m.iteration or 0) < number for m in self.members)
+
+
+def round_parents(beams: list[Beam]) -> list[tuple[Champion, int]]:
+    """The parents of a round whose call `i` draws from `beams[i]`: member `i mod width` of its
+    beam, with its rank among the round's earlier calls from the same parent (one beam for the
+    whole round in a running session; a resumed round refilling the numbers a killed round left
+    empty gives each such number the beam of the kernels recorded before it)."""
+    parents: list[tuple[Champion, int]] = []
+    for i, beam in enumerate(beams):
+        parent = beam.members[i % len(beam.members)]
+        rank = sum(1 for earlier, _ in parents if earlier.hash == parent.hash)
+        parents.append((parent, rank))
+    return parents
 
 
 def _rank(kernel: Champion) -> tuple[float, int]:

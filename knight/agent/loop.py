@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import knight
-from knight.agent.beam import Beam
+from knight.agent.beam import Beam, round_parents
 from knight.agent.config import ResumeOverrides, RunConfig, open_run
 from knight.agent.context import Champion, ContextBuilder
 from knight.agent.focus import choose_focus
@@ -209,19 +209,25 @@ class Runner:
 
     def _resume(self, run_id: int, overrides: ResumeOverrides | None) -> RunSummary:
         run, config = open_run(self.store, run_id, self.problem.id, overrides or ResumeOverrides())
-        beam = Beam(config.beam)
-        for digest, number in self.store.beam(run_id, config.beam):
+        return self._loop(run, self._stored_beam(run_id, config.beam), config)
+
+    def _stored_beam(self, run_id: int, width: int, before: int | None = None) -> Beam:
+        """The beam rebuilt from the store (with `before`: from the kernels of the iterations
+        numbered below it); each kernel is re-evaluated (a cache hit) for its report."""
+        beam = Beam(width)
+        for digest, number in self.store.beam(run_id, width, before):
             source = self.store.candidate_source(digest)
             report = self.evaluator.evaluate(source, self.problem)
             if report.ok and report.score_ns is not None:
                 beam.offer(Champion(digest, source, report.score_ns, report, number))
-            elif not beam.members:  # the champion comes first: it must still pass
+            elif not beam.members:  # the best comes first: it must still pass
                 self.store.close_run(run_id, RunStatus.interrupted)
+                which = "champion" if before is None else f"best kernel before iteration {before}"
                 raise KnightError(
-                    f"the champion of run {run_id} no longer passes evaluation "
+                    f"the {which} of run {run_id} no longer passes evaluation "
                     "(did the harness change?)"
                 )
-        return self._loop(run, beam, config)
+        return beam
 
     # ------------------------------------------------------------------ the loop
 
@@ -281,11 +287,19 @@ class Runner:
         config: RunConfig,
         round_number: int,
     ) -> list[_Slot]:
-        """The round's candidates: a parent from the beam, a context and a proposer each."""
+        """The round's candidates: a parent from the beam, a context and a proposer each.
+
+        A parent must be an earlier iteration than its child. A resumed run refills the numbers a
+        killed round left empty, below kernels its finished calls may have added to the beam;
+        such a number draws from the beam of the kernels recorded before it instead."""
         self._claimed = set()
+        beams = [
+            beam if beam.precedes(n) else self._stored_beam(run.id, config.beam, before=n)
+            for n in numbers
+        ]
         slots = []
         for i, (number, (parent, sibling)) in enumerate(
-            zip(numbers, beam.parents(len(numbers)), strict=True)
+            zip(numbers, round_parents(beams), strict=True)
         ):
             ctx = context.build(run, parent, number)
             if config.parallel > 1:

@@ -190,7 +190,9 @@ class Worker:
 
 
 class WorkerPool:
-    """Runs requests on up to `size` workers in parallel; answers come back in request order."""
+    """Runs requests on up to `size` workers of each kind at once; answers come back in request
+    order. Concurrent `run_many` calls (the evaluations of a parallel round) share those workers
+    instead of starting extra ones that would be closed again when idle."""
 
     def __init__(
         self, size: int | None = None, timeout_s: float = 300.0, memory_mb: int = 6144
@@ -202,6 +204,7 @@ class WorkerPool:
         self._idle: list[Worker] = []
         self._all: list[Worker] = []  # every worker started, so close() can stop busy ones too
         self._lock = threading.Lock()
+        self._slots: dict[WorkerKind, threading.Semaphore] = {}  # `size` busy workers per kind
         self._seed = 1000
         # Workers are started from one long-lived thread: bubblewrap's --die-with-parent fires when
         # the *thread* that started it ends, and the lanes of run_many end after every batch.
@@ -267,6 +270,8 @@ class WorkerPool:
     ) -> list[M | Failure]:
         """Run every request on workers of `kind`; each answer is the reply or a Failure."""
         results: list[M | Failure | None] = [None] * len(requests)
+        with self._lock:
+            slots = self._slots.setdefault(kind, threading.Semaphore(self.size))
         todo: queue.Queue[int] = queue.Queue()
         for i in range(len(requests)):
             todo.put(i)
@@ -277,9 +282,10 @@ class WorkerPool:
                     i = todo.get_nowait()
                 except queue.Empty:
                     return
-                w = self._take(kind)
-                results[i] = w.run(requests[i], answer, self.timeout_s)
-                self._give_back(w)
+                with slots:
+                    w = self._take(kind)
+                    results[i] = w.run(requests[i], answer, self.timeout_s)
+                    self._give_back(w)
 
         lanes = [
             threading.Thread(target=lane, daemon=True) for _ in range(min(self.size, len(requests)))

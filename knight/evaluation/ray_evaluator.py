@@ -1,4 +1,4 @@
-"""Candidate evaluation as Ray tasks: `knight run --evaluator ray[://ADDRESS]`.
+"""Candidate evaluation as Ray tasks: `knight run|serve --evaluator ray[://ADDRESS]`.
 
 Each evaluation is one Ray task. Inside it, the ordinary `LocalEvaluator` judges the candidate
 with the same sandboxed tracer and executor processes as on one machine (data-free traces per
@@ -20,6 +20,7 @@ wall-clock limits), so a cluster changes where candidates run, never how they ar
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -85,6 +86,7 @@ def evaluate_task(
     heldout: bool,
     entries: list[CacheEntry],
     settings: dict[str, Any],
+    profile: bool = True,
 ) -> dict[str, Any]:
     """The body of one Ray task: rebuild the problem folder, judge, return report and new runs."""
     from knight.problems import load_problem
@@ -105,10 +107,24 @@ def evaluate_task(
             max_seeds=settings["max_seeds"],
             cache=cache,
         ) as evaluator:
-            report = evaluator.evaluate(source, problem, heldout=heldout)
+            report = evaluator.evaluate(source, problem, heldout=heldout, profile=profile)
     if report.failure is not None and report.failure.category == Category.worker_crash:
         raise SandboxCrash(report.model_dump_json())
     return {"report": report.model_dump(mode="json"), "added": cache.added}
+
+
+def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """KnightError at once when a HOST:PORT cluster address does not accept connections (Ray
+    itself would retry for minutes); other forms (None, "auto", ray:// client URLs) are Ray's."""
+    if not address or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise KnightError(f"cannot connect to Ray at {address}: {error}") from None
 
 
 def _problem_files(problem: Problem) -> dict[str, bytes]:
@@ -159,6 +175,7 @@ class RayEvaluator:
             runtime_env["py_modules"] = [str(Path(knight.__file__).resolve().parent)]
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
+            _check_reachable(address or os.environ.get("RAY_ADDRESS"))
             try:
                 ray.init(
                     address=address,
@@ -177,13 +194,17 @@ class RayEvaluator:
         )
         self.retries = max_retries
 
-    def evaluate(self, source: str, problem: Problem, *, heldout: bool = False) -> EvalReport:
-        """Judge `source` in a Ray task; the report is the one the local evaluator would give."""
+    def evaluate(
+        self, source: str, problem: Problem, *, heldout: bool = False, profile: bool = True
+    ) -> EvalReport:
+        """Judge `source` in a Ray task; the report is the one the local evaluator would give
+        (`profile=False` skips the profiles, as with the local evaluator)."""
         ray = self._ray
         start = time.perf_counter()
         source = canonical_source(source)
         entries = self._cached_entries(source, problem, heldout)
-        ref = self._task.remote(source, _problem_files(problem), heldout, entries, self.settings)
+        files = _problem_files(problem)
+        ref = self._task.remote(source, files, heldout, entries, self.settings, profile)
         try:
             out = ray.get(ref)
         except ray.exceptions.RayTaskError as error:
@@ -199,6 +220,11 @@ class RayEvaluator:
         for candidate, harness, result in out["added"]:
             self.cache.put(candidate, harness, RunResult.model_validate(result))
         return EvalReport.model_validate(out["report"])
+
+    def task_slots(self) -> int:
+        """How many evaluation tasks the cluster runs at once (its CPUs over the CPUs per task)."""
+        cpus = self._ray.cluster_resources().get("CPU", 1)
+        return max(1, int(cpus) // max(1, self.settings["workers"]))
 
     def _cached_entries(self, source: str, problem: Problem, heldout: bool) -> list[CacheEntry]:
         """The driver's cached runs of the candidate and the baseline under this harness."""

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 import knight
 from knight.errors import KnightError, NotFoundError
 from knight.evaluation import FileCache
+from knight.evaluation.ray_evaluator import parse_evaluator
 from knight.npu.machine import PRESET_NAMES, load_machine
 from knight.problems import list_problems
 from knight.service import history
@@ -57,6 +58,7 @@ class ServiceSettings:
     request_timeout_s: float = 600.0
     run_timeout_s: float = 300.0
     memory_mb: int = 6144
+    evaluator: str = "local"  # local, ray or ray://HOST:PORT: where evaluations and runs judge
 
 
 @dataclass
@@ -75,6 +77,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings.db, "write", create=True)
         problems = {p.id: p for p in list_problems()}
+        kind, address = parse_evaluator(settings.evaluator)
         queue = EvaluationQueue(
             problems,
             FileCache(settings.cache_dir),
@@ -82,8 +85,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             run_timeout_s=settings.run_timeout_s,
             memory_mb=settings.memory_mb,
             max_queue=settings.max_queue,
+            on_ray=kind == "ray",
+            ray_address=address,
         )
-        runs = RunSupervisor(settings.db, store, settings.state_dir, settings.workers)
+        runs = RunSupervisor(
+            settings.db, store, settings.state_dir, settings.workers, settings.evaluator
+        )
         marked = runs.recover()
         if marked:
             log.warning("runs left in flight by a previous server, now interrupted: %s", marked)

@@ -86,10 +86,19 @@ def serve_cmd(
         int, typer.Option("--memory-mb", help="Memory limit per simulation worker, MiB.")
     ] = 6144,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+    evaluator: Annotated[
+        str,
+        typer.Option(
+            "--evaluator",
+            help="Where evaluations and runs judge: local, ray ($RAY_ADDRESS or a local Ray) "
+            "or ray://HOST:PORT (a Ray cluster).",
+        ),
+    ] = "local",
 ) -> None:
     """Serve evaluations and runs over HTTP (docs/service.md); every endpoint but health needs a token."""
     import uvicorn
 
+    from knight.evaluation.ray_evaluator import RayEvaluator, parse_evaluator
     from knight.service.app import ServiceSettings, create_app
     from knight.service.tokens import TokenStore
     from knight.store import open_store
@@ -106,8 +115,12 @@ def serve_cmd(
             raise UsageError(f"{name} must be at least 1")
     if request_timeout <= 0 or run_timeout <= 0:
         raise UsageError("timeouts must be positive")
+    kind, address = parse_evaluator(evaluator)  # http(s):// is refused: no server behind a server
     tokens = TokenStore.load(token_file)
     open_store(db, "write", create=True).close()  # a bad --db fails here, in one line
+    # An unreachable cluster fails here, in one line; this connection serves the app and ends
+    # with it.
+    cluster = RayEvaluator(address, cpus_per_task=workers or 1) if kind == "ray" else None
     if host not in ("127.0.0.1", "localhost", "::1"):
         sys.stderr.write(
             f"warning: serving on {host}: tokens travel in clear text unless a TLS proxy "
@@ -125,10 +138,19 @@ def serve_cmd(
         request_timeout_s=request_timeout,
         run_timeout_s=run_timeout,
         memory_mb=memory_mb,
+        evaluator=evaluator,
     )
-    uvicorn.run(
-        create_app(settings), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5
-    )
+    try:
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_level=log_level,
+            timeout_graceful_shutdown=5,
+        )
+    finally:
+        if cluster is not None:
+            cluster.close()
 
 
 def remote_evaluator(

@@ -1,9 +1,11 @@
-"""The server's evaluation queue: one lane in front of the local evaluator, single-flight by request.
+"""The server's evaluation queue: lanes in front of the evaluator, single-flight by request.
 
-Evaluations run one at a time (each already spreads its simulations over the worker pool), so a run
-cached by one evaluation is a cache hit for the next; identical requests that arrive while one is
-queued or running share it instead of simulating again. The queue is bounded: a full queue is
-refused (the API answers 429 with Retry-After) rather than letting latency grow without limit.
+With the local evaluator, evaluations run one at a time (each already spreads its simulations over
+the worker pool), so a run cached by one evaluation is a cache hit for the next. With `--evaluator
+ray`, each evaluation is a Ray task and the queue keeps as many in flight as the cluster has task
+slots. Identical requests that arrive while one is queued or running share it instead of
+simulating again. The queue is bounded: a full queue is refused (the API answers 429 with
+Retry-After) rather than letting latency grow without limit.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, TypeVar
 
 from knight.errors import KnightError
 from knight.evaluation import LocalEvaluator, RunCache
+from knight.evaluation.ray_evaluator import RayEvaluator
 from knight.npu.machine import PRESET_NAMES
 from knight.problems import Problem
 from knight.service.refused import Refused
@@ -32,6 +35,7 @@ from knight.source import canonical_source
 
 log = logging.getLogger("knight.service")
 T = TypeVar("T")
+ServerEvaluator = LocalEvaluator | RayEvaluator  # both take profile=; see `EvaluationQueue`
 
 
 @dataclass
@@ -86,17 +90,27 @@ class EvaluationQueue:
         memory_mb: int = 6144,
         max_queue: int = 64,
         keep_finished: int = 1000,
+        ray_address: str | None = None,
+        on_ray: bool = False,
     ) -> None:
+        """`on_ray`: judge in Ray tasks on the cluster at `ray_address` (None: $RAY_ADDRESS or a
+        local Ray) instead of local worker processes; connects now (KnightError if it cannot)."""
         self.problems, self.cache = problems, cache
         self.workers, self.run_timeout_s, self.memory_mb = workers, run_timeout_s, memory_mb
         self.max_queue, self.keep_finished = max_queue, keep_finished
+        self.on_ray, self.ray_address = on_ray, ray_address
         self.stats = QueueStats()
-        self._lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="knight-eval")
         self._lock = threading.Lock()
         self._active: dict[str, Job] = {}  # single-flight key -> queued or running job
         self._jobs: OrderedDict[str, Job] = OrderedDict()  # id -> job (active and recent finished)
-        self._evaluators: dict[tuple[str | None, int | None], LocalEvaluator] = {}
+        self._evaluators: dict[tuple[str | None, int | None], ServerEvaluator] = {}
         self._mean_s = 1.0  # running mean of evaluation seconds, for Retry-After
+        lanes = 1
+        if on_ray:
+            first = self._evaluator(None, None)
+            assert isinstance(first, RayEvaluator)
+            lanes = first.task_slots()
+        self._lane = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="knight-eval")
 
     # ------------------------------------------------------------------ submitting
 
@@ -153,7 +167,7 @@ class EvaluationQueue:
         done, _ = await asyncio.wait([asyncio.wrap_future(job.future)], timeout=timeout_s)
         return bool(done)
 
-    def call(self, fn: Callable[[Callable[[str | None], LocalEvaluator]], T]) -> Future[T]:
+    def call(self, fn: Callable[[Callable[[str | None], ServerEvaluator]], T]) -> Future[T]:
         """Run `fn(evaluator_for_machine)` in the evaluation lane (e.g. a replay)."""
         return self._lane.submit(fn, lambda machine: self._evaluator(machine, None))
 
@@ -171,18 +185,32 @@ class EvaluationQueue:
 
     # ------------------------------------------------------------------ the lane
 
-    def _evaluator(self, machine: str | None, max_seeds: int | None) -> LocalEvaluator:
+    def _evaluator(self, machine: str | None, max_seeds: int | None) -> ServerEvaluator:
         key = (machine, max_seeds)
-        if key not in self._evaluators:
-            self._evaluators[key] = LocalEvaluator(
+        with self._lock:  # lanes run concurrently on Ray: one evaluator per key all the same
+            if key not in self._evaluators:
+                self._evaluators[key] = self._new_evaluator(machine, max_seeds)
+            return self._evaluators[key]
+
+    def _new_evaluator(self, machine: str | None, max_seeds: int | None) -> ServerEvaluator:
+        if self.on_ray:
+            return RayEvaluator(
+                self.ray_address,
                 machine,
-                workers=self.workers,
+                cache=self.cache,
+                cpus_per_task=self.workers or 1,
                 timeout_s=self.run_timeout_s,
                 memory_mb=self.memory_mb,
-                cache=self.cache,
                 max_seeds=max_seeds,
             )
-        return self._evaluators[key]
+        return LocalEvaluator(
+            machine,
+            workers=self.workers,
+            timeout_s=self.run_timeout_s,
+            memory_mb=self.memory_mb,
+            cache=self.cache,
+            max_seeds=max_seeds,
+        )
 
     def _judge(self, job: Job) -> None:
         req = job.request

@@ -40,9 +40,16 @@ class RunSupervisor:
     """Starts, cancels, resumes and watches the runs this server owns."""
 
     def __init__(
-        self, db: str, store: RunStore, state_dir: Path, workers: int | None = None
+        self,
+        db: str,
+        store: RunStore,
+        state_dir: Path,
+        workers: int | None = None,
+        evaluator: str = "local",
     ) -> None:
+        """Runs write to `db` and judge with `evaluator` (local, ray or ray://HOST:PORT)."""
         self.db, self.store, self.state_dir, self.workers = db, store, state_dir, workers
+        self.evaluator = evaluator
         (state_dir / "logs").mkdir(parents=True, exist_ok=True)
         (state_dir / "scripts").mkdir(parents=True, exist_ok=True)
         self._children: dict[int, Child] = {}
@@ -206,6 +213,8 @@ class RunSupervisor:
         cmd = [sys.executable, "-m", "knight.cli", "run", "--db", self.db, "--json", *args]
         if self.workers:
             cmd += ["--workers", str(self.workers)]
+        if self.evaluator != "local":
+            cmd += ["--evaluator", self.evaluator]
         with open(log, "ab") as f:
             # Its own session: a Ctrl-C meant for the server does not reach the run unannounced.
             return subprocess.Popen(

@@ -326,17 +326,23 @@ class RunStore:
             get_run(s, run_id)
             return set(s.scalars(select(Iteration.number).where(Iteration.run_id == run_id)))
 
-    def beam(self, run_id: int, width: int) -> list[tuple[str, int | None]]:
+    def beam(
+        self, run_id: int, width: int, before: int | None = None
+    ) -> list[tuple[str, int | None]]:
         """The `width` best distinct kernels of a run (baseline or accepted), best first, as
-        (hash, iteration that produced it; None for the baseline)."""
+        (hash, iteration that produced it; None for the baseline); with `before`, only kernels
+        of iterations numbered below it (the possible parents of iteration `before`)."""
+        accepted = [
+            Iteration.run_id == run_id,
+            Iteration.status == IterationStatus.accepted.value,
+        ]
+        if before is not None:
+            accepted.append(Iteration.number < before)
         with self.db.session() as s:
             run = get_run(s, run_id)
             rows = s.execute(
                 select(Iteration.candidate_hash, Iteration.number, Iteration.score_ns)
-                .where(
-                    Iteration.run_id == run_id,
-                    Iteration.status == IterationStatus.accepted.value,
-                )
+                .where(*accepted)
                 .order_by(Iteration.number)
             ).all()
             kernels: dict[str, tuple[float, int | None]] = {
