@@ -45,6 +45,9 @@ _CLASS = {"dma_copy": DMA, "sendrecv": SENDRECV, "barrier": BARRIER}
 BIND_KINDS = ("none", "dep", "engine", "queue", "dma_engine", "hbm", "peer")
 
 
+_new_tuple = tuple.__new__  # builds a NamedTuple from a tuple without its Python-level __new__
+
+
 def ns_to_ps(ns: float) -> int:
     """Nanoseconds to integer picoseconds."""
     return int(round(ns * 1000.0))
@@ -119,6 +122,7 @@ def lower(program: Program, m: MachineSpec) -> Lowered:
         m.dma_t_swdge_per_desc_ns,
     )
     dispatch: dict[int, int] = {}
+    plan_of: dict[tuple[int, str, DmaShape], _DmaPlan] = {}  # a plan depends on these only
     throttled = m.tensor_throttle
     for i, ins in enumerate(instrs):
         kind = _CLASS.get(ins.op, COMPUTE)
@@ -130,7 +134,11 @@ def lower(program: Program, m: MachineSpec) -> Lowered:
         elif kind == DMA:
             shape = ins.dma
             assert shape is not None, f"dma_copy without a DmaShape at {ins.loc}"
-            plans[i] = _dma_plan(ins, shape, m)
+            key = (ins.core, ins.engine, shape)
+            plan = plan_of.get(key)
+            if plan is None:
+                plan = plan_of[key] = _dma_plan(ins, shape, m)
+            plans[i] = plan
             o, lt = _issue_ps(shape, issue_hw, t_swdge, per_desc), 0
             issuer = _issue_unit(ins.engine, shape, u)
             if issuer != u:
@@ -483,6 +491,19 @@ class Calendar:
         if need <= 0:
             return earliest, earliest, earliest, -1
         starts, ends, owners = self.starts, self.ends, self.owners
+        if not starts or earliest >= starts[-1]:
+            # The common case: the job starts in or after the last busy interval, in one piece.
+            t, blame = earliest, -1
+            if starts and t <= ends[-1]:
+                if t < ends[-1]:
+                    blame, t = owners[-1], ends[-1]
+                ends[-1] = t + need  # touches the last interval: merged
+                owners[-1] = owner
+            else:
+                starts.append(t)
+                ends.append(t + need)
+                owners.append(owner)
+            return t, t, t + need, blame
         t, blame, first = earliest, -1, -1
         k = bisect_right(ends, t)  # first interval ending after t
         while True:
@@ -540,11 +561,20 @@ class _EngineCalendars:
     ) -> tuple[int, int, int, int]:
         """Place a transfer's per-engine work; return (first start, last start, end, blame) of the
         engine that finishes last."""
-        first, best = -1, (ready, ready, -1)
         of = self.of
+        if len(groups) == 1:  # the common case: one shared history for all the engines used
+            need, engines = groups[0]
+            cal = of[next(iter(engines))]
+            if cal.members is engines or cal.members == engines:
+                cal.members = engines  # plans share their groups: the next test is by identity
+                f0, last, end, blame = cal.fill(ready, need, owner)
+                if end > ready:
+                    return f0, last, end, blame
+                return f0, ready, ready, -1
+        first, best = -1, (ready, ready, -1)
         for need, engines in groups:
             cal = of[next(iter(engines))]
-            if cal.members == engines:  # the common case: one shared history
+            if cal.members == engines:
                 cals: Iterable[Calendar] = (cal,)
             else:
                 cals = {id(of[e]): of[e] for e in engines}.values()
@@ -563,6 +593,8 @@ class _EngineCalendars:
 
 # ----------------------------------------------------------------------------- throttling
 
+MAX_RAMP_MEMO = 1 << 16  # memoised ramp durations per schedule (the table is cleared when full)
+
 
 class _Throttle:
     """TensorE dI/dt throttling (PROF, Neuron Explorer "Understanding throttling"): after idling,
@@ -576,6 +608,8 @@ class _Throttle:
     the previous instruction (sparse work under the cap is not slowed).
     """
 
+    __slots__ = ("floor", "ramp", "reset_gap", "ramp_start", "full_at", "busy_end", "_k", "_memo")
+
     def __init__(self, m: MachineSpec, n_cores: int) -> None:
         self.floor = float(m.tensor_throttle_floor)
         self.ramp = ns_to_ps(m.tensor_throttle_ramp_ns)
@@ -583,6 +617,11 @@ class _Throttle:
         self.ramp_start = [0] * n_cores  # per core: when the current ramp began
         self.full_at = [0] * n_cores  # ... and when it reaches full utilization
         self.busy_end = [-self.reset_gap] * n_cores  # the first instruction starts a ramp
+        # The ramp's constants, computed once with the same float operations `hold` would use.
+        rise = 1.0 - self.floor
+        a = rise / (2.0 * self.ramp) if self.ramp > 0 else 0.0
+        self._k = (rise, a, 4.0 * a, 2.0 * a)
+        self._memo: dict[tuple[int, int], int] = {}  # (ps into the ramp, work) -> duration
 
     def hold(self, c: int, s: int, work: int, gap: int) -> int:
         """How long TensorE of core `c` is held by `work` ps of full-rate work starting at `s`,
@@ -590,20 +629,31 @@ class _Throttle:
         if gap >= self.reset_gap:  # an idle half-window: the limit re-engages
             self.ramp_start[c], self.full_at[c] = s, s + self.ramp
             gap = 0
-        return max(work, self._duration(s, work, self.ramp_start[c]) - gap)
+        into = s - self.ramp_start[c]
+        if into >= self.ramp:
+            t = work
+        else:
+            # A kernel's matmuls meet the ramp at few distinct (offset, work) pairs: memoised.
+            t = self._memo.get((into, work), -1)
+            if t < 0:
+                if len(self._memo) >= MAX_RAMP_MEMO:
+                    self._memo.clear()
+                t = self._memo[(into, work)] = self._ramp_time(into, work)
+        t -= gap
+        return t if t > work else work
 
-    def _duration(self, s: int, work: int, rs: int) -> int:
-        """Time from `s` to complete `work` ps of full-rate work under the ramping limit."""
-        f, ramp = self.floor, self.ramp
-        if ramp <= 0 or s >= rs + ramp:
-            return work
-        l0 = f + (1.0 - f) * (s - rs) / ramp  # limit at s
-        a = (1.0 - f) / (2.0 * ramp)  # the limit grows linearly: work(u) = l0 u + a u^2
-        u_end = rs + ramp - s
+    def _ramp_time(self, into: int, work: int) -> int:
+        """Time to complete `work` ps of full-rate work starting `into` ps after the ramp began."""
+        # The limit grows linearly from l0: work done after u ps is l0 u + a u^2 until the ramp
+        # ends (u_end), then at full rate.
+        rise, a, a4, a2 = self._k
+        ramp = self.ramp
+        l0 = self.floor + rise * into / ramp  # limit at s
+        u_end = ramp - into
         before = l0 * u_end + a * u_end * u_end
         if work >= before:
-            return int(round(u_end + (work - before)))
-        return int(round((-l0 + (l0 * l0 + 4.0 * a * work) ** 0.5) / (2.0 * a)))
+            return round(u_end + (work - before))
+        return round((-l0 + (l0 * l0 + a4 * work) ** 0.5) / a2)
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -740,14 +790,14 @@ def run_schedule(low: Lowered, m: MachineSpec) -> Schedule:
     n = len(low.res)
     free = [0] * (low.n_cores * N_UNITS)  # when each in-order unit can start its next instruction
     last = [-1] * (low.n_cores * N_UNITS)  # the unit predecessor
-    start: list[int] = []
-    fin: list[int] = []
-    bind: list[int] = []
-    kinds: list[str] = []
+    # Filled by index (the side path patches a joint event's first half when the second issues).
+    start = [0] * n
+    fin = [0] * n
+    bind = [-1] * n
+    kinds = ["none"] * n
     occ_out = list(low.occ)
     side = _SidePath(low, m, fin, free, occ_out, start, last)
-    s_add, f_add, b_add, k_add = start.append, fin.append, bind.append, kinds.append
-    thr = side.throttle
+    thr, dma = side.throttle, side.dma
     thr_end, thr_full, thr_reset = thr.busy_end, thr.full_at, thr.reset_gap
     for i, e, o, lt, ds, c in zip(
         range(n), low.res, low.occ, low.lat, low.deps, low.cls, strict=True
@@ -760,26 +810,30 @@ def run_schedule(low: Lowered, m: MachineSpec) -> Schedule:
             f = fin[d]
             if f > s:
                 s, b, k = f, d, "dep"
-        if c == THROTTLED:
+        if not c:
+            free[e] = s + o
+            fin[i] = s + lt
+        elif c == THROTTLED:
             # TensorE warm-up throttling, inlined: the common case (ramp over, no long idle gap)
             # costs two comparisons (PROF; `_Throttle`).
             tc = e // N_UNITS
             gap = s - thr_end[tc]
             if gap >= thr_reset or s < thr_full[tc]:
-                o = thr.hold(tc, s, o, gap)
-                occ_out[i] = o
+                held = thr.hold(tc, s, o, gap)
+                occ_out[i] = held
+                lt += held - o
+                o = held
             free[e] = thr_end[tc] = s + o
-            f_add(s + lt + (o - low.occ[i]))
-        elif c:
-            s, b, k, hold, f = side.run(c, i, s, b, k)
+            fin[i] = s + lt
+        elif c == DMA:
+            s, b, k, hold, fin[i] = dma(i, s, b, k)
             free[e] = s + hold
-            f_add(f)
         else:
-            free[e] = s + o
-            f_add(s + lt)
-        s_add(s)
-        b_add(b)
-        k_add(k)
+            s, b, k, hold, fin[i] = side.run(c, i, s, b, k)
+            free[e] = s + hold
+        start[i] = s
+        bind[i] = b
+        kinds[i] = k
         last[e] = i
     return Schedule(
         core=low.core,
@@ -835,7 +889,7 @@ class _SidePath:
         self.hbm = Calendar()  # one HBM-stack cap for the core pair (NPU.md 5.5 step 5)
         # per (core, queue): (free at, last transfer); FIFO (NPU.md 2.4)
         self.queue_free: list[tuple[int, int]] = [(0, -1)] * (low.n_cores * m.dma_queues)
-        self.plans, self.low_occ = low.dma_plans, low.occ
+        self.plans, self.low_occ, self.dispatch = low.dma_plans, low.occ, low.dispatch
         self.pending: dict[
             int, tuple[int, int, str, int]
         ] = {}  # first half -> (start, bind, kind, issue end)
@@ -846,10 +900,7 @@ class _SidePath:
         """Time instruction `i`, ready at `s` (bound by `b`, kind `k`); return
         (start, bind, bind kind, engine hold, finish)."""
         if cls == DMA:
-            d = self.low.dispatch.get(i)
-            if d is not None:
-                s, b, k = self._dispatch(i, d, s, b, k)
-            return (s, b, k, *self._dma(i, s, b, k))
+            return self.dma(i, s, b, k)
         if cls == SENDRECV:
             return (s, b, k, *self._sendrecv(i, s, b, k))
         return (s, b, k, *self._barrier(i, s, b, k))
@@ -875,9 +926,12 @@ class _SidePath:
             return ready, rb, rk
         return s, b, k
 
-    def _dma(self, i: int, s: int, b: int, k: str) -> tuple[int, int]:
+    def dma(self, i: int, s: int, b: int, k: str) -> tuple[int, int, str, int, int]:
         """NPU.md 5.5: issue, first-byte latency, FIFO queue, engines (calendars), HBM cap,
-        completion latency."""
+        completion latency. Returns what `run` returns."""
+        d = self.dispatch.get(i)
+        if d is not None:
+            s, b, k = self._dispatch(i, d, s, b, k)
         plan = self.plans[i]
         issue = self.low_occ[i]
         issue_end = s + issue
@@ -897,23 +951,24 @@ class _SidePath:
         data_end = eng_end if eng_end >= hbm_end else hbm_end  # the last engine and the HBM share
         finish = data_end + self.completion  # the completion semaphore reaches the consumer
         self.queue_free[plan.queue_key] = (data_end, i)
-        own = (
-            (q_prev, "queue", q_free)
-            if q_free > issue_end and q_free >= q_start + lat
-            else (b, k, s)
-        )
-        if hbm_end > eng_end and hbm_blame >= 0:
-            bound = (hbm_blame, "hbm", hbm_last)
-        elif eng_end >= hbm_end and eng_blame >= 0:
-            bound = (eng_blame, "dma_engine", eng_last)
+        if q_free > issue_end and q_free >= q_start + lat:
+            own = (q_prev, "queue", q_free)
         else:
-            bound = own
-        self.finish_bind[i] = FinishBinding(issue_end, *bound, *own)
-        limit = "hbm" if hbm_end > eng_end else "engines"
-        self.records[i] = DmaRecord(
-            i, *plan.info, s, issue_end, q_start, ready, first, finish, limit, data_end
+            own = (b, k, s)
+        if hbm_end > eng_end:
+            bound = (hbm_blame, "hbm", hbm_last) if hbm_blame >= 0 else own
+            limit = "hbm"
+        else:
+            bound = (eng_blame, "dma_engine", eng_last) if eng_blame >= 0 else own
+            limit = "engines"
+        # Built with tuple.__new__: the NamedTuples' Python-level __new__ is a measurable share
+        # of a transfer's scheduling time.
+        self.finish_bind[i] = _new_tuple(FinishBinding, (issue_end, *bound, *own))
+        self.records[i] = _new_tuple(
+            DmaRecord,
+            (i, *plan.info, s, issue_end, q_start, ready, first, finish, limit, data_end),
         )
-        return issue, finish
+        return s, b, k, issue, finish
 
     def _sendrecv(self, i: int, s: int, b: int, k: str) -> tuple[int, int]:
         """Joint event: completes at the later issue end + t_fix + transfer (NPU.md 2.5, model)."""
