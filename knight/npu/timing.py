@@ -606,9 +606,12 @@ class _Throttle:
     below 50 %). The limit caps utilization, not speed: an instruction of full-rate occupancy W
     holds TensorE until the work integrated under the limit reaches W, less the idle time since
     the previous instruction (sparse work under the cap is not slowed).
+
+    This holds the state and the ramp's arithmetic; `run_schedule` applies it inline (it runs
+    for every matmul).
     """
 
-    __slots__ = ("floor", "ramp", "reset_gap", "ramp_start", "full_at", "busy_end", "_k", "_memo")
+    __slots__ = ("floor", "ramp", "reset_gap", "ramp_start", "full_at", "busy_end", "_k", "memo")
 
     def __init__(self, m: MachineSpec, n_cores: int) -> None:
         self.floor = float(m.tensor_throttle_floor)
@@ -617,30 +620,19 @@ class _Throttle:
         self.ramp_start = [0] * n_cores  # per core: when the current ramp began
         self.full_at = [0] * n_cores  # ... and when it reaches full utilization
         self.busy_end = [-self.reset_gap] * n_cores  # the first instruction starts a ramp
-        # The ramp's constants, computed once with the same float operations `hold` would use.
+        # The ramp's constants, computed once (the same float operations, so the same bits).
         rise = 1.0 - self.floor
         a = rise / (2.0 * self.ramp) if self.ramp > 0 else 0.0
         self._k = (rise, a, 4.0 * a, 2.0 * a)
-        self._memo: dict[tuple[int, int], int] = {}  # (ps into the ramp, work) -> duration
+        self.memo: dict[tuple[int, int], int] = {}  # (ps into the ramp, work) -> duration
 
-    def hold(self, c: int, s: int, work: int, gap: int) -> int:
-        """How long TensorE of core `c` is held by `work` ps of full-rate work starting at `s`,
-        `gap` ps after its previous instruction ended."""
-        if gap >= self.reset_gap:  # an idle half-window: the limit re-engages
-            self.ramp_start[c], self.full_at[c] = s, s + self.ramp
-            gap = 0
-        into = s - self.ramp_start[c]
-        if into >= self.ramp:
-            t = work
-        else:
-            # A kernel's matmuls meet the ramp at few distinct (offset, work) pairs: memoised.
-            t = self._memo.get((into, work), -1)
-            if t < 0:
-                if len(self._memo) >= MAX_RAMP_MEMO:
-                    self._memo.clear()
-                t = self._memo[(into, work)] = self._ramp_time(into, work)
-        t -= gap
-        return t if t > work else work
+    def ramp_time(self, into: int, work: int) -> int:
+        """Time to complete `work` ps of full-rate work starting `into` ps after the ramp began,
+        memoised in `memo` (a kernel's matmuls meet the ramp at few distinct pairs)."""
+        if len(self.memo) >= MAX_RAMP_MEMO:
+            self.memo.clear()
+        self.memo[(into, work)] = t = self._ramp_time(into, work)
+        return t
 
     def _ramp_time(self, into: int, work: int) -> int:
         """Time to complete `work` ps of full-rate work starting `into` ps after the ramp began."""
@@ -648,7 +640,7 @@ class _Throttle:
         # ends (u_end), then at full rate.
         rise, a, a4, a2 = self._k
         ramp = self.ramp
-        l0 = self.floor + rise * into / ramp  # limit at s
+        l0 = self.floor + rise * into / ramp  # the limit now
         u_end = ramp - into
         before = l0 * u_end + a * u_end * u_end
         if work >= before:
@@ -799,6 +791,7 @@ def run_schedule(low: Lowered, m: MachineSpec) -> Schedule:
     side = _SidePath(low, m, fin, free, occ_out, start, last)
     thr, dma = side.throttle, side.dma
     thr_end, thr_full, thr_reset = thr.busy_end, thr.full_at, thr.reset_gap
+    thr_start, thr_ramp, thr_memo = thr.ramp_start, thr.ramp, thr.memo
     for i, e, o, lt, ds, c in zip(
         range(n), low.res, low.occ, low.lat, low.deps, low.cls, strict=True
     ):
@@ -814,15 +807,25 @@ def run_schedule(low: Lowered, m: MachineSpec) -> Schedule:
             free[e] = s + o
             fin[i] = s + lt
         elif c == THROTTLED:
-            # TensorE warm-up throttling, inlined: the common case (ramp over, no long idle gap)
-            # costs two comparisons (PROF; `_Throttle`).
+            # TensorE warm-up throttling (PROF, `_Throttle`), inlined: outside the ramp it costs
+            # two comparisons, inside it a memo lookup. The instruction is held until its work,
+            # integrated under the ramping limit, is done, less the idle gap before it.
             tc = e // N_UNITS
             gap = s - thr_end[tc]
-            if gap >= thr_reset or s < thr_full[tc]:
-                held = thr.hold(tc, s, o, gap)
-                occ_out[i] = held
-                lt += held - o
-                o = held
+            if gap >= thr_reset:  # an idle half-window: the limit re-engages
+                thr_start[tc] = s
+                thr_full[tc] = s + thr_ramp
+                gap = 0
+            if s < thr_full[tc]:
+                key = (s - thr_start[tc], o)
+                t = thr_memo.get(key)
+                if t is None:
+                    t = thr.ramp_time(*key)
+                t -= gap
+                if t > o:
+                    occ_out[i] = t
+                    lt += t - o
+                    o = t
             free[e] = thr_end[tc] = s + o
             fin[i] = s + lt
         elif c == DMA:
