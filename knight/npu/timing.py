@@ -17,7 +17,7 @@ HWDGE DMAs hold SyncE; SWDGE DMAs hold GpSimd while it generates descriptors (DG
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -68,15 +68,18 @@ class Lowered:
     res: list[int]  # in-order resource: core * N_UNITS + index in UNITS
     occ: list[int]  # occupancy (DMA: issue time on its trigger unit)
     lat: list[int]  # latency (compute only)
-    deps: list[tuple[int, ...]]  # merged indices this instruction waits for (all earlier)
+    # Merged indices this instruction waits for (all earlier), less those that finish strictly
+    # before another one it waits for (`_drop_implied`).
+    deps: list[tuple[int, ...]]
     cls: list[int]  # COMPUTE, DMA, SENDRECV or BARRIER
     partner: dict[int, int]  # sendrecv/barrier: merged index of the other core's half
     dma_plans: dict[int, _DmaPlan]
     xfer_ps: dict[int, int]  # sendrecv: transfer time after both sides issued
     n_cores: int
-    dispatch: dict[
-        int, int
-    ]  # ScalarE-triggered HWDGE DMA -> ScalarE's resource (its dispatch stream)
+    # ScalarE-triggered HWDGE DMA -> (ScalarE's resource, its dispatch stream; the latest
+    # instruction on it before the DMA)
+    dispatch: dict[int, tuple[int, int]]
+    prev: list[int]  # the previous instruction on the same in-order unit (-1: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +124,10 @@ def lower(program: Program, m: MachineSpec) -> Lowered:
         m.dma_t_swdge_ns,
         m.dma_t_swdge_per_desc_ns,
     )
-    dispatch: dict[int, int] = {}
+    dispatch: dict[int, tuple[int, int]] = {}
+    prev: list[int] = []
+    last_on = [-1] * (n_cores * N_UNITS)  # the latest instruction on each in-order unit
+    ordered: list[int] = []  # a compute instruction's unit, else -1 (see `_drop_implied`)
     plan_of: dict[tuple[int, str, DmaShape], _DmaPlan] = {}  # a plan depends on these only
     throttled = m.tensor_throttle
     for i, ins in enumerate(instrs):
@@ -142,7 +148,8 @@ def lower(program: Program, m: MachineSpec) -> Lowered:
             o, lt = _issue_ps(shape, issue_hw, t_swdge, per_desc), 0
             issuer = _issue_unit(ins.engine, shape, u)
             if issuer != u:
-                dispatch[i] = ins.core * N_UNITS + u
+                stream = ins.core * N_UNITS + u
+                dispatch[i] = (stream, last_on[stream])
             u = issuer
         else:
             o, lt = (issue_hw if kind == SENDRECV else 0), 0
@@ -159,7 +166,11 @@ def lower(program: Program, m: MachineSpec) -> Lowered:
         occ.append(o)
         lat.append(lt)
         cls.append(kind)
-        deps.append(tracker.add(i, ins, r, COMPUTE if kind == THROTTLED else kind))
+        prev.append(last_on[r])
+        last_on[r] = i
+        ds = tracker.add(i, ins, r, COMPUTE if kind == THROTTLED else kind)
+        ordered.append(r if kind == COMPUTE or kind == THROTTLED else -1)
+        deps.append(_drop_implied(ds, ordered, occ, lat) if len(ds) > 1 else ds)
     return Lowered(
         instrs,
         origin,
@@ -176,6 +187,31 @@ def lower(program: Program, m: MachineSpec) -> Lowered:
         xfer,
         n_cores,
         dispatch,
+        prev,
+    )
+
+
+def _drop_implied(
+    ds: tuple[int, ...], ordered: list[int], occ: list[int], lat: list[int]
+) -> tuple[int, ...]:
+    """`ds` (sorted) without the dependencies that finish strictly before a later one on the same
+    in-order compute unit, so they can neither set the start nor be blamed for it.
+
+    If j < t run on one unit, t starts no earlier than j's start + occupancy (throttling only
+    lengthens occupancy and latency together), so finish(t) - finish(j) >= lat[t] - (lat[j] -
+    occ[j]); when that is positive, waiting for t implies waiting for j.
+    """
+    top: dict[int, int] = {}
+    on_units = 0
+    for j in ds:
+        u = ordered[j]
+        if u >= 0:
+            top[u] = j  # ascending: the latest on its unit
+            on_units += 1
+    if len(top) == on_units:  # at most one per unit: nothing is implied
+        return ds
+    return tuple(
+        j for j in ds if (u := ordered[j]) < 0 or (t := top[u]) == j or lat[t] <= lat[j] - occ[j]
     )
 
 
@@ -281,7 +317,7 @@ class _DepTracker:
     ) -> None:
         self.n_queues = n_queues
         self.instrs, self.names = instrs, names
-        self.writers: dict[int, list[tuple]] = {}
+        self.writers: dict[int, _SortedEntries] = {}
         self.readers: dict[int, list[tuple]] = {}
         # Barrier fence state per core (NPU.md 2.5): what a barrier waits for, and who waits for it.
         self.last_ordered: list[dict[int, int]] = [{} for _ in range(n_cores)]  # stream -> last
@@ -300,11 +336,11 @@ class _DepTracker:
         exempt = r if (ins.op == "matmul" and ins.accumulate) else -2
         writers, readers = self.writers, self.readers
         for reg in ins.reads:  # RAW: the last writer(s) of every overlapping region read
-            lst = writers.get(reg.tensor)
-            if lst:
+            idx = writers.get(reg.tensor)
+            if idx is not None:
                 p0, p1, b0, b1 = reg.p0, reg.p1, reg.b0, reg.b1
                 fine = reg if (reg.pstep != 1 or reg.runs is not None) else None
-                for q0, q1, c0, c1, j, tag, qf in lst:
+                for q0, q1, c0, c1, j, tag, qf in idx.near(b0, b1):
                     if q0 < p1 and p0 < q1 and c0 < b1 and b0 < c1 and tag != exempt:
                         if (fine is None and qf is None) or overlaps(
                             reg, qf or _box(q0, q1, c0, c1)
@@ -321,9 +357,9 @@ class _DepTracker:
                             reg, qf or _box(q0, q1, c0, c1)
                         ):
                             deps.add(j)
-            lst = writers.get(reg.tensor)
-            if lst:  # WAW: the last overlapping writer
-                for q0, q1, c0, c1, j, tag, qf in lst:
+            idx = writers.get(reg.tensor)
+            if idx is not None:  # WAW: the last overlapping writer
+                for q0, q1, c0, c1, j, tag, qf in idx.near(b0, b1):
                     if q0 < p1 and p0 < q1 and c0 < b1 and b0 < c1 and tag != exempt:
                         if (fine is None and qf is None) or overlaps(
                             reg, qf or _box(q0, q1, c0, c1)
@@ -370,8 +406,11 @@ class _DepTracker:
             # A later reader on the same ordered stream finishes no earlier, so it stands in for
             # the readers whose regions it covers (checked over a short window to stay O(1)).
             for k in range(len(lst) - 1, max(-1, len(lst) - 9), -1):
-                q0, q1, c0, c1, _, tag, qf = lst[k]
-                if tag == mono and p0 <= q0 and q1 <= p1 and b0 <= c0 and c1 <= b1:
+                e = lst[k]
+                if e[5] != mono:
+                    continue
+                q0, q1, c0, c1, _, _, qf = e
+                if p0 <= q0 and q1 <= p1 and b0 <= c0 and c1 <= b1:
                     if fine is None or covers(reg, qf or _box(q0, q1, c0, c1)):
                         del lst[k]
         lst.append((p0, p1, b0, b1, i, mono, fine))
@@ -382,34 +421,21 @@ class _DepTracker:
         t = reg.tensor
         p0, p1, b0, b1 = reg.p0, reg.p1, reg.b0, reg.b1
         fine = reg if (reg.pstep != 1 or reg.runs is not None) else None
-        entry = (p0, p1, b0, b1, i, pipe, fine)
+        idx = self.writers.get(t)
+        if idx is None:
+            idx = self.writers[t] = _SortedEntries()
+        lst = self.readers.get(t)
         if fine is None:
-            lst = self.readers.get(t)
             if lst:
                 self.readers[t] = [
                     e for e in lst if not (p0 <= e[0] and e[1] <= p1 and b0 <= e[2] and e[3] <= b1)
                 ]
-            lst = self.writers.get(t)
+            idx.drop_covered(p0, p1, b0, b1)
+        else:  # a strided write supersedes only entries with exactly its own pattern
             if lst:
-                lst = [
-                    e for e in lst if not (p0 <= e[0] and e[1] <= p1 and b0 <= e[2] and e[3] <= b1)
-                ]
-                lst.append(entry)
-                self.writers[t] = lst
-            else:
-                self.writers[t] = [entry]
-            return
-        # A strided write supersedes only entries with exactly its own pattern.
-        lst = self.readers.get(t)
-        if lst:
-            self.readers[t] = [e for e in lst if e[6] != reg]
-        lst = self.writers.get(t)
-        if lst:
-            lst = [e for e in lst if e[6] != reg]
-            lst.append(entry)
-            self.writers[t] = lst
-        else:
-            self.writers[t] = [entry]
+                self.readers[t] = [e for e in lst if e[6] != reg]
+            idx.drop_pattern(reg)
+        idx.add((p0, p1, b0, b1, i, pipe, fine))
 
     def _fence_deps(
         self, i: int, ins: Instr, r: int, kind: int, stream: int, deps: set[int]
@@ -434,6 +460,57 @@ class _DepTracker:
             self.last_ordered[c][stream] = i
         else:
             self.unordered[c].append(i)
+
+
+class _SortedEntries:
+    """One tensor's writer entries sorted by first byte, so an overlap query visits only the
+    entries that can reach its bytes: those starting in (b0 - span, b1), where `span` is at least
+    the longest entry's byte length (it never shrinks). The order of entries is otherwise free:
+    queries collect sets."""
+
+    __slots__ = ("keys", "entries", "span")
+
+    def __init__(self) -> None:
+        self.keys: list[int] = []  # entries[k][2] (first byte), ascending
+        self.entries: list[tuple] = []
+        self.span = 0
+
+    def near(self, b0: int, b1: int) -> list[tuple]:
+        """Every entry whose bytes may meet [b0, b1) (a superset, tested by the caller)."""
+        keys = self.keys
+        return self.entries[bisect_right(keys, b0 - self.span) : bisect_left(keys, b1)]
+
+    def add(self, entry: tuple) -> None:
+        b0 = entry[2]
+        k = bisect_right(self.keys, b0)
+        self.keys.insert(k, b0)
+        self.entries.insert(k, entry)
+        if entry[3] - b0 > self.span:
+            self.span = entry[3] - b0
+
+    def drop_covered(self, p0: int, p1: int, b0: int, b1: int) -> None:
+        """Drop the entries whose box lies inside [p0, p1) x [b0, b1) (they start in [b0, b1])."""
+        keys = self.keys
+        lo, hi = bisect_left(keys, b0), bisect_right(keys, b1)
+        if lo < hi:
+            kept = [
+                e
+                for e in self.entries[lo:hi]
+                if not (p0 <= e[0] and e[1] <= p1 and e[3] <= b1)  # e[2] >= b0 by the slice
+            ]
+            if len(kept) < hi - lo:
+                self.entries[lo:hi] = kept
+                keys[lo:hi] = [e[2] for e in kept]
+
+    def drop_pattern(self, reg: Region) -> None:
+        """Drop the entries with exactly the strided pattern `reg` (they start at reg.b0)."""
+        keys = self.keys
+        lo, hi = bisect_left(keys, reg.b0), bisect_right(keys, reg.b0)
+        if lo < hi:
+            kept = [e for e in self.entries[lo:hi] if e[6] != reg]
+            if len(kept) < hi - lo:
+                self.entries[lo:hi] = kept
+                keys[lo:hi] = [e[2] for e in kept]
 
 
 def _box(p0: int, p1: int, b0: int, b1: int) -> Region:
@@ -781,23 +858,22 @@ def run_schedule(low: Lowered, m: MachineSpec) -> Schedule:
     """The single in-order pass of NPU.md 5.3 over a lowered program."""
     n = len(low.res)
     free = [0] * (low.n_cores * N_UNITS)  # when each in-order unit can start its next instruction
-    last = [-1] * (low.n_cores * N_UNITS)  # the unit predecessor
     # Filled by index (the side path patches a joint event's first half when the second issues).
     start = [0] * n
     fin = [0] * n
     bind = [-1] * n
     kinds = ["none"] * n
     occ_out = list(low.occ)
-    side = _SidePath(low, m, fin, free, occ_out, start, last)
+    side = _SidePath(low, m, fin, free, occ_out, start)
     thr, dma = side.throttle, side.dma
     thr_end, thr_full, thr_reset = thr.busy_end, thr.full_at, thr.reset_gap
     thr_start, thr_ramp, thr_memo = thr.ramp_start, thr.ramp, thr.memo
-    for i, e, o, lt, ds, c in zip(
-        range(n), low.res, low.occ, low.lat, low.deps, low.cls, strict=True
+    for i, e, o, lt, ds, c, b in zip(
+        range(n), low.res, low.occ, low.lat, low.deps, low.cls, low.prev, strict=True
     ):
-        # start(i) = max(free(e), max over deps of finish(d)); remember which one bound it.
+        # start(i) = max(free(e), max over deps of finish(d)); remember which one bound it
+        # (b starts as the unit predecessor).
         s = free[e]
-        b = last[e]
         k = "engine" if b >= 0 else "none"
         for d in ds:
             f = fin[d]
@@ -837,7 +913,6 @@ def run_schedule(low: Lowered, m: MachineSpec) -> Schedule:
         start[i] = s
         bind[i] = b
         kinds[i] = k
-        last[e] = i
     return Schedule(
         core=low.core,
         engine=low.engine,
@@ -866,16 +941,8 @@ class _SidePath:
         free: list[int],
         occ: list[int],
         start: list[int],
-        last: list[int],
     ) -> None:
-        self.low, self.fin, self.free, self.occ, self.start, self.last = (
-            low,
-            fin,
-            free,
-            occ,
-            start,
-            last,
-        )
+        self.low, self.fin, self.free, self.occ, self.start = low, fin, free, occ, start
         # Cross-engine fixed latency of a joint event (sendrecv, barrier): trigger -> first byte
         # plus completion -> consumer, DMABW's "~1300 ns cross-engine" (NPU.md 2.5, model).
         self.t_fix = ns_to_ps(m.dma_first_byte_ns + m.dma_completion_ns)
@@ -908,7 +975,9 @@ class _SidePath:
             return (s, b, k, *self._sendrecv(i, s, b, k))
         return (s, b, k, *self._barrier(i, s, b, k))
 
-    def _dispatch(self, i: int, stream: int, s: int, b: int, k: str) -> tuple[int, int, str]:
+    def _dispatch(
+        self, i: int, stream: int, prev: int, s: int, b: int, k: str
+    ) -> tuple[int, int, str]:
         """A ScalarE-triggered HWDGE DMA waits for its inputs in ScalarE's in-order stream: it is
         dispatched no earlier than the previous ScalarE instruction started, and ScalarE's next
         instruction waits for that dispatch. Its DGE work then overlaps earlier compute (ARCH2)."""
@@ -917,7 +986,6 @@ class _SidePath:
             f = self.fin[d]
             if f > ready:
                 ready, rb, rk = f, d, "dep"
-        prev = self.last[stream]
         if prev >= 0 and self.start[prev] > ready:
             ready, rb, rk = self.start[prev], prev, "engine"
         if self.dispatched[stream] > ready:
@@ -934,7 +1002,7 @@ class _SidePath:
         completion latency. Returns what `run` returns."""
         d = self.dispatch.get(i)
         if d is not None:
-            s, b, k = self._dispatch(i, d, s, b, k)
+            s, b, k = self._dispatch(i, *d, s, b, k)
         plan = self.plans[i]
         issue = self.low_occ[i]
         issue_end = s + issue
