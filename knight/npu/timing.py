@@ -80,6 +80,7 @@ class Lowered:
     # instruction on it before the DMA)
     dispatch: dict[int, tuple[int, int]]
     prev: list[int]  # the previous instruction on the same in-order unit (-1: none)
+    heads: list[int]  # the first instruction on each in-order unit used (prev -1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +127,7 @@ def lower(program: Program, m: MachineSpec) -> Lowered:
     )
     dispatch: dict[int, tuple[int, int]] = {}
     prev: list[int] = []
+    heads: list[int] = []
     last_on = [-1] * (n_cores * N_UNITS)  # the latest instruction on each in-order unit
     ordered: list[int] = []  # a compute instruction's unit, else -1 (see `_drop_implied`)
     plan_of: dict[tuple[int, str, DmaShape], _DmaPlan] = {}  # a plan depends on these only
@@ -167,6 +169,8 @@ def lower(program: Program, m: MachineSpec) -> Lowered:
         lat.append(lt)
         cls.append(kind)
         prev.append(last_on[r])
+        if last_on[r] < 0:
+            heads.append(i)
         last_on[r] = i
         ds = tracker.add(i, ins, r, COMPUTE if kind == THROTTLED else kind)
         ordered.append(r if kind == COMPUTE or kind == THROTTLED else -1)
@@ -188,6 +192,7 @@ def lower(program: Program, m: MachineSpec) -> Lowered:
         n_cores,
         dispatch,
         prev,
+        heads,
     )
 
 
@@ -701,14 +706,15 @@ class _Throttle:
         rise = 1.0 - self.floor
         a = rise / (2.0 * self.ramp) if self.ramp > 0 else 0.0
         self._k = (rise, a, 4.0 * a, 2.0 * a)
-        self.memo: dict[tuple[int, int], int] = {}  # (ps into the ramp, work) -> duration
+        # work * ramp + (ps into the ramp) -> duration: an int key allocates nothing
+        self.memo: dict[int, int] = {}
 
     def ramp_time(self, into: int, work: int) -> int:
         """Time to complete `work` ps of full-rate work starting `into` ps after the ramp began,
         memoised in `memo` (a kernel's matmuls meet the ramp at few distinct pairs)."""
         if len(self.memo) >= MAX_RAMP_MEMO:
             self.memo.clear()
-        self.memo[(into, work)] = t = self._ramp_time(into, work)
+        self.memo[work * self.ramp + into] = t = self._ramp_time(into, work)
         return t
 
     def _ramp_time(self, into: int, work: int) -> int:
@@ -861,24 +867,27 @@ def run_schedule(low: Lowered, m: MachineSpec) -> Schedule:
     # Filled by index (the side path patches a joint event's first half when the second issues).
     start = [0] * n
     fin = [0] * n
-    bind = [-1] * n
-    kinds = ["none"] * n
+    # The unit predecessor binds unless a dependency finishes later (the first on a unit: none).
+    bind = list(low.prev)
+    kinds = ["engine"] * n
+    for i in low.heads:
+        kinds[i] = "none"
     occ_out = list(low.occ)
     side = _SidePath(low, m, fin, free, occ_out, start)
     thr, dma = side.throttle, side.dma
     thr_end, thr_full, thr_reset = thr.busy_end, thr.full_at, thr.reset_gap
     thr_start, thr_ramp, thr_memo = thr.ramp_start, thr.ramp, thr.memo
-    for i, e, o, lt, ds, c, b in zip(
-        range(n), low.res, low.occ, low.lat, low.deps, low.cls, low.prev, strict=True
+    for i, e, o, lt, ds, c in zip(
+        range(n), low.res, low.occ, low.lat, low.deps, low.cls, strict=True
     ):
-        # start(i) = max(free(e), max over deps of finish(d)); remember which one bound it
-        # (b starts as the unit predecessor).
+        # start(i) = max(free(e), max over deps of finish(d)); remember which one bound it.
         s = free[e]
-        k = "engine" if b >= 0 else "none"
         for d in ds:
             f = fin[d]
             if f > s:
-                s, b, k = f, d, "dep"
+                s = f
+                bind[i] = d
+                kinds[i] = "dep"
         if not c:
             free[e] = s + o
             fin[i] = s + lt
@@ -893,10 +902,10 @@ def run_schedule(low: Lowered, m: MachineSpec) -> Schedule:
                 thr_full[tc] = s + thr_ramp
                 gap = 0
             if s < thr_full[tc]:
-                key = (s - thr_start[tc], o)
-                t = thr_memo.get(key)
+                into = s - thr_start[tc]  # 0 <= into < ramp: the key below is unique
+                t = thr_memo.get(o * thr_ramp + into)
                 if t is None:
-                    t = thr.ramp_time(*key)
+                    t = thr.ramp_time(into, o)
                 t -= gap
                 if t > o:
                     occ_out[i] = t
@@ -905,14 +914,12 @@ def run_schedule(low: Lowered, m: MachineSpec) -> Schedule:
             free[e] = thr_end[tc] = s + o
             fin[i] = s + lt
         elif c == DMA:
-            s, b, k, hold, fin[i] = dma(i, s, b, k)
+            s, bind[i], kinds[i], hold, fin[i] = dma(i, s, bind[i], kinds[i])
             free[e] = s + hold
         else:
-            s, b, k, hold, fin[i] = side.run(c, i, s, b, k)
+            s, bind[i], kinds[i], hold, fin[i] = side.run(c, i, s, bind[i], kinds[i])
             free[e] = s + hold
         start[i] = s
-        bind[i] = b
-        kinds[i] = k
     return Schedule(
         core=low.core,
         engine=low.engine,
