@@ -695,13 +695,14 @@ class _Throttle:
 
     __slots__ = ("floor", "ramp", "reset_gap", "ramp_start", "full_at", "busy_end", "_k", "memo")
 
-    def __init__(self, m: MachineSpec, n_cores: int) -> None:
+    def __init__(self, m: MachineSpec, n_units: int) -> None:
         self.floor = float(m.tensor_throttle_floor)
         self.ramp = ns_to_ps(m.tensor_throttle_ramp_ns)
         self.reset_gap = ns_to_ps(m.tensor_throttle_window_ns) // 2
-        self.ramp_start = [0] * n_cores  # per core: when the current ramp began
-        self.full_at = [0] * n_cores  # ... and when it reaches full utilization
-        self.busy_end = [-self.reset_gap] * n_cores  # the first instruction starts a ramp
+        # Indexed by in-order unit, as `free` is (only each core's TensorE entry is used).
+        self.ramp_start = [0] * n_units  # when the current ramp began
+        self.full_at = [0] * n_units  # ... and when it reaches full utilization
+        self.busy_end = [-self.reset_gap] * n_units  # the first instruction starts a ramp
         # The ramp's constants, computed once (the same float operations, so the same bits).
         rise = 1.0 - self.floor
         a = rise / (2.0 * self.ramp) if self.ramp > 0 else 0.0
@@ -895,14 +896,13 @@ def run_schedule(low: Lowered, m: MachineSpec) -> Schedule:
             # TensorE warm-up throttling (PROF, `_Throttle`), inlined: outside the ramp it costs
             # two comparisons, inside it a memo lookup. The instruction is held until its work,
             # integrated under the ramping limit, is done, less the idle gap before it.
-            tc = e // N_UNITS
-            gap = s - thr_end[tc]
+            gap = s - thr_end[e]
             if gap >= thr_reset:  # an idle half-window: the limit re-engages
-                thr_start[tc] = s
-                thr_full[tc] = s + thr_ramp
+                thr_start[e] = s
+                thr_full[e] = s + thr_ramp
                 gap = 0
-            if s < thr_full[tc]:
-                into = s - thr_start[tc]  # 0 <= into < ramp: the key below is unique
+            if s < thr_full[e]:
+                into = s - thr_start[e]  # 0 <= into < ramp: the key below is unique
                 t = thr_memo.get(o * thr_ramp + into)
                 if t is None:
                     t = thr.ramp_time(into, o)
@@ -911,7 +911,7 @@ def run_schedule(low: Lowered, m: MachineSpec) -> Schedule:
                     occ_out[i] = t
                     lt += t - o
                     o = t
-            free[e] = thr_end[tc] = s + o
+            free[e] = thr_end[e] = s + o
             fin[i] = s + lt
         elif c == DMA:
             s, bind[i], kinds[i], hold, fin[i] = dma(i, s, bind[i], kinds[i])
@@ -961,7 +961,7 @@ class _SidePath:
         self.completion = ns_to_ps(m.dma_completion_ns)
         self.pipelined = m.dma_queue_pipelined
         self.dispatched: list[int] = [0] * (low.n_cores * N_UNITS)  # last DMA dispatch per stream
-        self.throttle = _Throttle(m, low.n_cores)
+        self.throttle = _Throttle(m, low.n_cores * N_UNITS)
         self.engines = _EngineCalendars(low.n_cores, m.dma_engines)
         self.hbm = Calendar()  # one HBM-stack cap for the core pair (NPU.md 5.5 step 5)
         # per (core, queue): (free at, last transfer); FIFO (NPU.md 2.4)
