@@ -411,11 +411,8 @@ class _DepTracker:
             # A later reader on the same ordered stream finishes no earlier, so it stands in for
             # the readers whose regions it covers (checked over a short window to stay O(1)).
             for k in range(len(lst) - 1, max(-1, len(lst) - 9), -1):
-                e = lst[k]
-                if e[5] != mono:
-                    continue
-                q0, q1, c0, c1, _, _, qf = e
-                if p0 <= q0 and q1 <= p1 and b0 <= c0 and c1 <= b1:
+                q0, q1, c0, c1, _, tag, qf = lst[k]
+                if tag == mono and p0 <= q0 and q1 <= p1 and b0 <= c0 and c1 <= b1:
                     if fine is None or covers(reg, qf or _box(q0, q1, c0, c1)):
                         del lst[k]
         lst.append((p0, p1, b0, b1, i, mono, fine))
