@@ -168,6 +168,36 @@ def test_covered_entries_are_dropped_and_partition_ranges_matter():
     assert lower(prog([a, b, c, d]), M2).deps == [(), (), (0, 1), (2,)]
 
 
+def test_a_dependency_implied_by_a_later_one_on_the_same_engine_is_dropped():
+    a = vec(writes=[R(1)])  # 0: VectorE
+    b = vec(writes=[R(2)])  # 1: VectorE, after a: finishes strictly later
+    c = vec(writes=[R(3)], engine="gpsimd")  # 2: another engine
+    d = vec(reads=[R(1), R(2), R(3)], writes=[R(4)], engine="scalar")
+    low = lower(prog([a, b, c, d]), M2)
+    assert low.deps[3] == (1, 2)  # waiting for b implies waiting for a
+    s = schedule(prog([a, b, c, d]), M2)
+    assert s.start_ps[3] == max(s.finish_ps[:3]) == s.finish_ps[1]
+    assert s.bind[3] == 1 and s.bind_kind[3] == "dep"
+
+
+def test_many_disjoint_writers_each_reader_finds_exactly_its_own():
+    # 70 slots of one tile written by alternating engines, then reads of one slot and of a span
+    # (the writers are kept sorted by first byte: a read visits only those that can reach it).
+    writes = [
+        vec(writes=[R(1, b0=8 * k, b1=8 * k + 8)], engine=("vector", "gpsimd")[k % 2])
+        for k in range(70)
+    ]
+    one = vec(reads=[R(1, b0=8 * 40, b1=8 * 41)], writes=[R(2)], engine="scalar")
+    span = vec(reads=[R(1, b0=8 * 10 + 4, b1=8 * 13 - 4)], writes=[R(3)], engine="scalar")
+    wide = vec(writes=[R(1, b0=0, b1=8 * 30)], engine="sync")  # supersedes slots 0..29 (WAW)
+    after = vec(reads=[R(1, b0=8 * 29, b1=8 * 31)], writes=[R(4)], engine="scalar")
+    low = lower(prog([*writes, one, span, wide, after]), M2)
+    assert low.deps[70] == (40,)
+    assert low.deps[71] == (11, 12)  # slot 10 on VectorE is implied by slot 12's later finish
+    assert low.deps[72] == (28, 29, 71)  # WAW on the last writer per engine, WAR on span
+    assert low.deps[73] == (30, 72)  # slot 29's writer is superseded by the wide write
+
+
 def test_accumulate_is_pipelined_behind_same_engine_matmul():
     ps, st, mv = R(5, b1=2048), R(1), R(2)
     first = mm(ps, st, mv)

@@ -17,7 +17,7 @@ HWDGE DMAs hold SyncE; SWDGE DMAs hold GpSimd while it generates descriptors (DG
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -44,6 +44,9 @@ _CLASS = {"dma_copy": DMA, "sendrecv": SENDRECV, "barrier": BARRIER}
 BIND_KINDS = ("none", "dep", "engine", "queue", "dma_engine", "hbm", "peer")
 
 
+_new_tuple = tuple.__new__  # builds a NamedTuple from a tuple without its Python-level __new__
+
+
 def ns_to_ps(ns: float) -> int:
     """Nanoseconds to integer picoseconds."""
     return int(round(ns * 1000.0))
@@ -64,15 +67,19 @@ class Lowered:
     res: list[int]  # in-order resource: core * N_UNITS + index in UNITS
     occ: list[int]  # occupancy (DMA: issue time on its trigger unit)
     lat: list[int]  # latency (compute only)
-    deps: list[tuple[int, ...]]  # merged indices this instruction waits for (all earlier)
+    # Merged indices this instruction waits for (all earlier), less those that finish strictly
+    # before another one it waits for (`_drop_implied`).
+    deps: list[tuple[int, ...]]
     cls: list[int]  # COMPUTE, DMA, SENDRECV or BARRIER
     partner: dict[int, int]  # sendrecv/barrier: merged index of the other core's half
     dma_plans: dict[int, _DmaPlan]
     xfer_ps: dict[int, int]  # sendrecv: transfer time after both sides issued
     n_cores: int
-    dispatch: dict[
-        int, int
-    ]  # ScalarE-triggered HWDGE DMA -> ScalarE's resource (its dispatch stream)
+    # ScalarE-triggered HWDGE DMA -> (ScalarE's resource, its dispatch stream; the latest
+    # instruction on it before the DMA)
+    dispatch: dict[int, tuple[int, int]]
+    prev: list[int]  # the previous instruction on the same in-order unit (-1: none)
+    heads: list[int]  # the first instruction on each in-order unit used (prev -1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +124,12 @@ def lower(program: Program, m: MachineSpec) -> Lowered:
         m.dma_t_swdge_ns,
         m.dma_t_swdge_per_desc_ns,
     )
-    dispatch: dict[int, int] = {}
+    dispatch: dict[int, tuple[int, int]] = {}
+    prev: list[int] = []
+    heads: list[int] = []
+    last_on = [-1] * (n_cores * N_UNITS)  # the latest instruction on each in-order unit
+    ordered: list[int] = []  # a compute instruction's unit, else -1 (see `_drop_implied`)
+    plan_of: dict[tuple[int, str, DmaShape], _DmaPlan] = {}  # a plan depends on these only
     throttled = m.tensor_throttle
     for i, ins in enumerate(instrs):
         kind = _CLASS.get(ins.op, COMPUTE)
@@ -129,11 +141,16 @@ def lower(program: Program, m: MachineSpec) -> Lowered:
         elif kind == DMA:
             shape = ins.dma
             assert shape is not None, f"dma_copy without a DmaShape at {ins.loc}"
-            plans[i] = _dma_plan(ins, shape, m)
+            key = (ins.core, ins.engine, shape)
+            plan = plan_of.get(key)
+            if plan is None:
+                plan = plan_of[key] = _dma_plan(ins, shape, m)
+            plans[i] = plan
             o, lt = _issue_ps(shape, issue_hw, t_swdge, per_desc), 0
             issuer = _issue_unit(ins.engine, shape, u)
             if issuer != u:
-                dispatch[i] = ins.core * N_UNITS + u
+                stream = ins.core * N_UNITS + u
+                dispatch[i] = (stream, last_on[stream])
             u = issuer
         else:
             o, lt = (issue_hw if kind == SENDRECV else 0), 0
@@ -150,7 +167,13 @@ def lower(program: Program, m: MachineSpec) -> Lowered:
         occ.append(o)
         lat.append(lt)
         cls.append(kind)
-        deps.append(tracker.add(i, ins, r, COMPUTE if kind == THROTTLED else kind))
+        prev.append(last_on[r])
+        if last_on[r] < 0:
+            heads.append(i)
+        last_on[r] = i
+        ds = tracker.add(i, ins, r, COMPUTE if kind == THROTTLED else kind)
+        ordered.append(r if kind == COMPUTE or kind == THROTTLED else -1)
+        deps.append(_drop_implied(ds, ordered, occ, lat) if len(ds) > 1 else ds)
     return Lowered(
         instrs,
         origin,
@@ -167,6 +190,32 @@ def lower(program: Program, m: MachineSpec) -> Lowered:
         xfer,
         n_cores,
         dispatch,
+        prev,
+        heads,
+    )
+
+
+def _drop_implied(
+    ds: tuple[int, ...], ordered: list[int], occ: list[int], lat: list[int]
+) -> tuple[int, ...]:
+    """`ds` (sorted) without the dependencies that finish strictly before a later one on the same
+    in-order compute unit, so they can neither set the start nor be blamed for it.
+
+    If j < t run on one unit, t starts no earlier than j's start + occupancy (throttling only
+    lengthens occupancy and latency together), so finish(t) - finish(j) >= lat[t] - (lat[j] -
+    occ[j]); when that is positive, waiting for t implies waiting for j.
+    """
+    top: dict[int, int] = {}
+    on_units = 0
+    for j in ds:
+        u = ordered[j]
+        if u >= 0:
+            top[u] = j  # ascending: the latest on its unit
+            on_units += 1
+    if len(top) == on_units:  # at most one per unit: nothing is implied
+        return ds
+    return tuple(
+        j for j in ds if (u := ordered[j]) < 0 or (t := top[u]) == j or lat[t] <= lat[j] - occ[j]
     )
 
 
@@ -272,7 +321,7 @@ class _DepTracker:
     ) -> None:
         self.n_queues = n_queues
         self.instrs, self.names = instrs, names
-        self.writers: dict[int, list[tuple]] = {}
+        self.writers: dict[int, _SortedEntries] = {}
         self.readers: dict[int, list[tuple]] = {}
         # Barrier fence state per core (NPU.md 2.5): what a barrier waits for, and who waits for it.
         self.last_ordered: list[dict[int, int]] = [{} for _ in range(n_cores)]  # stream -> last
@@ -291,11 +340,11 @@ class _DepTracker:
         exempt = r if (ins.op == "matmul" and ins.accumulate) else -2
         writers, readers = self.writers, self.readers
         for reg in ins.reads:  # RAW: the last writer(s) of every overlapping region read
-            lst = writers.get(reg.tensor)
-            if lst:
+            idx = writers.get(reg.tensor)
+            if idx is not None:
                 p0, p1, b0, b1 = reg.p0, reg.p1, reg.b0, reg.b1
                 fine = reg if (reg.pstep != 1 or reg.runs is not None) else None
-                for q0, q1, c0, c1, j, tag, qf in lst:
+                for q0, q1, c0, c1, j, tag, qf in idx.near(b0, b1):
                     if q0 < p1 and p0 < q1 and c0 < b1 and b0 < c1 and tag != exempt:
                         if (fine is None and qf is None) or overlaps(
                             reg, qf or _box(q0, q1, c0, c1)
@@ -312,9 +361,9 @@ class _DepTracker:
                             reg, qf or _box(q0, q1, c0, c1)
                         ):
                             deps.add(j)
-            lst = writers.get(reg.tensor)
-            if lst:  # WAW: the last overlapping writer
-                for q0, q1, c0, c1, j, tag, qf in lst:
+            idx = writers.get(reg.tensor)
+            if idx is not None:  # WAW: the last overlapping writer
+                for q0, q1, c0, c1, j, tag, qf in idx.near(b0, b1):
                     if q0 < p1 and p0 < q1 and c0 < b1 and b0 < c1 and tag != exempt:
                         if (fine is None and qf is None) or overlaps(
                             reg, qf or _box(q0, q1, c0, c1)
@@ -373,34 +422,21 @@ class _DepTracker:
         t = reg.tensor
         p0, p1, b0, b1 = reg.p0, reg.p1, reg.b0, reg.b1
         fine = reg if (reg.pstep != 1 or reg.runs is not None) else None
-        entry = (p0, p1, b0, b1, i, pipe, fine)
+        idx = self.writers.get(t)
+        if idx is None:
+            idx = self.writers[t] = _SortedEntries()
+        lst = self.readers.get(t)
         if fine is None:
-            lst = self.readers.get(t)
             if lst:
                 self.readers[t] = [
                     e for e in lst if not (p0 <= e[0] and e[1] <= p1 and b0 <= e[2] and e[3] <= b1)
                 ]
-            lst = self.writers.get(t)
+            idx.drop_covered(p0, p1, b0, b1)
+        else:  # a strided write supersedes only entries with exactly its own pattern
             if lst:
-                lst = [
-                    e for e in lst if not (p0 <= e[0] and e[1] <= p1 and b0 <= e[2] and e[3] <= b1)
-                ]
-                lst.append(entry)
-                self.writers[t] = lst
-            else:
-                self.writers[t] = [entry]
-            return
-        # A strided write supersedes only entries with exactly its own pattern.
-        lst = self.readers.get(t)
-        if lst:
-            self.readers[t] = [e for e in lst if e[6] != reg]
-        lst = self.writers.get(t)
-        if lst:
-            lst = [e for e in lst if e[6] != reg]
-            lst.append(entry)
-            self.writers[t] = lst
-        else:
-            self.writers[t] = [entry]
+                self.readers[t] = [e for e in lst if e[6] != reg]
+            idx.drop_pattern(reg)
+        idx.add((p0, p1, b0, b1, i, pipe, fine))
 
     def _fence_deps(
         self, i: int, ins: Instr, r: int, kind: int, stream: int, deps: set[int]
@@ -425,6 +461,57 @@ class _DepTracker:
             self.last_ordered[c][stream] = i
         else:
             self.unordered[c].append(i)
+
+
+class _SortedEntries:
+    """One tensor's writer entries sorted by first byte, so an overlap query visits only the
+    entries that can reach its bytes: those starting in (b0 - span, b1), where `span` is at least
+    the longest entry's byte length (it never shrinks). The order of entries is otherwise free:
+    queries collect sets."""
+
+    __slots__ = ("keys", "entries", "span")
+
+    def __init__(self) -> None:
+        self.keys: list[int] = []  # entries[k][2] (first byte), ascending
+        self.entries: list[tuple] = []
+        self.span = 0
+
+    def near(self, b0: int, b1: int) -> list[tuple]:
+        """Every entry whose bytes may meet [b0, b1) (a superset, tested by the caller)."""
+        keys = self.keys
+        return self.entries[bisect_right(keys, b0 - self.span) : bisect_left(keys, b1)]
+
+    def add(self, entry: tuple) -> None:
+        b0 = entry[2]
+        k = bisect_right(self.keys, b0)
+        self.keys.insert(k, b0)
+        self.entries.insert(k, entry)
+        if entry[3] - b0 > self.span:
+            self.span = entry[3] - b0
+
+    def drop_covered(self, p0: int, p1: int, b0: int, b1: int) -> None:
+        """Drop the entries whose box lies inside [p0, p1) x [b0, b1) (they start in [b0, b1])."""
+        keys = self.keys
+        lo, hi = bisect_left(keys, b0), bisect_right(keys, b1)
+        if lo < hi:
+            kept = [
+                e
+                for e in self.entries[lo:hi]
+                if not (p0 <= e[0] and e[1] <= p1 and e[3] <= b1)  # e[2] >= b0 by the slice
+            ]
+            if len(kept) < hi - lo:
+                self.entries[lo:hi] = kept
+                keys[lo:hi] = [e[2] for e in kept]
+
+    def drop_pattern(self, reg: Region) -> None:
+        """Drop the entries with exactly the strided pattern `reg` (they start at reg.b0)."""
+        keys = self.keys
+        lo, hi = bisect_left(keys, reg.b0), bisect_right(keys, reg.b0)
+        if lo < hi:
+            kept = [e for e in self.entries[lo:hi] if e[6] != reg]
+            if len(kept) < hi - lo:
+                self.entries[lo:hi] = kept
+                keys[lo:hi] = [e[2] for e in kept]
 
 
 def _box(p0: int, p1: int, b0: int, b1: int) -> Region:
@@ -482,6 +569,19 @@ class Calendar:
         if need <= 0:
             return earliest, earliest, earliest, -1
         starts, ends, owners = self.starts, self.ends, self.owners
+        if not starts or earliest >= starts[-1]:
+            # The common case: the job starts in or after the last busy interval, in one piece.
+            t, blame = earliest, -1
+            if starts and t <= ends[-1]:
+                if t < ends[-1]:
+                    blame, t = owners[-1], ends[-1]
+                ends[-1] = t + need  # touches the last interval: merged
+                owners[-1] = owner
+            else:
+                starts.append(t)
+                ends.append(t + need)
+                owners.append(owner)
+            return t, t, t + need, blame
         t, blame, first = earliest, -1, -1
         k = bisect_right(ends, t)  # first interval ending after t
         while True:
@@ -539,11 +639,20 @@ class _EngineCalendars:
     ) -> tuple[int, int, int, int]:
         """Place a transfer's per-engine work; return (first start, last start, end, blame) of the
         engine that finishes last."""
-        first, best = -1, (ready, ready, -1)
         of = self.of
+        if len(groups) == 1:  # the common case: one shared history for all the engines used
+            need, engines = groups[0]
+            cal = of[next(iter(engines))]
+            if cal.members is engines or cal.members == engines:
+                cal.members = engines  # plans share their groups: the next test is by identity
+                f0, last, end, blame = cal.fill(ready, need, owner)
+                if end > ready:
+                    return f0, last, end, blame
+                return f0, ready, ready, -1
+        first, best = -1, (ready, ready, -1)
         for need, engines in groups:
             cal = of[next(iter(engines))]
-            if cal.members == engines:  # the common case: one shared history
+            if cal.members == engines:
                 cals: Iterable[Calendar] = (cal,)
             else:
                 cals = {id(of[e]): of[e] for e in engines}.values()
@@ -562,6 +671,8 @@ class _EngineCalendars:
 
 # ----------------------------------------------------------------------------- throttling
 
+MAX_RAMP_MEMO = 1 << 16  # memoised ramp durations per schedule (the table is cleared when full)
+
 
 class _Throttle:
     """TensorE dI/dt throttling (PROF, Neuron Explorer "Understanding throttling"): after idling,
@@ -573,36 +684,48 @@ class _Throttle:
     below 50 %). The limit caps utilization, not speed: an instruction of full-rate occupancy W
     holds TensorE until the work integrated under the limit reaches W, less the idle time since
     the previous instruction (sparse work under the cap is not slowed).
+
+    This holds the state and the ramp's arithmetic; `run_schedule` applies it inline (it runs
+    for every matmul).
     """
 
-    def __init__(self, m: MachineSpec, n_cores: int) -> None:
+    __slots__ = ("floor", "ramp", "reset_gap", "ramp_start", "full_at", "busy_end", "_k", "memo")
+
+    def __init__(self, m: MachineSpec, n_units: int) -> None:
         self.floor = float(m.tensor_throttle_floor)
         self.ramp = ns_to_ps(m.tensor_throttle_ramp_ns)
         self.reset_gap = ns_to_ps(m.tensor_throttle_window_ns) // 2
-        self.ramp_start = [0] * n_cores  # per core: when the current ramp began
-        self.full_at = [0] * n_cores  # ... and when it reaches full utilization
-        self.busy_end = [-self.reset_gap] * n_cores  # the first instruction starts a ramp
+        # Indexed by in-order unit, as `free` is (only each core's TensorE entry is used).
+        self.ramp_start = [0] * n_units  # when the current ramp began
+        self.full_at = [0] * n_units  # ... and when it reaches full utilization
+        self.busy_end = [-self.reset_gap] * n_units  # the first instruction starts a ramp
+        # The ramp's constants, computed once (the same float operations, so the same bits).
+        rise = 1.0 - self.floor
+        a = rise / (2.0 * self.ramp) if self.ramp > 0 else 0.0
+        self._k = (rise, a, 4.0 * a, 2.0 * a)
+        # work * ramp + (ps into the ramp) -> duration: an int key allocates nothing
+        self.memo: dict[int, int] = {}
 
-    def hold(self, c: int, s: int, work: int, gap: int) -> int:
-        """How long TensorE of core `c` is held by `work` ps of full-rate work starting at `s`,
-        `gap` ps after its previous instruction ended."""
-        if gap >= self.reset_gap:  # an idle half-window: the limit re-engages
-            self.ramp_start[c], self.full_at[c] = s, s + self.ramp
-            gap = 0
-        return max(work, self._duration(s, work, self.ramp_start[c]) - gap)
+    def ramp_time(self, into: int, work: int) -> int:
+        """Time to complete `work` ps of full-rate work starting `into` ps after the ramp began,
+        memoised in `memo` (a kernel's matmuls meet the ramp at few distinct pairs)."""
+        if len(self.memo) >= MAX_RAMP_MEMO:
+            self.memo.clear()
+        self.memo[work * self.ramp + into] = t = self._ramp_time(into, work)
+        return t
 
-    def _duration(self, s: int, work: int, rs: int) -> int:
-        """Time from `s` to complete `work` ps of full-rate work under the ramping limit."""
-        f, ramp = self.floor, self.ramp
-        if ramp <= 0 or s >= rs + ramp:
-            return work
-        l0 = f + (1.0 - f) * (s - rs) / ramp  # limit at s
-        a = (1.0 - f) / (2.0 * ramp)  # the limit grows linearly: work(u) = l0 u + a u^2
-        u_end = rs + ramp - s
+    def _ramp_time(self, into: int, work: int) -> int:
+        """Time to complete `work` ps of full-rate work starting `into` ps after the ramp began."""
+        # The limit grows linearly from l0: work done after u ps is l0 u + a u^2 until the ramp
+        # ends (u_end), then at full rate.
+        rise, a, a4, a2 = self._k
+        ramp = self.ramp
+        l0 = self.floor + rise * into / ramp  # the limit now
+        u_end = ramp - into
         before = l0 * u_end + a * u_end * u_end
         if work >= before:
-            return int(round(u_end + (work - before)))
-        return int(round((-l0 + (l0 * l0 + 4.0 * a * work) ** 0.5) / (2.0 * a)))
+            return round(u_end + (work - before))
+        return round((-l0 + (l0 * l0 + a4 * work) ** 0.5) / a2)
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -734,48 +857,61 @@ def run_schedule(low: Lowered, m: MachineSpec) -> Schedule:
     """The single in-order pass of NPU.md 5.3 over a lowered program."""
     n = len(low.res)
     free = [0] * (low.n_cores * N_UNITS)  # when each in-order unit can start its next instruction
-    last = [-1] * (low.n_cores * N_UNITS)  # the unit predecessor
-    start: list[int] = []
-    fin: list[int] = []
-    bind: list[int] = []
-    kinds: list[str] = []
+    # Filled by index (the side path patches a joint event's first half when the second issues).
+    start = [0] * n
+    fin = [0] * n
+    # The unit predecessor binds unless a dependency finishes later (the first on a unit: none).
+    bind = list(low.prev)
+    kinds = ["engine"] * n
+    for i in low.heads:
+        kinds[i] = "none"
     occ_out = list(low.occ)
-    side = _SidePath(low, m, fin, free, occ_out, start, last)
-    s_add, f_add, b_add, k_add = start.append, fin.append, bind.append, kinds.append
-    thr = side.throttle
+    side = _SidePath(low, m, fin, free, occ_out, start)
+    thr, dma = side.throttle, side.dma
     thr_end, thr_full, thr_reset = thr.busy_end, thr.full_at, thr.reset_gap
+    thr_start, thr_ramp, thr_memo = thr.ramp_start, thr.ramp, thr.memo
     for i, e, o, lt, ds, c in zip(
         range(n), low.res, low.occ, low.lat, low.deps, low.cls, strict=True
     ):
         # start(i) = max(free(e), max over deps of finish(d)); remember which one bound it.
         s = free[e]
-        b = last[e]
-        k = "engine" if b >= 0 else "none"
         for d in ds:
             f = fin[d]
             if f > s:
-                s, b, k = f, d, "dep"
-        if c == THROTTLED:
-            # TensorE warm-up throttling, inlined: the common case (ramp over, no long idle gap)
-            # costs two comparisons (PROF; `_Throttle`).
-            tc = e // N_UNITS
-            gap = s - thr_end[tc]
-            if gap >= thr_reset or s < thr_full[tc]:
-                o = thr.hold(tc, s, o, gap)
-                occ_out[i] = o
-            free[e] = thr_end[tc] = s + o
-            f_add(s + lt + (o - low.occ[i]))
-        elif c:
-            s, b, k, hold, f = side.run(c, i, s, b, k)
-            free[e] = s + hold
-            f_add(f)
-        else:
+                s = f
+                bind[i] = d
+                kinds[i] = "dep"
+        if not c:
             free[e] = s + o
-            f_add(s + lt)
-        s_add(s)
-        b_add(b)
-        k_add(k)
-        last[e] = i
+            fin[i] = s + lt
+        elif c == THROTTLED:
+            # TensorE warm-up throttling (PROF, `_Throttle`), inlined: outside the ramp it costs
+            # two comparisons, inside it a memo lookup. The instruction is held until its work,
+            # integrated under the ramping limit, is done, less the idle gap before it.
+            gap = s - thr_end[e]
+            if gap >= thr_reset:  # an idle half-window: the limit re-engages
+                thr_start[e] = s
+                thr_full[e] = s + thr_ramp
+                gap = 0
+            if s < thr_full[e]:
+                into = s - thr_start[e]  # 0 <= into < ramp: the key below is unique
+                t = thr_memo.get(o * thr_ramp + into)
+                if t is None:
+                    t = thr.ramp_time(into, o)
+                t -= gap
+                if t > o:
+                    occ_out[i] = t
+                    lt += t - o
+                    o = t
+            free[e] = thr_end[e] = s + o
+            fin[i] = s + lt
+        elif c == DMA:
+            s, bind[i], kinds[i], hold, fin[i] = dma(i, s, bind[i], kinds[i])
+            free[e] = s + hold
+        else:
+            s, bind[i], kinds[i], hold, fin[i] = side.run(c, i, s, bind[i], kinds[i])
+            free[e] = s + hold
+        start[i] = s
     return Schedule(
         core=low.core,
         engine=low.engine,
@@ -804,16 +940,8 @@ class _SidePath:
         free: list[int],
         occ: list[int],
         start: list[int],
-        last: list[int],
     ) -> None:
-        self.low, self.fin, self.free, self.occ, self.start, self.last = (
-            low,
-            fin,
-            free,
-            occ,
-            start,
-            last,
-        )
+        self.low, self.fin, self.free, self.occ, self.start = low, fin, free, occ, start
         # Cross-engine fixed latency of a joint event (sendrecv, barrier): trigger -> first byte
         # plus completion -> consumer, DMABW's "~1300 ns cross-engine" (NPU.md 2.5, model).
         self.t_fix = ns_to_ps(m.dma_first_byte_ns + m.dma_completion_ns)
@@ -825,12 +953,12 @@ class _SidePath:
         self.completion = ns_to_ps(m.dma_completion_ns)
         self.pipelined = m.dma_queue_pipelined
         self.dispatched: list[int] = [0] * (low.n_cores * N_UNITS)  # last DMA dispatch per stream
-        self.throttle = _Throttle(m, low.n_cores)
+        self.throttle = _Throttle(m, low.n_cores * N_UNITS)
         self.engines = _EngineCalendars(low.n_cores, m.dma_engines)
         self.hbm = Calendar()  # one HBM-stack cap for the core pair (NPU.md 5.5 step 5)
         # per (core, queue): (free at, last transfer); FIFO (NPU.md 2.4)
         self.queue_free: list[tuple[int, int]] = [(0, -1)] * (low.n_cores * m.dma_queues)
-        self.plans, self.low_occ = low.dma_plans, low.occ
+        self.plans, self.low_occ, self.dispatch = low.dma_plans, low.occ, low.dispatch
         self.pending: dict[
             int, tuple[int, int, str, int]
         ] = {}  # first half -> (start, bind, kind, issue end)
@@ -841,15 +969,14 @@ class _SidePath:
         """Time instruction `i`, ready at `s` (bound by `b`, kind `k`); return
         (start, bind, bind kind, engine hold, finish)."""
         if cls == DMA:
-            d = self.low.dispatch.get(i)
-            if d is not None:
-                s, b, k = self._dispatch(i, d, s, b, k)
-            return (s, b, k, *self._dma(i, s, b, k))
+            return self.dma(i, s, b, k)
         if cls == SENDRECV:
             return (s, b, k, *self._sendrecv(i, s, b, k))
         return (s, b, k, *self._barrier(i, s, b, k))
 
-    def _dispatch(self, i: int, stream: int, s: int, b: int, k: str) -> tuple[int, int, str]:
+    def _dispatch(
+        self, i: int, stream: int, prev: int, s: int, b: int, k: str
+    ) -> tuple[int, int, str]:
         """A ScalarE-triggered HWDGE DMA waits for its inputs in ScalarE's in-order stream: it is
         dispatched no earlier than the previous ScalarE instruction started, and ScalarE's next
         instruction waits for that dispatch. Its DGE work then overlaps earlier compute (ARCH2)."""
@@ -858,7 +985,6 @@ class _SidePath:
             f = self.fin[d]
             if f > ready:
                 ready, rb, rk = f, d, "dep"
-        prev = self.last[stream]
         if prev >= 0 and self.start[prev] > ready:
             ready, rb, rk = self.start[prev], prev, "engine"
         if self.dispatched[stream] > ready:
@@ -870,9 +996,12 @@ class _SidePath:
             return ready, rb, rk
         return s, b, k
 
-    def _dma(self, i: int, s: int, b: int, k: str) -> tuple[int, int]:
+    def dma(self, i: int, s: int, b: int, k: str) -> tuple[int, int, str, int, int]:
         """NPU.md 5.5: issue, first-byte latency, FIFO queue, engines (calendars), HBM cap,
-        completion latency."""
+        completion latency. Returns what `run` returns."""
+        d = self.dispatch.get(i)
+        if d is not None:
+            s, b, k = self._dispatch(i, *d, s, b, k)
         plan = self.plans[i]
         issue = self.low_occ[i]
         issue_end = s + issue
@@ -892,23 +1021,24 @@ class _SidePath:
         data_end = eng_end if eng_end >= hbm_end else hbm_end  # the last engine and the HBM share
         finish = data_end + self.completion  # the completion semaphore reaches the consumer
         self.queue_free[plan.queue_key] = (data_end, i)
-        own = (
-            (q_prev, "queue", q_free)
-            if q_free > issue_end and q_free >= q_start + lat
-            else (b, k, s)
-        )
-        if hbm_end > eng_end and hbm_blame >= 0:
-            bound = (hbm_blame, "hbm", hbm_last)
-        elif eng_end >= hbm_end and eng_blame >= 0:
-            bound = (eng_blame, "dma_engine", eng_last)
+        if q_free > issue_end and q_free >= q_start + lat:
+            own = (q_prev, "queue", q_free)
         else:
-            bound = own
-        self.finish_bind[i] = FinishBinding(issue_end, *bound, *own)
-        limit = "hbm" if hbm_end > eng_end else "engines"
-        self.records[i] = DmaRecord(
-            i, *plan.info, s, issue_end, q_start, ready, first, finish, limit, data_end
+            own = (b, k, s)
+        if hbm_end > eng_end:
+            bound = (hbm_blame, "hbm", hbm_last) if hbm_blame >= 0 else own
+            limit = "hbm"
+        else:
+            bound = (eng_blame, "dma_engine", eng_last) if eng_blame >= 0 else own
+            limit = "engines"
+        # Built with tuple.__new__: the NamedTuples' Python-level __new__ is a measurable share
+        # of a transfer's scheduling time.
+        self.finish_bind[i] = _new_tuple(FinishBinding, (issue_end, *bound, *own))
+        self.records[i] = _new_tuple(
+            DmaRecord,
+            (i, *plan.info, s, issue_end, q_start, ready, first, finish, limit, data_end),
         )
-        return issue, finish
+        return s, b, k, issue, finish
 
     def _sendrecv(self, i: int, s: int, b: int, k: str) -> tuple[int, int]:
         """Joint event: completes at the later issue end + t_fix + transfer (NPU.md 2.5, model)."""
