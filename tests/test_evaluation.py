@@ -417,13 +417,14 @@ def test_what_runs_is_what_is_hashed(rmsnorm, cache):
 # ----------------------------------------------------------------------------- cache
 
 
-def test_unchanged_candidate_hits_the_cache(rmsnorm):
+def test_unchanged_candidate_hits_the_cache(rmsnorm, tmp_path):
     source = rmsnorm.baseline_source().replace("COLS_PER_TILE = 512", "COLS_PER_TILE = 1024")
     assert source != rmsnorm.baseline_source()
-    with LocalEvaluator(isolate=False, cache=MemoryCache()) as ev:
+    with LocalEvaluator(isolate=False, cache=MemoryCache(), reference_cache=tmp_path) as ev:
         first = ev.evaluate(source, rmsnorm)
         second = ev.evaluate(source, rmsnorm)
-    assert first.ok and first.simulated_runs > 0
+    runs = sum(len(w.seeds) for w in rmsnorm.all_workloads())
+    assert first.ok and first.simulated_runs == 2 * runs, "the baseline's and the candidate's"
     assert second.simulated_runs == 0, "no simulation runs for an unchanged candidate"
     assert second.cached_runs == first.simulated_runs
     assert second.score_ns == first.score_ns and second.harness == first.harness

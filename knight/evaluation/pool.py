@@ -290,6 +290,23 @@ class WorkerPool:
             t.join()
         return [r for r in results if r is not None]
 
+    def run_sequence(
+        self, kind: WorkerKind, requests: list[BaseModel], answer: type[M]
+    ) -> list[M | Failure]:
+        """Run `requests` one after the other on one worker of `kind` (replaced if it dies), in
+        the calling thread: consecutive runs of one shape reuse the worker's replayed program."""
+        out: list[M | Failure] = []
+        w: Worker | None = None
+        for req in requests:
+            if w is None or not w.alive:
+                if w is not None:
+                    self._give_back(w)  # a dead worker is dropped there
+                w = self._take(kind)
+            out.append(w.run(req, answer, self.timeout_s))
+        if w is not None:
+            self._give_back(w)
+        return out
+
     def close(self) -> None:
         """Stop every worker: idle ones politely, busy ones (an interrupted run) at once."""
         with self._lock:
