@@ -14,7 +14,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -214,6 +214,16 @@ class LocalEvaluator:
             self._memo_put(key, hit)
         return hit
 
+    def _executor_kind(self, problem: Problem) -> WorkerKind:
+        return WorkerKind(
+            "execute", None, readable=(str(problem.root),), writable=(str(self.input_cache),)
+        )
+
+    def prestart_executors(self, problem: Problem, n: int) -> None:
+        """Start up to `n` executors now, so they are ready when the first trace is."""
+        if self.pool is not None and n > 0:
+            self.pool.prestart(self._executor_kind(problem), n)
+
     @property
     def lanes(self) -> int:
         """How many tasks one evaluation runs at once: the pool's size (1 in-process)."""
@@ -238,11 +248,8 @@ class LocalEvaluator:
         self.simulated += len(reqs)
         if self.pool is None:
             return [execute_one(r) for r in reqs]
-        kind = WorkerKind(
-            "execute", None, readable=(str(problem.root),), writable=(str(self.input_cache),)
-        )
         run = self.pool.run_sequence if sequence else self.pool.run_many
-        out = run(kind, reqs, RunResult)
+        out = run(self._executor_kind(problem), reqs, RunResult)
         return [
             r if isinstance(r, RunResult) else _failed_run(q.workload, q.seed, r)
             for q, r in zip(reqs, out, strict=True)
@@ -468,28 +475,40 @@ class _Context:
                 record(k, r, simulated=True)
             return []
 
-        def trace(key: tuple, req: TraceRequest, items: list) -> list[Task]:
-            t = self.ev.trace_memo(key, req, TRACE_SEED)
-            if t.ok and t.call_log is not None:
-                log = t.call_log
-                return [Task(1, lambda: execute(items, log))]
-            for k, w, s, _ in items:  # the trace failed: the verdict of every seed of the shape
-                record(k, _failed_run(w.name, s, t.failure), simulated=False)
+        def traces(jobs: list) -> Iterator[Task]:
+            """Trace shapes one after the other on one tracer; each traced shape's runs are
+            handed to a free lane at once."""
+            for key, req, items in jobs:
+                t = self.ev.trace_memo(key, req, TRACE_SEED)
+                if t.ok and t.call_log is not None:
+                    yield Task(1, lambda items=items, log=t.call_log: execute(items, log))
+                    continue
+                for k, w, s, _ in items:  # a failed trace is the verdict of its shape's seeds
+                    record(k, _failed_run(w.name, s, t.failure), simulated=False)
+
+        def retraces(jobs: list) -> list[Task]:
+            for key, req in jobs:  # memoised for _determinism, which reads the verdict in order
+                self.ev.trace_memo(key, req, CHECK_SEED)
             return []
 
-        def again(key: tuple, req: TraceRequest) -> list[Task]:
-            self.ev.trace_memo(key, req, CHECK_SEED)  # memoised for _determinism
-            return []
-
-        tasks = [
-            Task(0, lambda key=key, req=req, items=items: trace(key, req, items))
-            for key, (req, items) in groups.items()
-        ]
+        scored = [(key, req, items) for key, (req, items) in groups.items()]
+        again = []
         for w in recheck or []:
             req = self._candidate_request(w)
-            key = trace_key(self.source, self.problem.spec.kernel_file, req, CHECK_SEED)
-            tasks.append(Task(2, lambda key=key, req=req: again(key, req)))
-        run_tasks(self.ev.lanes, tasks)
+            again.append(
+                (trace_key(self.source, self.problem.spec.kernel_file, req, CHECK_SEED), req)
+            )
+        # Chains of traces, so each lane keeps one tracer busy: with re-traces to do, half the
+        # lanes trace for scoring and half re-trace (the same amount of work); the lanes that
+        # finish first run the executions.
+        lanes = self.ev.lanes
+        n_again = min(len(again), lanes // 2) if again else 0
+        n_scored = max(1, lanes - max(n_again, 1 if again else 0)) if scored else 0
+        tasks = [Task(0, lambda j=scored[i::n_scored]: traces(j)) for i in range(n_scored)]
+        n_again = max(n_again, 1) if again else 0
+        tasks += [Task(0, lambda j=again[i::n_again]: retraces(j)) for i in range(n_again)]
+        self.ev.prestart_executors(self.problem, min(lanes, len(scored)))
+        run_tasks(lanes, tasks)
         if same:  # the candidate is the baseline: its runs are the same
             out[1] = out[0]
         base, cand = out

@@ -290,6 +290,20 @@ class WorkerPool:
             t.join()
         return [r for r in results if r is not None]
 
+    def prestart(self, kind: WorkerKind, n: int) -> None:
+        """Start workers of `kind` until `n` are idle (at most the pool's size), without waiting:
+        their interpreters start up while other work runs instead of when a request comes."""
+        with self._lock:
+            have = sum(1 for w in self._idle if w.kind == kind and w.alive)
+        for _ in range(min(n, self.size) - have):
+            with self._lock:
+                self._seed += 1
+                seed = kind.hash_seed if kind.hash_seed is not None else self._seed
+            w = self._spawn(kind, seed)
+            with self._lock:
+                self._all = [x for x in self._all if x.alive] + [w]
+                self._idle.insert(0, w)  # taken after the warm ones (`_take` picks from the end)
+
     def run_sequence(
         self, kind: WorkerKind, requests: list[BaseModel], answer: type[M]
     ) -> list[M | Failure]:

@@ -1,8 +1,9 @@
 """A small task runner: a fixed number of lanes work through prioritised tasks that may add more.
 
-The evaluator uses it to pipeline one evaluation over the worker pool: a trace task, when it
-finishes, adds the execute task of its shape, so executions start while other shapes are still
-being traced, and determinism re-traces fill lanes that would otherwise idle.
+The evaluator uses it to pipeline one evaluation over the worker pool: a chain of traces yields
+the execute task of each shape as soon as that shape is traced, so executions start on a free
+lane while other shapes are still being traced. A task is a callable returning an iterable of
+new tasks; a generator hands each one over the moment it yields it.
 """
 
 from __future__ import annotations
@@ -55,14 +56,14 @@ def run_tasks(lanes: int, tasks: Iterable[Task]) -> None:
                 task, _ = heapq.heappop(heap)
                 state["running"] += 1
             try:
-                more = list(task.run())
+                for t in task.run():
+                    with cond:
+                        heapq.heappush(heap, (t, next(counter)))
+                        cond.notify()
             except BaseException as e:  # noqa: BLE001 - handed to the caller below
-                more = []
                 with cond:
                     errors.append(e)
             with cond:
-                for t in more:
-                    heapq.heappush(heap, (t, next(counter)))
                 state["running"] -= 1
                 cond.notify_all()
 

@@ -232,12 +232,31 @@ def matmul(stationary: np.ndarray, moving: np.ndarray) -> np.ndarray:
         return fast
     with np.errstate(all="ignore"):  # inf * 0 -> NaN and fp32 overflow -> inf are defined
         # Start from the first product rather than +0 so an all-(-0) sum stays -0 (IEEE).
-        # Elementwise multiply/add are correctly rounded in every SIMD path; a Python loop
-        # fixes the summation order, which BLAS and np.add.reduce (pairwise) do not.
-        acc = np.multiply.outer(s64[0], m64[0])
+        # Elementwise multiply/add are correctly rounded in every SIMD path; a sequential sum
+        # over k fixes the summation order, which BLAS and np.add.reduce (pairwise) do not.
+        return _ordered_sum(s64, m64).astype(_FP32, order="C")
+
+
+# Up to this many products (2 MiB of float64) are formed in one multiply before the ordered sum.
+_PRODUCTS_AT_ONCE = 1 << 18
+
+
+def _ordered_sum(s64: np.ndarray, m64: np.ndarray) -> np.ndarray:
+    """sum_k s64[k, i] * m64[k, j] in float64, k = 0, 1, ... in order, starting from k = 0's
+    product. Small operands: every product in one multiply, then one in-place add per k over a
+    contiguous [N, M] row (the same operations, far fewer Python steps); large ones: an outer
+    product per k, so memory stays bounded."""
+    k_size, m, n = s64.shape[0], s64.shape[1], m64.shape[1]
+    if k_size * m * n <= _PRODUCTS_AT_ONCE:
+        products = s64[:, None, :] * m64[:, :, None]  # [K, N, M]: s * m, as the loop below
+        acc = products[0].copy()
         for k in range(1, k_size):
-            acc += np.multiply.outer(s64[k], m64[k])
-        return acc.astype(_FP32)
+            np.add(acc, products[k], out=acc)
+        return acc.T
+    acc = np.multiply.outer(s64[0], m64[0])
+    for k in range(1, k_size):
+        acc += np.multiply.outer(s64[k], m64[k])
+    return acc
 
 
 _SIGNIFICANT_BITS = {_BF16: 8, _FP16: 11, _FP32: 24}
