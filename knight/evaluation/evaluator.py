@@ -82,7 +82,7 @@ class LocalEvaluator:
         self._aux: WorkerPool | None = None  # in-process mode: re-traces under another hash seed
         self._aux_args = (timeout_s, memory_mb)
         self._logs: OrderedDict[tuple, TraceResult] = OrderedDict()
-        self._logs_lock = threading.Lock()
+        self._lock = threading.Lock()  # the memo and the counter: lanes call in parallel
         self.simulated = 0
 
     def close(self) -> None:
@@ -192,7 +192,7 @@ class LocalEvaluator:
         return [fresh[k] if k in fresh else known[k] for k in keys]
 
     def _memo_get(self, key: tuple) -> TraceResult | None:
-        with self._logs_lock:
+        with self._lock:
             hit = self._logs.get(key)
             if hit is not None:
                 self._logs.move_to_end(key)
@@ -201,7 +201,7 @@ class LocalEvaluator:
     def _memo_put(self, key: tuple, res: TraceResult) -> None:
         if not (res.ok or res.failure is None or cacheable_failure(res.failure)):
             return  # a machine hiccup is retried, never remembered
-        with self._logs_lock:
+        with self._lock:
             self._logs[key] = res
             while len(self._logs) > _LOGS_KEPT:
                 self._logs.popitem(last=False)
@@ -245,7 +245,8 @@ class LocalEvaluator:
     ) -> list[RunResult]:
         """Replay call logs on inputs, in executor processes (or in this one with isolate=False).
         `sequence`: all on one executor in turn (runs of one shape share its replayed program)."""
-        self.simulated += len(reqs)
+        with self._lock:
+            self.simulated += len(reqs)
         if self.pool is None:
             return [execute_one(r) for r in reqs]
         run = self.pool.run_sequence if sequence else self.pool.run_many
