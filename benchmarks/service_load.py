@@ -119,7 +119,10 @@ def remote_over_local(url: str, token: str, workers: int) -> dict[str, float]:
     problem = load_problem("moe_decode")
     source = problem.baseline_source()
     t0 = time.perf_counter()
-    with LocalEvaluator(workers=workers, cache=MemoryCache()) as local:
+    with (
+        tempfile.TemporaryDirectory() as refs,  # no baseline runs cached: as the fresh server
+        LocalEvaluator(workers=workers, cache=MemoryCache(), reference_cache=Path(refs)) as local,
+    ):
         here = local.evaluate(source, problem)
     local_s = time.perf_counter() - t0
     t0 = time.perf_counter()

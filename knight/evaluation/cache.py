@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Protocol
 
@@ -75,3 +77,67 @@ class MemoryCache:
         if not cacheable(result):
             return  # as FileCache: a timeout or crash is retried by the next evaluation
         self.entries[(candidate, harness, result.workload, result.seed)] = result
+
+
+class ReferenceCache:
+    """The baseline's runs on disk, per (baseline hash, harness, workload, seed).
+
+    These are the problem's, not a candidate's: the harness fingerprint covers the problem hash,
+    the machine preset and the judge code, so editing the problem (or the simulator) changes the
+    key. Each entry carries its key and a sha256 of its body; a file that fails either check
+    (truncated, bit-flipped, another key's) is recomputed, never trusted. Writes go to a
+    private temporary file and are renamed into place, so racing writers are safe.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @staticmethod
+    def _key(baseline: str, harness: str, workload: str, seed: int) -> str:
+        return f"{baseline}|{harness}|{workload}|{seed}"
+
+    def _path(self, key: str) -> Path:
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return self.root / digest[:2] / f"{digest}.json"
+
+    def get(self, baseline: str, harness: str, workload: str, seed: int) -> RunResult | None:
+        """The stored run, or None when absent or not intact."""
+        key = self._key(baseline, harness, workload, seed)
+        try:
+            entry = json.loads(self._path(key).read_text())
+            body = entry["result"]
+            if entry["key"] != key or entry["sha256"] != _digest(body):
+                return None
+            result = RunResult.model_validate_json(body)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return result if (result.workload, result.seed) == (workload, seed) else None
+
+    def put(self, baseline: str, harness: str, result: RunResult) -> None:
+        """Store a completed run (failed ones never: a failing baseline is an error)."""
+        if not result.ok:
+            return
+        key = self._key(baseline, harness, result.workload, result.seed)
+        body = result.model_dump_json()
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+        except OSError:
+            return  # a read-only cache only costs time
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"key": key, "sha256": _digest(body), "result": body}, f)
+            os.replace(tmp, path)  # atomic: a reader sees the old entry or the new one, whole
+        except OSError:
+            Path(tmp).unlink(missing_ok=True)  # a full disk only costs time
+
+
+def default_reference_dir(cache: object) -> Path:
+    """Where baseline runs live: beside a FileCache's entries, else under the default cache."""
+    root = cache.root if isinstance(cache, FileCache) else default_cache_dir()
+    return root / "reference"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

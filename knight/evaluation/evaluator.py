@@ -10,15 +10,18 @@ same `EvalReport`.
 
 from __future__ import annotations
 
+import gc
 import json
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 from knight.errors import KnightError
-from knight.evaluation.cache import FileCache, RunCache
+from knight.evaluation.cache import FileCache, ReferenceCache, RunCache, default_reference_dir
 from knight.evaluation.categories import Category
 from knight.evaluation.compare import attribute_mismatch, same_outputs
 from knight.evaluation.fingerprint import harness_fingerprint, versions
@@ -26,6 +29,7 @@ from knight.evaluation.inputs import cached_inputs, default_input_cache
 from knight.evaluation.pool import WorkerKind, WorkerPool
 from knight.evaluation.report import EvalReport, Failure, RunResult, WorkloadReport
 from knight.evaluation.static_check import check_source
+from knight.evaluation.tasks import Task, run_tasks
 from knight.evaluation.worker import (
     ExecuteRequest,
     TensorDecl,
@@ -68,9 +72,12 @@ class LocalEvaluator:
         isolate: bool = True,
         max_seeds: int | None = None,
         input_cache: Path | None = None,
+        reference_cache: Path | None = None,
     ) -> None:
         self.machine_name = machine
         self.cache: RunCache = cache if cache is not None else FileCache()
+        # The baseline's runs are the problem's: kept on disk whatever the candidate cache is.
+        self.reference = ReferenceCache(reference_cache or default_reference_dir(self.cache))
         self.isolate = isolate
         self.max_seeds = max_seeds
         self.input_cache = input_cache or default_input_cache()
@@ -78,6 +85,7 @@ class LocalEvaluator:
         self._aux: WorkerPool | None = None  # in-process mode: re-traces under another hash seed
         self._aux_args = (timeout_s, memory_mb)
         self._logs: OrderedDict[tuple, TraceResult] = OrderedDict()
+        self._lock = threading.Lock()  # the trace memo: lanes call in parallel
 
     def close(self) -> None:
         for pool in (self.pool, self._aux):
@@ -170,46 +178,98 @@ class LocalEvaluator:
         shape, all in one batch so that every tracer stays busy."""
         keys = []
         todo: dict[tuple, TraceRequest] = {}
+        known: dict[tuple, TraceResult] = {}
         for source, filename, w in jobs:
             req = _trace_request(source, filename, problem, w, machine)
-            key = (_hash(source), filename, shape_key(req), hash_seed)
+            key = trace_key(source, filename, req, hash_seed)
             keys.append(key)
-            if key in self._logs:
-                self._logs.move_to_end(key)
+            hit = self._memo_get(key)
+            if hit is not None:
+                known[key] = hit
             else:
                 todo.setdefault(key, req)
         fresh = dict(zip(todo, self._run_traces(list(todo.values()), hash_seed), strict=True))
-        answers = [fresh[k] if k in fresh else self._logs[k] for k in keys]
         for key, res in fresh.items():
-            if res.ok or res.failure is None or cacheable_failure(res.failure):
-                self._logs[key] = res
-        while len(self._logs) > _LOGS_KEPT:
-            self._logs.popitem(last=False)
-        return answers
+            self._memo_put(key, res)
+        return [fresh[k] if k in fresh else known[k] for k in keys]
+
+    def _memo_get(self, key: tuple) -> TraceResult | None:
+        with self._lock:
+            hit = self._logs.get(key)
+            if hit is not None:
+                self._logs.move_to_end(key)
+            return hit
+
+    def _memo_put(self, key: tuple, res: TraceResult) -> None:
+        if not (res.ok or res.failure is None or cacheable_failure(res.failure)):
+            return  # a machine hiccup is retried, never remembered
+        with self._lock:
+            self._logs[key] = res
+            while len(self._logs) > _LOGS_KEPT:
+                self._logs.popitem(last=False)
+
+    def trace_memo(self, key: tuple, req: TraceRequest, hash_seed: int) -> TraceResult:
+        """One trace through the memo (the pipelined evaluation calls it from its lanes)."""
+        hit = self._memo_get(key)
+        if hit is None:
+            [hit] = self._run_traces([req], hash_seed)
+            self._memo_put(key, hit)
+        return hit
+
+    def _executor_kind(self, problem: Problem) -> WorkerKind:
+        return WorkerKind(
+            "execute", None, readable=(str(problem.root),), writable=(str(self.input_cache),)
+        )
+
+    def prestart_executors(self, problem: Problem, n: int) -> None:
+        """Start up to `n` executors now, so they are ready when the first trace is."""
+        if self.pool is not None and n > 0:
+            self.pool.prestart(self._executor_kind(problem), n)
+
+    @property
+    def lanes(self) -> int:
+        """How many tasks one evaluation runs at once: the pool's size (1 in-process)."""
+        return self.pool.size if self.pool is not None else 1
 
     def _run_traces(self, reqs: list[TraceRequest], hash_seed: int) -> list[TraceResult]:
         pool = self.pool
         if pool is None:
             if hash_seed == TRACE_SEED:
-                return [trace_one(r) for r in reqs]
+                with _collector_paused():
+                    return [trace_one(r) for r in reqs]
             if self._aux is None:  # another hash seed needs another process
                 self._aux = WorkerPool(1, *self._aux_args)
             pool = self._aux
         out = pool.run_many(WorkerKind("trace", hash_seed), reqs, TraceResult)
         return [r if isinstance(r, TraceResult) else TraceResult(ok=False, failure=r) for r in out]
 
-    def execute(self, problem: Problem, reqs: list[ExecuteRequest]) -> list[RunResult]:
-        """Replay call logs on inputs, in executor processes (or in this one with isolate=False)."""
+    def execute(
+        self, problem: Problem, reqs: list[ExecuteRequest], *, sequence: bool = False
+    ) -> list[RunResult]:
+        """Replay call logs on inputs, in executor processes (or in this one with isolate=False).
+        `sequence`: all on one executor in turn (runs of one shape share its replayed program)."""
         if self.pool is None:
-            return [execute_one(r) for r in reqs]
-        kind = WorkerKind(
-            "execute", None, readable=(str(problem.root),), writable=(str(self.input_cache),)
-        )
-        out = self.pool.run_many(kind, reqs, RunResult)
+            with _collector_paused():
+                return [execute_one(r) for r in reqs]
+        run = self.pool.run_sequence if sequence else self.pool.run_many
+        out = run(self._executor_kind(problem), reqs, RunResult)
         return [
             r if isinstance(r, RunResult) else _failed_run(q.workload, q.seed, r)
             for q, r in zip(reqs, out, strict=True)
         ]
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """In-process traces and runs make many short-lived objects and few cycles; pausing the
+    cyclic collector meanwhile (as workers do per request) saves most of their time."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def cacheable_failure(f: Failure) -> bool:
@@ -268,6 +328,11 @@ def _trace_difference(a: TraceResult, b: TraceResult) -> str | None:
 def shape_key(req: TraceRequest) -> str:
     """What a trace depends on besides the source: shapes, dtypes, machine, grid."""
     return json.dumps(req.model_dump(exclude={"source", "filename"}), sort_keys=True)
+
+
+def trace_key(source: str, filename: str, req: TraceRequest, hash_seed: int) -> tuple:
+    """The memo key of one trace: the candidate, its file name, the shape and the hash seed."""
+    return (_hash(source), filename, shape_key(req), hash_seed)
 
 
 def _static_failure(source: str, filename: str) -> Failure | None:
@@ -353,7 +418,9 @@ class _Context:
     def judge(self, heldout: bool, profile: bool) -> Failure | None:
         visible = self.problem.all_workloads(heldout=False)
         pairs = [(w, s) for w in visible for s in self._seeds(w)]
-        base, cand = self._collect(pairs, profile_first=profile)
+        # The determinism re-traces run alongside the runs; their verdict is read in order below.
+        recheck = self._unchecked_shapes(visible)
+        base, cand = self._collect(pairs, profile_first=profile, recheck=recheck)
         failure = self._check(visible, base, cand)
         self._fill_report(visible, base, cand, heldout=False)
         if failure is None:
@@ -365,46 +432,93 @@ class _Context:
 
     # -- running (through the cache)
 
-    def _collect(self, pairs, profile_first: bool = False) -> tuple[dict, dict]:
-        """The baseline's and the candidate's runs on `pairs`, traced and executed in one batch."""
+    def _collect(
+        self, pairs, profile_first: bool = False, recheck: list[Workload] | None = None
+    ) -> tuple[dict, dict]:
+        """The baseline's and the candidate's runs on `pairs`, pipelined over the pool: each
+        shape is traced once, its seeds then run in turn on one executor while other shapes are
+        still being traced; the determinism re-traces of `recheck` fill idle lanes."""
         kernels = [
             (self.base_hash, self.base_source, "baseline.py"),
             (self.cand_hash, self.source, self.problem.spec.kernel_file),
         ]
         out: list[dict[tuple[str, int], RunResult]] = [{}, {}]
-        todo: list[tuple[int, Workload, int, bool]] = []
         same = self.cand_hash == self.base_hash
         # Profile each workload's first seed: the proposer sees every workload's digest, and the
-        # worst workload's in full, not only the first one's.
+        # worst workload's in full, not only the first one's. The baseline's profile is unused.
         profiled = {w.name: s for w, s in reversed(pairs)} if profile_first else {}
-        for k, (h, _, _) in enumerate(kernels[:1] if same else kernels):
+        groups: dict[tuple, tuple[TraceRequest, list[tuple[int, Workload, int, bool]]]] = {}
+        for k, (h, src, filename) in enumerate(kernels[:1] if same else kernels):
             for w, s in pairs:
-                profile = profiled.get(w.name) == s
-                hit = self.ev.cache.get(h, self.harness, w.name, s)
+                profile = profiled.get(w.name) == s and (k == 1 or same)
+                hit = self._cached(k, h, w.name, s)
                 if hit is not None and (not profile or hit.profile):
                     out[k][(w.name, s)] = hit
                     self.cached += 1
-                else:
-                    todo.append((k, w, s, profile))
-        jobs = [(kernels[k][1], kernels[k][2], w) for k, w, _, _ in todo]
-        traced = self.ev.traces_for(jobs, self.problem, self.machine, TRACE_SEED)
-        reqs, owners = [], []
-        for (k, w, s, profile), t in zip(todo, traced, strict=True):
-            if t.ok and t.call_log is not None:
-                reqs.append(ExecuteRequest(
-                    call_log=t.call_log, problem_dir=str(self.problem.root), workload=w.name, seed=s,
-                    machine=self.machine.name, profile=profile, input_cache=str(self.ev.input_cache),
-                ))  # fmt: skip
-                owners.append(k)
-            else:  # the trace failed: the verdict holds for every seed of this shape
-                r = _failed_run(w.name, s, t.failure)
-                out[k][(w.name, s)] = r
-                self.ev.cache.put(kernels[k][0], self.harness, r)
-        for k, r in zip(owners, self.ev.execute(self.problem, reqs), strict=True):
-            self.simulated += 1
-            out[k][(r.workload, r.seed)] = r
+                    continue
+                req = _trace_request(src, filename, self.problem, w, self.machine)
+                key = trace_key(src, filename, req, TRACE_SEED)
+                groups.setdefault(key, (req, []))[1].append((k, w, s, profile))
+        lock = threading.Lock()
+
+        def record(k: int, r: RunResult, simulated: bool) -> None:
+            with lock:
+                out[k][(r.workload, r.seed)] = r
+                self.simulated += simulated
             self.ev.cache.put(kernels[k][0], self.harness, r)
-        if kernels[1][0] == kernels[0][0]:  # the candidate is the baseline: its runs are the same
+            if k == 0:
+                self.ev.reference.put(self.base_hash, self.harness, r)
+
+        def execute(items: list, call_log: str) -> list[Task]:
+            reqs = [
+                ExecuteRequest(
+                    call_log=call_log, problem_dir=str(self.problem.root), workload=w.name,
+                    seed=s, machine=self.machine.name, profile=profile,
+                    input_cache=str(self.ev.input_cache),
+                )
+                for _, w, s, profile in items
+            ]  # fmt: skip
+            for (k, *_), r in zip(
+                items, self.ev.execute(self.problem, reqs, sequence=True), strict=True
+            ):
+                record(k, r, simulated=True)
+            return []
+
+        def traces(jobs: list) -> Iterator[Task]:
+            """Trace shapes one after the other on one tracer; each traced shape's runs are
+            handed to a free lane at once."""
+            for key, req, items in jobs:
+                t = self.ev.trace_memo(key, req, TRACE_SEED)
+                if t.ok and t.call_log is not None:
+                    yield Task(1, lambda items=items, log=t.call_log: execute(items, log))
+                    continue
+                for k, w, s, _ in items:  # a failed trace is the verdict of its shape's seeds
+                    record(k, _failed_run(w.name, s, t.failure), simulated=False)
+
+        def retraces(jobs: list) -> list[Task]:
+            for key, req in jobs:  # memoised for _determinism, which reads the verdict in order
+                self.ev.trace_memo(key, req, CHECK_SEED)
+            return []
+
+        scored = [(key, req, items) for key, (req, items) in groups.items()]
+        again = []
+        for w in recheck or []:
+            req = self._candidate_request(w)
+            again.append(
+                (trace_key(self.source, self.problem.spec.kernel_file, req, CHECK_SEED), req)
+            )
+        # Chains of traces, so each lane keeps one tracer busy: with re-traces to do, half the
+        # lanes trace for scoring and half re-trace (the same amount of work); the lanes that
+        # finish first run the executions.
+        lanes = self.ev.lanes
+        n_again = min(len(again), lanes // 2) if again else 0
+        n_scored = max(1, lanes - max(n_again, 1 if again else 0)) if scored else 0
+        tasks = [Task(0, lambda j=scored[i::n_scored]: traces(j)) for i in range(n_scored)]
+        n_again = max(n_again, 1) if again else 0
+        tasks += [Task(0, lambda j=again[i::n_again]: retraces(j)) for i in range(n_again)]
+        self.ev.prestart_executors(self.problem, min(lanes, len(scored)))
+        run_tasks(lanes, tasks)
+        if same:  # the candidate is the baseline: its runs are the same
             out[1] = out[0]
         base, cand = out
         bad = [r for r in base.values() if not r.ok]
@@ -414,6 +528,18 @@ class _Context:
                 f"the baseline of {self.problem.id} fails on {bad[0].workload}: {f.one_line() if f else '?'}"
             )
         return base, cand
+
+    def _cached(self, k: int, h: str, workload: str, seed: int) -> RunResult | None:
+        """A run from the run cache, or (the baseline's) from the reference cache."""
+        hit = self.ev.cache.get(h, self.harness, workload, seed)
+        if hit is None and k == 0:
+            hit = self.ev.reference.get(self.base_hash, self.harness, workload, seed)
+        return hit
+
+    def _candidate_request(self, w: Workload) -> TraceRequest:
+        return _trace_request(
+            self.source, self.problem.spec.kernel_file, self.problem, w, self.machine
+        )
 
     # -- checks, in the order that gives the most specific verdict
 
@@ -500,20 +626,20 @@ class _Context:
 
         return for_run
 
-    def _determinism(self, workloads: list[Workload]) -> Failure | None:
-        """Trace every workload shape again under another hash seed: the call log must not change."""
+    def _unchecked_shapes(self, workloads: list[Workload]) -> list[Workload]:
+        """One workload per shape whose determinism verdict is not cached yet."""
         by_shape: dict[str, Workload] = {}
         for w in workloads:
-            key = shape_key(
-                _trace_request(
-                    self.source, self.problem.spec.kernel_file, self.problem, w, self.machine
-                )
-            )
-            by_shape.setdefault(key, w)
-        todo = []
-        for w in by_shape.values():
-            if self.ev.cache.get(self.cand_hash, self.harness, w.name + DETERMINISM, 0) is None:
-                todo.append(w)
+            by_shape.setdefault(shape_key(self._candidate_request(w)), w)
+        return [
+            w
+            for w in by_shape.values()
+            if self.ev.cache.get(self.cand_hash, self.harness, w.name + DETERMINISM, 0) is None
+        ]
+
+    def _determinism(self, workloads: list[Workload]) -> Failure | None:
+        """Trace every workload shape again under another hash seed: the call log must not change."""
+        todo = self._unchecked_shapes(workloads)
         if todo:
             filename = self.problem.spec.kernel_file
             first = self.ev.traces(

@@ -296,6 +296,37 @@ class WorkerPool:
             t.join()
         return [r for r in results if r is not None]
 
+    def prestart(self, kind: WorkerKind, n: int) -> None:
+        """Start workers of `kind` until `n` are idle (at most the pool's size), without waiting:
+        their interpreters start up while other work runs instead of when a request comes."""
+        with self._lock:
+            have = sum(1 for w in self._idle if w.kind == kind and w.alive)
+        for _ in range(min(n, self.size) - have):
+            with self._lock:
+                self._seed += 1
+                seed = kind.hash_seed if kind.hash_seed is not None else self._seed
+            w = self._spawn(kind, seed)
+            with self._lock:
+                self._all = [x for x in self._all if x.alive] + [w]
+                self._idle.insert(0, w)  # taken after the warm ones (`_take` picks from the end)
+
+    def run_sequence(
+        self, kind: WorkerKind, requests: list[BaseModel], answer: type[M]
+    ) -> list[M | Failure]:
+        """Run `requests` one after the other on one worker of `kind` (replaced if it dies), in
+        the calling thread: consecutive runs of one shape reuse the worker's replayed program."""
+        out: list[M | Failure] = []
+        w: Worker | None = None
+        for req in requests:
+            if w is None or not w.alive:
+                if w is not None:
+                    self._give_back(w)  # a dead worker is dropped there
+                w = self._take(kind)
+            out.append(w.run(req, answer, self.timeout_s))
+        if w is not None:
+            self._give_back(w)
+        return out
+
     def close(self) -> None:
         """Stop every worker: idle ones politely, busy ones (an interrupted run) at once."""
         with self._lock:

@@ -38,7 +38,6 @@ from knight.npu.calllog import CallLog
 from knight.npu.dtypes import DTYPES, name_of
 from knight.npu.errors import NpuError
 from knight.npu.machine import MachineSpec, load_machine
-from knight.npu.perfetto import chrome_trace
 from knight.npu.runtime import Executable, trace
 from knight.problems.kernel import load_kernel
 
@@ -142,7 +141,11 @@ def _execute(req: ExecuteRequest) -> RunResult:
     sim = exe.execute(inputs)
     floor = problem.floor(inputs, workload, machine)
     profile = sim.profile.to_dict() if (req.profile and sim.profile is not None) else {}
-    trace_json = chrome_trace(sim.program, sim.schedule) if req.trace else None
+    trace_json = None
+    if req.trace:  # `knight profile --trace` only: not imported by every worker
+        from knight.npu.perfetto import chrome_trace
+
+        trace_json = chrome_trace(sim.program, sim.schedule)
     return RunResult(
         workload=req.workload,
         seed=req.seed,
