@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from knight.bundled import search_dirs
+
 _FRONT = re.compile(r"\A---\s*\n(.*?)\n---\s*\n?(.*)\Z", re.S)
 
 
@@ -27,16 +29,14 @@ class Skill:
 
 
 def skills_dir() -> Path | None:
-    """`$KNIGHT_SKILLS`, else `./skills` (or a parent's), else the source checkout's."""
-    env = os.environ.get("KNIGHT_SKILLS")
-    if env:
+    """`$KNIGHT_SKILLS`, else `./skills` (or a parent's) if it holds any skill, else the skills
+    shipped with Knight."""
+    if env := os.environ.get("KNIGHT_SKILLS"):
         return Path(env)
-    here = Path.cwd().resolve()
-    for d in (here, *here.parents):
-        if (d / "skills").is_dir() and any((d / "skills").glob("*/SKILL.md")):
-            return d / "skills"
-    src = Path(__file__).resolve().parents[1] / "skills"
-    return src if src.is_dir() else None
+    for d in search_dirs("skills", "KNIGHT_SKILLS"):
+        if any(d.glob("*/SKILL.md")):
+            return d
+    return None
 
 
 def parse_skill(text: str, path: Path | None = None) -> Skill:

@@ -1,12 +1,12 @@
-"""Finding problems: the `baselines/` folder of the checkout, or `$KNIGHT_BASELINES`."""
+"""Finding problems: `$KNIGHT_BASELINES`, a `baselines/` folder here, or the ones Knight ships."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from knight.bundled import search_dirs
 from knight.errors import KnightError, NotFoundError
 from knight.problems.spec import Problem, load_problem_dir
 
@@ -14,25 +14,9 @@ DEFAULT_PROBLEM = "moe_decode"
 
 
 def baselines_dirs() -> list[Path]:
-    """Where problems are looked for, in order: $KNIGHT_BASELINES, ./baselines and its parents,
-    then the source checkout this package was installed from."""
-    found: list[Path] = []
-    env = os.environ.get("KNIGHT_BASELINES")
-    if env:
-        found.append(Path(env))
-    here = Path.cwd().resolve()
-    for d in (here, *here.parents):
-        if (d / "baselines").is_dir():
-            found.append(d / "baselines")
-            break
-    src = Path(__file__).resolve().parents[2] / "baselines"
-    if src.is_dir():
-        found.append(src)
-    unique: list[Path] = []
-    for d in found:
-        if d.resolve() not in [u.resolve() for u in unique]:
-            unique.append(d)
-    return unique
+    """Where problems are looked for, in order: $KNIGHT_BASELINES, ./baselines or a parent's,
+    then the problems shipped with Knight."""
+    return search_dirs("baselines", "KNIGHT_BASELINES")
 
 
 def list_problems() -> list[Problem]:
