@@ -496,6 +496,7 @@ def run_cmd(
             raise UsageError(f"{flag} must be at least 1")
     machine = check_machine(machine)
     evaluator_kind, address = _evaluator_spec(evaluator)
+    _make_interruptible()
     if resume is None:
         prob = load_problem(problem)  # before the database exists: a typo leaves no file behind
     store = _write_store(db, create=resume is None)
@@ -903,6 +904,16 @@ def db_upgrade_cmd(db: DbOpt = "knight.db", as_json: JsonOpt = False) -> None:
 
 
 register(app)  # knight serve, knight token (knight/service/commands.py)
+
+
+def _make_interruptible() -> None:
+    """Let SIGINT stop this run even if our parent ignored it: a shell starts background jobs
+    with SIGINT ignored, and both Ctrl-C and the service's cancel are SIGINT."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -341,7 +341,10 @@ pathlib.Path(sys.argv[2]).write_text(json.dumps(patch))
 
 
 def test_ctrl_c_records_the_run_as_interrupted_and_it_resumes(tmp_path):
-    """Deterministic: the agent command blocks in iteration 2 until SIGINT reaches knight."""
+    """Deterministic: the agent command blocks in iteration 2 until SIGINT reaches knight.
+
+    knight starts with SIGINT ignored, as a shell starts a background job: the run must still
+    stop on SIGINT (the service's cancel is SIGINT too)."""
     env = knight_env(tmp_path / "cache")
     state = tmp_path / "state"
     state.mkdir()
@@ -368,6 +371,7 @@ def test_ctrl_c_records_the_run_as_interrupted_and_it_resumes(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     deadline = time.monotonic() + 300
     while not (state / "blocked").exists() and time.monotonic() < deadline and proc.poll() is None:
