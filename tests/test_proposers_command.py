@@ -140,6 +140,24 @@ def test_json_answer_from_the_output_file(tmp_path: Path, ctx: ProposalContext) 
     assert [t.kind for t in result.transcript][-1] == "text"
 
 
+def test_the_prompt_gives_the_absolute_path_of_the_skills(
+    tmp_path: Path, ctx: ProposalContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent must find skill bodies whatever directory Knight runs in."""
+    skills = tmp_path / "my skills"
+    (skills / "dma-batching").mkdir(parents=True)
+    (skills / "dma-batching" / "SKILL.md").write_text(
+        "---\nname: dma-batching\ndescription: d\n---\nbody\n"
+    )
+    monkeypatch.setenv("KNIGHT_SKILLS", str(skills))
+    proposer, _, state = agent(tmp_path, "json")
+    proposer.propose(ctx)
+    assert (
+        f"Skill bodies are in {skills.resolve()}/<name>/SKILL.md"
+        in (state / "prompt1.md").read_text()
+    )
+
+
 def test_search_replace_blocks_on_stdout(tmp_path: Path, ctx: ProposalContext) -> None:
     proposer, _, _ = agent(tmp_path, "blocks-stdout")
     result = proposer.propose(ctx)

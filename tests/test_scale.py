@@ -373,10 +373,26 @@ SLOW_AGENT = """
 import os, runpy, sys, time
 prompt = open(sys.argv[1], encoding="utf-8").read()
 if "Iteration 2." in prompt and not os.path.exists({flag!r}):
+    with open({flag!r} + ".pid", "w") as f:
+        f.write(str(os.getpid()))
     time.sleep(600)  # still thinking when the run is killed
 sys.argv = [{agent!r}, sys.argv[1], sys.argv[2]]
 runpy.run_path({agent!r}, run_name="__main__")
 """
+
+
+def _ends_within(pid: int, seconds: float) -> bool:
+    """Whether process `pid` is gone (or a zombie awaiting its reaper) within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def test_kill_9_in_the_middle_of_a_round_then_resume_loses_and_duplicates_nothing(
@@ -411,8 +427,11 @@ def test_kill_9_in_the_middle_of_a_round_then_resume_loses_and_duplicates_nothin
                 continue
         assert numbers == {1, 3}, "iterations 1 and 3 should finish while 2 is still proposed"
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # kill -9: the run, its agents, its workers
+        os.killpg(proc.pid, signal.SIGKILL)  # kill -9: the run and its workers
         proc.wait()
+    # The agent runs in its own session, out of the group's reach: it must die with knight.
+    agent_pid = int(Path(f"{flag}.pid").read_text())
+    assert _ends_within(agent_pid, 10), "the agent outlived a kill -9 of knight run"
     with open_store(str(db)) as store:
         before = {r.number: r for r in store.history(1)}
         assert store.run(1).status.value == "running"  # nobody closed it

@@ -9,6 +9,7 @@ with bounded backoff instead of being read as a proposal.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -40,14 +42,11 @@ from knight.proposers.prompt import (
 )
 from knight.proposers.retry import RetryBudget
 from knight.proposers.transcript import turn
+from knight.skills import skills_dir
 
 PROMPT_FILE = "{prompt_file}"
 OUTPUT_FILE = "{output_file}"
 RATE_LIMITED = re.compile(r"rate[ _-]?limit|\b429\b|overloaded|too many requests", re.IGNORECASE)
-SKILL_ACCESS = (
-    "Skill bodies are in skills/<name>/SKILL.md relative to the directory Knight runs in, "
-    "if your tools can read files."
-)
 NO_HYPOTHESIS = "(no hypothesis given)"
 TAIL_CHARS = 4000  # of stdout/stderr kept in the call record
 
@@ -147,6 +146,31 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
         pass
 
 
+def skill_access() -> str:
+    """How the agent reads a skill's body: the absolute path of the skills Knight loaded, which
+    need not be under the directory Knight runs in (an installed Knight ships its own)."""
+    root = skills_dir()
+    where = f"{root.resolve()}/<name>/SKILL.md" if root else "skills/<name>/SKILL.md"
+    return f"Skill bodies are in {where}, if your tools can read files."
+
+
+def _dies_with_knight() -> Callable[[], None] | None:
+    """On Linux, a pre-exec hook that has the kernel SIGKILL the agent when knight dies, even by
+    SIGKILL: the agent runs in its own session, so nothing else would stop it spending tokens."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork, not in the child
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+    return hook
+
+
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1][:300] if lines else "(no output on stderr)"
@@ -190,7 +214,7 @@ class CommandProposer:
 
     def propose(self, ctx: ProposalContext) -> ProposalResult:
         """Run the agent on this iteration's prompt and read its proposal."""
-        system = system_prompt(ctx, SKILL_ACCESS)
+        system = system_prompt(ctx, skill_access())
         sections = [*user_sections(ctx), ("Task", command_task(ctx.kernel_file))]
         self._prompt = system + "\n\n" + render_sections(sections)
         self._round, self._last_answer = 0, ""
@@ -313,6 +337,7 @@ class CommandProposer:
                 encoding="utf-8",
                 errors="replace",
                 start_new_session=True,
+                preexec_fn=_dies_with_knight(),
             )
         except OSError as exc:
             return _Run(
