@@ -817,7 +817,7 @@ def skills_list_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """The skill catalog (name, origin, status, description), with usage counts from the database."""
-    from knight.skills import load_skills, skills_dir
+    from knight.skills import load_skills, skills_dirs
 
     skills = load_skills()
     counts: dict[str, dict[str, int]] = {}
@@ -839,7 +839,8 @@ def skills_list_cmd(
         return
     if not items:
         err.print(
-            f"no skills found (looked in {skills_dir() or 'no skills/ folder'})", markup=False
+            f"no skills found (looked in {', '.join(map(str, skills_dirs())) or 'no skills/ folder'})",
+            markup=False,
         )
     for it in items:
         usage = ", ".join(f"{k} {v}" for k, v in sorted(it["usage"].items()))

@@ -28,15 +28,12 @@ class Skill:
     path: Path | None = None
 
 
-def skills_dir() -> Path | None:
-    """`$KNIGHT_SKILLS`, else `./skills` (or a parent's) if it holds any skill, else the skills
-    shipped with Knight."""
+def skills_dirs() -> list[Path]:
+    """Skill folders, most specific first: `$KNIGHT_SKILLS` alone if it is set, else `./skills`
+    (or a parent's) and the skills shipped with Knight."""
     if env := os.environ.get("KNIGHT_SKILLS"):
-        return Path(env)
-    for d in search_dirs("skills", "KNIGHT_SKILLS"):
-        if any(d.glob("*/SKILL.md")):
-            return d
-    return None
+        return [Path(env)]
+    return search_dirs("skills", "KNIGHT_SKILLS")
 
 
 def parse_skill(text: str, path: Path | None = None) -> Skill:
@@ -64,18 +61,23 @@ def parse_skill(text: str, path: Path | None = None) -> Skill:
 
 
 def load_skills(root: Path | None = None) -> dict[str, Skill]:
-    """Every valid skill under `root` (default: `skills_dir()`), by name; invalid files skipped."""
-    root = root or skills_dir()
-    if root is None:
-        return {}
+    """Every valid, non-deprecated skill under `root` (default: all of `skills_dirs()`, where a
+    skill in a more specific folder replaces one of the same name), by name."""
+    found: dict[str, Skill] = {}
+    for folder in [root] if root else reversed(skills_dirs()):
+        found.update(_read_folder(folder))
+    # A local copy marked deprecated hides the shipped skill too: a person's verdict stands.
+    return {name: s for name, s in found.items() if s.metadata.get("status") != "deprecated"}
+
+
+def _read_folder(root: Path) -> dict[str, Skill]:
     out: dict[str, Skill] = {}
     for path in sorted(root.glob("*/SKILL.md")):
         try:
             skill = parse_skill(path.read_text(), path)
         except (ValueError, OSError):
-            continue
-        if skill.metadata.get("status") != "deprecated":
-            out[skill.name] = skill
+            continue  # an invalid file is skipped, not fatal
+        out[skill.name] = skill
     return out
 
 

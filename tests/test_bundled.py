@@ -42,3 +42,23 @@ def test_skills_are_found_outside_the_checkout(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     names = {s["name"] for s in json.loads(res.stdout)}
     assert names == {p.parent.name for p in (ROOT / "skills").glob("*/SKILL.md")}
+
+
+def test_a_local_skills_folder_adds_to_the_shipped_skills(tmp_path: Path) -> None:
+    """Consolidation writes `./skills`; that must not hide the curated library, except where a
+    person deprecated a skill by name."""
+
+    def skill(name: str, status: str) -> None:
+        (tmp_path / "skills" / name).mkdir(parents=True)
+        (tmp_path / "skills" / name / "SKILL.md").write_text(
+            f'---\nname: {name}\ndescription: "d"\nmetadata:\n  origin: "learned"\n'
+            f'  status: "{status}"\n---\nbody\n'
+        )
+
+    skill("learned-wide-tiles", "candidate")
+    skill("core-sharding", "deprecated")
+    res = _knight_elsewhere(tmp_path, "skills", "list", "--json")
+    assert res.returncode == 0, res.stderr
+    names = {s["name"] for s in json.loads(res.stdout)}
+    shipped = {p.parent.name for p in (ROOT / "skills").glob("*/SKILL.md")}
+    assert names == (shipped - {"core-sharding"}) | {"learned-wide-tiles"}

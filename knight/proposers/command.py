@@ -42,7 +42,7 @@ from knight.proposers.prompt import (
 )
 from knight.proposers.retry import RetryBudget
 from knight.proposers.transcript import turn
-from knight.skills import skills_dir
+from knight.skills import skills_dirs
 
 PROMPT_FILE = "{prompt_file}"
 OUTPUT_FILE = "{output_file}"
@@ -147,11 +147,12 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
 
 
 def skill_access() -> str:
-    """How the agent reads a skill's body: the absolute path of the skills Knight loaded, which
-    need not be under the directory Knight runs in (an installed Knight ships its own)."""
-    root = skills_dir()
-    where = f"{root.resolve()}/<name>/SKILL.md" if root else "skills/<name>/SKILL.md"
-    return f"Skill bodies are in {where}, if your tools can read files."
+    """How the agent reads a skill's body: the absolute paths of the folders Knight loaded skills
+    from, which need not be under the directory Knight runs in (an installed Knight ships its own)."""
+    dirs = [d.resolve() for d in skills_dirs() if d.is_dir()]
+    where = " or ".join(f"{d}/<name>/SKILL.md" for d in dirs) or "skills/<name>/SKILL.md"
+    first = " (the first that exists)" if len(dirs) > 1 else ""
+    return f"Skill bodies are in {where}{first}, if your tools can read files."
 
 
 def _dies_with_knight() -> Callable[[], None] | None:
