@@ -517,6 +517,20 @@ def test_worker_process_sees_no_api_key_and_cannot_forge_its_answer(monkeypatch,
     assert "key=None" in result.failure.message and home in result.failure.message
 
 
+def test_one_timeout_decides_the_verdict_without_running_the_rest(rmsnorm, cache):
+    """An endless kernel costs one wall-clock limit, not one per workload shape: after the first
+    timeout the candidate's other traces are not started, and they say so."""
+    source = (HONEYPOTS / "hp_infinite_loop.py").read_text()
+    with LocalEvaluator(isolate=True, workers=1, timeout_s=2, cache=cache, max_seeds=1) as ev:
+        report = ev.evaluate(source, rmsnorm, profile=False)
+    _check_report(report, Category.timeout)
+    messages = [w.failure.message for w in report.workloads if w.failure is not None]
+    assert len(messages) == len(report.workloads) >= 3
+    ran = [m for m in messages if "was not run" not in m]
+    assert len(ran) == 1 and "wall-clock limit" in ran[0]
+    assert all("wall-clock limit on" in m for m in messages if m not in ran)
+
+
 @pytest.mark.parametrize(
     "crash",
     [

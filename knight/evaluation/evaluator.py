@@ -460,16 +460,37 @@ class _Context:
                 key = trace_key(src, filename, req, TRACE_SEED)
                 groups.setdefault(key, (req, []))[1].append((k, w, s, profile))
         lock = threading.Lock()
+        # The first candidate run over the wall-clock limit decides the verdict: the candidate's
+        # remaining traces and runs are not started (each could cost the whole limit again).
+        timed_out: list[Failure] = []
 
         def record(k: int, r: RunResult, simulated: bool) -> None:
             with lock:
                 out[k][(r.workload, r.seed)] = r
                 self.simulated += simulated
+                if k == 1 and r.failure is not None and r.failure.category is Category.timeout:
+                    timed_out.append(r.failure)
             self.ev.cache.put(kernels[k][0], self.harness, r)
             if k == 0:
                 self.ev.reference.put(self.base_hash, self.harness, r)
 
+        def skipped(items: list) -> bool:
+            """Record the candidate's `items` as not run once it has timed out."""
+            if not timed_out or any(k == 0 for k, *_ in items):
+                return False
+            first = timed_out[0]
+            why = Failure(
+                category=Category.timeout,
+                message=f"{first.message} on {first.workload} (seed {first.seed}); "
+                "this workload was not run",
+            )
+            for k, w, s, _ in items:
+                record(k, _failed_run(w.name, s, why), simulated=False)
+            return True
+
         def execute(items: list, call_log: str) -> list[Task]:
+            if skipped(items):
+                return []
             reqs = [
                 ExecuteRequest(
                     call_log=call_log, problem_dir=str(self.problem.root), workload=w.name,
@@ -488,6 +509,8 @@ class _Context:
             """Trace shapes one after the other on one tracer; each traced shape's runs are
             handed to a free lane at once."""
             for key, req, items in jobs:
+                if skipped(items):
+                    continue
                 t = self.ev.trace_memo(key, req, TRACE_SEED)
                 if t.ok and t.call_log is not None:
                     yield Task(1, lambda items=items, log=t.call_log: execute(items, log))
@@ -497,6 +520,8 @@ class _Context:
 
         def retraces(jobs: list) -> list[Task]:
             for key, req in jobs:  # memoised for _determinism, which reads the verdict in order
+                if timed_out:
+                    break  # the verdict is already a failure: _determinism will not run
                 self.ev.trace_memo(key, req, CHECK_SEED)
             return []
 
