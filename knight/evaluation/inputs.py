@@ -77,16 +77,35 @@ def _folder(problem: Problem, workload: Workload, seed: int, cache: Path) -> Pat
 
 def _mapped(problem: Problem, workload: Workload, seed: int, cache: Path) -> dict[str, np.ndarray]:
     folder = _folder(problem, workload, seed, cache)
-    if not (folder / _DONE).exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # one generator per set; the others wait here
-            if not (folder / _DONE).exists():
-                for name, a in _generate(problem, workload, seed).items():
-                    tmp = folder / f".{name}.{os.getpid()}.tmp"
-                    np.ascontiguousarray(a).tofile(tmp)
-                    os.replace(tmp, folder / f"{name}.bin")
-                (folder / _DONE).write_text("")
+    for _ in range(3):  # another process may evict the set between our check and our mapping
+        try:
+            if (folder / _DONE).exists():
+                os.utime(folder / _DONE)  # recently used: evicted last
+            else:
+                _generate_into(folder, problem, workload, seed, cache)
+            return _map(folder, problem, workload)
+        except FileNotFoundError:
+            continue
+    return _generate(problem, workload, seed)
+
+
+def _generate_into(
+    folder: Path, problem: Problem, workload: Workload, seed: int, cache: Path
+) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one generator per set; the others wait here
+        if (folder / _DONE).exists():
+            return
+        for name, a in _generate(problem, workload, seed).items():
+            tmp = folder / f".{name}.{os.getpid()}.tmp"
+            np.ascontiguousarray(a).tofile(tmp)
+            os.replace(tmp, folder / f"{name}.bin")
+        (folder / _DONE).write_text("")
+    evict(cache, input_cache_limit(), keep=folder)
+
+
+def _map(folder: Path, problem: Problem, workload: Workload) -> dict[str, np.ndarray]:
     out = {}
     for name, ts in problem.spec.inputs.items():
         shape = ts.resolve(workload.params)
@@ -96,3 +115,46 @@ def _mapped(problem: Problem, workload: Workload, seed: int, cache: Path) -> dic
         else:
             out[name] = np.memmap(path, dtype=ts.np_dtype, mode="r", shape=shape)
     return out
+
+
+def input_cache_limit() -> int:
+    """The input cache's size bound in bytes: `$KNIGHT_INPUT_CACHE_GB` GiB (default 8)."""
+    try:
+        gib = float(os.environ.get("KNIGHT_INPUT_CACHE_GB", "8"))
+    except ValueError:
+        gib = 8.0
+    return int(gib * 2**30)
+
+
+def evict(cache: Path, limit: int, keep: Path | None = None) -> list[Path]:
+    """Delete the least recently used input sets until the cache holds at most `limit` bytes
+    (never `keep`, never a set being generated); returns the folders deleted.
+
+    Without a bound the cache grows by a full set for every edit of a problem folder (its hash
+    changes). A process that has a deleted set mapped keeps reading it: the kernel frees the
+    files when the last mapping goes."""
+    sets = [(m.stat().st_mtime, m.parent) for m in cache.glob(f"*/*/*/{_DONE}")]
+    sizes = {folder: sum(f.stat().st_size for f in folder.glob("*.bin")) for _, folder in sets}
+    total = sum(sizes.values())
+    deleted: list[Path] = []
+    for _, folder in sorted(sets):
+        if total <= limit:
+            break
+        if keep is not None and folder == keep:
+            continue
+        with open(folder / ".lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # being generated right now
+            (folder / _DONE).unlink(missing_ok=True)  # first: no reader starts on a partial set
+            for f in folder.iterdir():
+                f.unlink(missing_ok=True)
+        for empty in (folder, folder.parent, folder.parent.parent):
+            try:
+                empty.rmdir()
+            except OSError:
+                break  # not empty: another set, or one being generated, lives there
+        total -= sizes[folder]
+        deleted.append(folder)
+    return deleted
