@@ -65,3 +65,35 @@ def test_generating_a_set_enforces_the_bound_but_keeps_the_new_set(
     monkeypatch.setenv("KNIGHT_INPUT_CACHE_GB", "0")
     _load(problem, w, 1, tmp_path)
     assert _sets(tmp_path) == {1}
+
+
+def test_isolated_executors_keep_the_bound_their_evaluator_was_given(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Workers run with a scrubbed environment: the bound travels with each request."""
+    from knight.evaluation import LocalEvaluator, MemoryCache
+
+    problem = load_problem("rmsnorm")
+    problem.spec = problem.spec.model_copy(
+        update={"workloads": problem.spec.workloads[:2], "adversarial": []}
+    )
+    monkeypatch.setenv("KNIGHT_INPUT_CACHE_GB", "0")
+    with LocalEvaluator(
+        workers=1,
+        cache=MemoryCache(),
+        max_seeds=1,
+        input_cache=tmp_path,
+        reference_cache=tmp_path / "ref",
+    ) as ev:
+        report = ev.evaluate(problem.baseline_source(), problem)
+    assert report.ok and report.simulated_runs >= 2
+    # each generation evicted the sets before it (two workloads, one set left)
+    assert len(list(tmp_path.glob("*/*/*/complete"))) == 1
+
+
+def test_a_malformed_bound_is_one_clear_error(monkeypatch) -> None:
+    from knight.errors import KnightError
+
+    monkeypatch.setenv("KNIGHT_INPUT_CACHE_GB", "8GB")
+    with pytest.raises(KnightError, match="KNIGHT_INPUT_CACHE_GB must be a number"):
+        inputs.input_cache_limit()

@@ -25,7 +25,7 @@ from knight.evaluation.cache import FileCache, ReferenceCache, RunCache, default
 from knight.evaluation.categories import Category
 from knight.evaluation.compare import attribute_mismatch, same_outputs
 from knight.evaluation.fingerprint import harness_fingerprint, versions
-from knight.evaluation.inputs import cached_inputs, default_input_cache
+from knight.evaluation.inputs import cached_inputs, default_input_cache, input_cache_limit
 from knight.evaluation.pool import WorkerKind, WorkerPool
 from knight.evaluation.report import EvalReport, Failure, RunResult, WorkloadReport
 from knight.evaluation.static_check import check_source
@@ -81,6 +81,7 @@ class LocalEvaluator:
         self.isolate = isolate
         self.max_seeds = max_seeds
         self.input_cache = input_cache or default_input_cache()
+        self.input_cache_limit = input_cache_limit()
         self.pool = WorkerPool(workers, timeout_s, memory_mb) if isolate else None
         self._aux: WorkerPool | None = None  # in-process mode: re-traces under another hash seed
         self._aux_args = (timeout_s, memory_mb)
@@ -148,6 +149,7 @@ class LocalEvaluator:
             profile=True,
             trace=trace,
             input_cache=str(self.input_cache),
+            input_cache_limit=self.input_cache_limit,
         )
         return self.execute(problem, [req])[0]
 
@@ -496,6 +498,7 @@ class _Context:
                     call_log=call_log, problem_dir=str(self.problem.root), workload=w.name,
                     seed=s, machine=self.machine.name, profile=profile,
                     input_cache=str(self.ev.input_cache),
+                    input_cache_limit=self.ev.input_cache_limit,
                 )
                 for _, w, s, profile in items
             ]  # fmt: skip
@@ -644,7 +647,9 @@ class _Context:
                 return None
 
             def describe(name, diff):
-                inputs = cached_inputs(self.problem, w, s, self.ev.input_cache)
+                inputs = cached_inputs(
+                    self.problem, w, s, self.ev.input_cache, self.ev.input_cache_limit
+                )
                 return hook(name, diff, inputs, dict(w.params))
 
             return describe

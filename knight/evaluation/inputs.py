@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from knight.errors import KnightError
 from knight.problems.spec import Problem, Workload, load_problem_dir
 
 _problems: dict[str, Problem] = {}
@@ -42,14 +43,15 @@ def load_problem_cached(path: str) -> Problem:
 
 
 def cached_inputs(
-    problem: Problem, workload: Workload, seed: int, cache: Path | None
+    problem: Problem, workload: Workload, seed: int, cache: Path | None, limit: int | None = None
 ) -> dict[str, np.ndarray]:
-    """The read-only inputs of one workload and seed (generated at most once per cache)."""
+    """The read-only inputs of one workload and seed (generated at most once per cache, which
+    is kept under `limit` bytes, default `input_cache_limit()`)."""
     key = (problem.hash, workload.name, seed)
     hit = _in_memory.get(key)
     if hit is None:
         hit = (
-            _mapped(problem, workload, seed, cache)
+            _mapped(problem, workload, seed, cache, limit)
             if cache is not None
             else _generate(problem, workload, seed)
         )
@@ -75,23 +77,24 @@ def _folder(problem: Problem, workload: Workload, seed: int, cache: Path) -> Pat
     return cache / problem.hash / wkey / str(seed)
 
 
-def _mapped(problem: Problem, workload: Workload, seed: int, cache: Path) -> dict[str, np.ndarray]:
+def _mapped(
+    problem: Problem, workload: Workload, seed: int, cache: Path, limit: int | None
+) -> dict[str, np.ndarray]:
     folder = _folder(problem, workload, seed, cache)
     for _ in range(3):  # another process may evict the set between our check and our mapping
         try:
             if (folder / _DONE).exists():
                 os.utime(folder / _DONE)  # recently used: evicted last
             else:
-                _generate_into(folder, problem, workload, seed, cache)
+                _generate_into(folder, problem, workload, seed)
+                evict(cache, input_cache_limit() if limit is None else limit, keep=folder)
             return _map(folder, problem, workload)
         except FileNotFoundError:
             continue
     return _generate(problem, workload, seed)
 
 
-def _generate_into(
-    folder: Path, problem: Problem, workload: Workload, seed: int, cache: Path
-) -> None:
+def _generate_into(folder: Path, problem: Problem, workload: Workload, seed: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one generator per set; the others wait here
@@ -102,7 +105,6 @@ def _generate_into(
             np.ascontiguousarray(a).tofile(tmp)
             os.replace(tmp, folder / f"{name}.bin")
         (folder / _DONE).write_text("")
-    evict(cache, input_cache_limit(), keep=folder)
 
 
 def _map(folder: Path, problem: Problem, workload: Workload) -> dict[str, np.ndarray]:
@@ -119,10 +121,13 @@ def _map(folder: Path, problem: Problem, workload: Workload) -> dict[str, np.nda
 
 def input_cache_limit() -> int:
     """The input cache's size bound in bytes: `$KNIGHT_INPUT_CACHE_GB` GiB (default 8)."""
+    raw = os.environ.get("KNIGHT_INPUT_CACHE_GB", "8")
     try:
-        gib = float(os.environ.get("KNIGHT_INPUT_CACHE_GB", "8"))
+        gib = float(raw)
     except ValueError:
-        gib = 8.0
+        gib = -1.0
+    if not gib >= 0:  # also refuses nan
+        raise KnightError(f"KNIGHT_INPUT_CACHE_GB must be a number of GiB >= 0, not {raw!r}")
     return int(gib * 2**30)
 
 
@@ -132,29 +137,41 @@ def evict(cache: Path, limit: int, keep: Path | None = None) -> list[Path]:
 
     Without a bound the cache grows by a full set for every edit of a problem folder (its hash
     changes). A process that has a deleted set mapped keeps reading it: the kernel frees the
-    files when the last mapping goes."""
-    sets = [(m.stat().st_mtime, m.parent) for m in cache.glob(f"*/*/*/{_DONE}")]
-    sizes = {folder: sum(f.stat().st_size for f in folder.glob("*.bin")) for _, folder in sets}
-    total = sum(sizes.values())
+    files when the last mapping goes. Another process evicting at the same time is tolerated."""
+    sets = []
+    for marker in cache.glob(f"*/*/*/{_DONE}"):
+        try:
+            size = sum(f.stat().st_size for f in marker.parent.glob("*.bin"))
+            sets.append((marker.stat().st_mtime, marker.parent, size))
+        except FileNotFoundError:
+            continue  # evicted by someone else meanwhile
+    total = sum(size for *_, size in sets)
     deleted: list[Path] = []
-    for _, folder in sorted(sets):
+    for _, folder, size in sorted(sets):
         if total <= limit:
             break
-        if keep is not None and folder == keep:
-            continue
+        if folder != keep and _delete_set(folder):
+            total -= size
+            deleted.append(folder)
+    return deleted
+
+
+def _delete_set(folder: Path) -> bool:
+    """Delete one input set unless it is being generated; False if it was not ours to delete."""
+    try:
         with open(folder / ".lock", "w") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                continue  # being generated right now
-            (folder / _DONE).unlink(missing_ok=True)  # first: no reader starts on a partial set
+                return False  # being generated right now
+            (folder / _DONE).unlink()  # first: no reader starts on a partial set
             for f in folder.iterdir():
                 f.unlink(missing_ok=True)
-        for empty in (folder, folder.parent, folder.parent.parent):
-            try:
-                empty.rmdir()
-            except OSError:
-                break  # not empty: another set, or one being generated, lives there
-        total -= sizes[folder]
-        deleted.append(folder)
-    return deleted
+    except FileNotFoundError:
+        return False  # another process evicted it first
+    for empty in (folder, folder.parent, folder.parent.parent):
+        try:
+            empty.rmdir()
+        except OSError:
+            break  # not empty: another set, or one being generated, lives there
+    return True

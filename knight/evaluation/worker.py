@@ -85,6 +85,7 @@ class ExecuteRequest(BaseModel):
     profile: bool = False
     trace: bool = False
     input_cache: str | None = None  # folder of memory-mapped inputs shared by executors
+    input_cache_limit: int | None = None  # its bound in bytes (workers do not see the env)
 
 
 # ----------------------------------------------------------------------------- tracing
@@ -130,9 +131,8 @@ def _execute(req: ExecuteRequest) -> RunResult:
 
     problem = load_problem_cached(req.problem_dir)
     workload = problem.workload(req.workload)
-    inputs = cached_inputs(
-        problem, workload, req.seed, Path(req.input_cache) if req.input_cache else None
-    )
+    cache = Path(req.input_cache) if req.input_cache else None
+    inputs = cached_inputs(problem, workload, req.seed, cache, req.input_cache_limit)
     machine = load_machine(req.machine)
     outputs = problem.output_specs(workload)
     exe = _executable(
