@@ -14,8 +14,11 @@ _PACKAGE = Path(__file__).resolve().parent
 
 def bundled_dir(name: str) -> Path | None:
     """The folder `name` shipped with this Knight: the checkout's, else the wheel's copy."""
-    for candidate in (_PACKAGE.parent / name, _PACKAGE / "_bundled" / name):
-        if candidate.is_dir():
+    # Only a source checkout has pyproject.toml beside the package; in site-packages the
+    # package's parent holds every other installed distribution's files.
+    checkout = _PACKAGE.parent if (_PACKAGE.parent / "pyproject.toml").is_file() else None
+    for candidate in (checkout and checkout / name, _PACKAGE / "_bundled" / name):
+        if candidate is not None and candidate.is_dir():
             return candidate
     return None
 
