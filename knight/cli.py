@@ -122,9 +122,10 @@ def problems_cmd(
 
 def _heaviest_floor(p):
     """The problem's floor on its heaviest scored workload, on the problem's own machine."""
+    from knight.evaluation.floors import heaviest_floor
     from knight.npu.machine import load_machine
 
-    return p.heaviest_floor(load_machine(p.spec.machine))
+    return heaviest_floor(p, load_machine(p.spec.machine))
 
 
 def _problem_dict(p, heldout: bool) -> dict:

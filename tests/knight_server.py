@@ -1,6 +1,6 @@
 """A real `knight serve` on a free 127.0.0.1 port, for the tests that talk to it (service, report).
 
-`Server(home, *extra_options)` starts it with a read-write and a read-only token (attributes `rw`,
+`Server(home, *extra_options, env=...)` starts it (with `env` added to this environment) with a read-write and a read-only token (attributes `rw`,
 `ro`), its database at `home/server.db` and its log at `home/server.log`; `stop()`, `start()`
 restart it on the same port and database; `client(token)` is an httpx client for it.
 """
@@ -41,8 +41,8 @@ def knight_process(
 class Server:
     """A `knight serve` process on a free loopback port, restartable on the same port and db."""
 
-    def __init__(self, home: Path, *extra: str) -> None:
-        self.home, self.extra = home, extra
+    def __init__(self, home: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.home, self.extra, self.env = home, extra, env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         tokens = home / "tokens"
@@ -70,6 +70,7 @@ class Server:
             "info",
             *self.extra,
             cwd=self.home,
+            env=self.env,
             stdout=log,
             stderr=log,
         )

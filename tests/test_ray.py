@@ -24,6 +24,8 @@ from knight.service.tokens import create_token
 from knight.store import open_store
 
 pytest.importorskip("ray")
+# One Ray head for the module: its tests run in one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("ray")
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK_TITLE = b"ray::evaluate_task"  # Ray names a worker process after the task it runs

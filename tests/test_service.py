@@ -7,6 +7,7 @@ import copy
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,10 +31,19 @@ RMSNORM = (ROOT / "baselines" / "rmsnorm" / "baseline.py").read_text()
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    # A small queue: the 100-request test needs 6 slots (identical requests share one).
-    srv = Server(tmp_path_factory.mktemp("service"), "--max-queue", str(QUEUE))
-    yield srv
-    srv.stop()
+    # A model provider that never answers (a loopback socket nobody accepts on): a run with the
+    # claude proposer stays running, however fast or slow the machine, until it is cancelled.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        env = {
+            "ANTHROPIC_API_KEY": "test-key-never-sent-anywhere-but-loopback",
+            "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{silent.getsockname()[1]}",
+        }
+        # A small queue: the 100-request test needs 6 slots (identical requests share one).
+        srv = Server(tmp_path_factory.mktemp("service"), "--max-queue", str(QUEUE), env=env)
+        yield srv
+        srv.stop()
 
 
 def _metric(client: httpx.Client, name: str) -> float:
@@ -322,11 +332,11 @@ def test_cancel_and_resume_a_run(server: Server) -> None:
 
 def test_server_restart_adopts_live_runs_and_interrupts_dead_ones(server: Server) -> None:
     srv = server
+    # Both runs wait on the silent model provider: neither can finish on its own.
+    waiting = {"problem": "rmsnorm", "budget": 40, "proposer": "claude"}
     with srv.client() as c:
-        dead = c.post("/v1/runs", json={"problem": "rmsnorm", "budget": 40}).json()["run_id"]
-        alive = c.post("/v1/runs", json={"problem": "rmsnorm", "budget": 40, "seed": 1}).json()[
-            "run_id"
-        ]
+        dead = c.post("/v1/runs", json=waiting).json()["run_id"]
+        alive = c.post("/v1/runs", json={**waiting, "seed": 1}).json()["run_id"]
     state = json.loads((srv.home / "state" / "children.json").read_text())
     child = next(ch["pid"] for ch in state if ch["run_id"] == dead)
     srv.stop(signal.SIGKILL)
