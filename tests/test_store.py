@@ -15,6 +15,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -182,6 +183,17 @@ def newer_knight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..
 
 
 # --- creation and settings -----------------------------------------------------------------------
+
+
+def test_revisions_read_from_the_file_headers_are_alembics(newer_knight) -> None:
+    """Opening a database reads the revision files' headers instead of importing Alembic; both
+    must see the same head and revisions, also once a newer revision is installed."""
+    for newer in (False, True):
+        if newer:
+            newer_knight()
+        script = ScriptDirectory.from_config(migrate.alembic_config())
+        assert head_revision() == script.get_current_head() == ("9001" if newer else "0004")
+        assert migrate.known_revisions() == {s.revision for s in script.walk_revisions()}
 
 
 def test_new_database_gets_every_table_and_is_stamped_at_head(db: Database) -> None:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Connection, Engine, create_engine, event, inspect
+from sqlalchemy import URL, Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.pool import NullPool
 
 from knight import __version__
@@ -22,9 +19,14 @@ from knight.store.models import Base
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "alembic_version"
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic configuration built in code (no alembic.ini, no working-directory lookup)."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("path_separator", "os")
@@ -33,26 +35,48 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-def _script() -> ScriptDirectory:
-    """The revision scripts shipped with this Knight."""
-    return ScriptDirectory.from_config(alembic_config())
+# Alembic (and the Mako and Pygments it imports) is loaded only to migrate: every command opens
+# the database, and checking that it is at head needs no more than the revision files' headers.
+
+
+def _revision_graph() -> dict[str, str | None]:
+    """Each shipped revision -> the revision it follows, read from the revision files' headers."""
+    graph: dict[str, str | None] = {}
+    for path in sorted((MIGRATIONS_DIR / "versions").glob("*.py")):
+        header: dict[str, Any] = {}
+        for node in ast.parse(path.read_text(), str(path)).body:
+            target = (
+                node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+            )
+            value = getattr(node, "value", None)
+            if isinstance(target, ast.Name) and isinstance(value, ast.Constant):
+                header[target.id] = value.value
+        if isinstance(header.get("revision"), str):
+            graph[header["revision"]] = header.get("down_revision")
+    return graph
 
 
 def head_revision() -> str:
     """The newest revision this Knight knows."""
-    head = _script().get_current_head()
-    assert head is not None, "knight/store/migrations/versions holds no revision"
-    return head
+    graph = _revision_graph()
+    heads = set(graph) - set(graph.values())
+    assert len(heads) == 1, f"knight/store/migrations/versions has heads {sorted(heads)}, not one"
+    return heads.pop()
 
 
 def known_revisions() -> set[str]:
     """Every revision this Knight can upgrade from."""
-    return {script.revision for script in _script().walk_revisions()}
+    return set(_revision_graph())
 
 
 def current_revision(connection: Connection) -> str | None:
     """The revision recorded in the database, or None when it has none."""
-    return MigrationContext.configure(connection).get_current_revision()
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    rows = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+    if len(rows) > 1:
+        raise KnightError(f"the database records {len(rows)} schema revisions; expected one")
+    return rows[0] if rows else None
 
 
 def check_revision(connection: Connection, where: str) -> str | None:
@@ -152,6 +176,8 @@ def upgrade_to_head(engine: Engine, where: str) -> tuple[str | None, str]:
         before = check_revision(connection, where)
         if before == head:
             return before, head
+        from alembic import command
+
         config = alembic_config(connection)
         if before is None:
             # A brand-new database: create the tables directly and record that they are at head.
