@@ -6,10 +6,14 @@ finds the checkout's problems and skills; here each gets its own evaluation cach
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+
+from knight.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,6 +41,26 @@ def knight(*args: str, cwd: Path = ROOT, check: bool = False) -> subprocess.Comp
         env=knight_env(cwd / ".knight-cache"),
         timeout=600,
     )
+    if check:
+        assert res.returncode == 0, res.stderr
+    return res
+
+
+def knight_here(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """`knight ARGS` through the same entry point, in this process: for read-only commands
+    (`show`, `history`, `--help`, ...), whose start-up would otherwise dominate the test."""
+    out, err = io.StringIO(), io.StringIO()
+    argv = sys.argv
+    sys.argv = ["knight", *args]
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = argv
+    res = subprocess.CompletedProcess(["knight", *args], code, out.getvalue(), err.getvalue())
     if check:
         assert res.returncode == 0, res.stderr
     return res

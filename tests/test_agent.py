@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_runner import knight, knight_argv, knight_env
+from cli_runner import knight, knight_argv, knight_env, knight_here
 
 
 def edit(search: str, replace: str) -> dict:
@@ -95,12 +95,12 @@ def scripted_run(tmp_path_factory) -> Path:
 
 
 def test_history_shows_each_outcome_with_its_category(scripted_run):
-    res = knight("history", "--db", str(scripted_run / "k.db"), "--json", check=True)
+    res = knight_here("history", "--db", str(scripted_run / "k.db"), "--json", check=True)
     rows = json.loads(res.stdout)["iterations"]
     assert [(r["status"], r["category"]) for r in rows] == EXPECTED
     assert rows[0]["speedup_vs_baseline"] > 1.0 and rows[5]["speedup_vs_parent"] < 1.0
     only_failed = json.loads(
-        knight(
+        knight_here(
             "history",
             "--db",
             str(scripted_run / "k.db"),
@@ -116,7 +116,9 @@ def test_history_shows_each_outcome_with_its_category(scripted_run):
 def test_show_attributes_every_failure(scripted_run):
     def show(n: int) -> dict:
         return json.loads(
-            knight("show", str(n), "--db", str(scripted_run / "k.db"), "--json", check=True).stdout
+            knight_here(
+                "show", str(n), "--db", str(scripted_run / "k.db"), "--json", check=True
+            ).stdout
         )
 
     accepted = show(1)
@@ -134,7 +136,7 @@ def test_show_attributes_every_failure(scripted_run):
     source_line = show(4)["edits"][0]["replace"].splitlines()[-1].strip()
     assert "scratch" in source_line and overflow["line"] > 0
     assert show(5)["category"] == "duplicate_candidate"
-    text = knight("show", "3", "--db", str(scripted_run / "k.db"), "--diff", check=True).stdout
+    text = knight_here("show", "3", "--db", str(scripted_run / "k.db"), "--diff", check=True).stdout
     assert "mismatch_rounding" in text and "hint" in text and "+    halves" in text
 
 
@@ -208,14 +210,12 @@ COMMANDS = [
 
 
 def test_help_is_complete():
-    top = knight("--help", check=True).stdout
+    top = knight_here("--help", check=True).stdout
     for cmd in COMMANDS:
         assert cmd in top
-        assert knight(cmd, "--help", check=True).stdout.strip()
-    assert (
-        "--resume" in knight("run", "--help").stdout
-        and "--max-cost" in knight("run", "--help").stdout
-    )
+        assert knight_here(cmd, "--help", check=True).stdout.strip()
+    run_help = knight_here("run", "--help").stdout
+    assert "--resume" in run_help and "--max-cost" in run_help
 
 
 @pytest.mark.parametrize(
@@ -281,7 +281,7 @@ def test_resume_keeps_the_runs_machine_and_a_spent_script_ends_the_run(tmp_path)
 
 
 def test_bad_run_id_is_a_clear_error(scripted_run):
-    res = knight("history", "--db", str(scripted_run / "k.db"), "--run", "42")
+    res = knight_here("history", "--db", str(scripted_run / "k.db"), "--run", "42")
     assert res.returncode == 1 and "run 42" in res.stderr and "Traceback" not in res.stderr
 
 
