@@ -479,14 +479,6 @@ def run_cmd(
     Defaults: 10 iterations, the claude proposer when ANTHROPIC_API_KEY is set (else offline),
     seed 0, --min-gain 1.01; with --resume, the run's own, and limits given here apply to the rest.
     """
-    from knight.agent.cache import StoreRunCache
-    from knight.agent.config import ResumeOverrides, RunConfig, refuse_identity_changes
-    from knight.agent.loop import Runner
-    from knight.failure import RunStatus
-    from knight.problems import load_problem
-    from knight.proposers.select import make_proposer
-    from knight.skills import load_skills
-
     check_run_options(budget=budget, min_gain=min_gain, proposer=proposer)
     if fix_rounds is not None and fix_rounds < 0:
         raise UsageError("--fix-rounds cannot be negative")
@@ -497,9 +489,20 @@ def run_cmd(
             raise UsageError(f"{flag} must be at least 1")
     machine = check_machine(machine)
     evaluator_kind, address = _evaluator_spec(evaluator)
+    from knight.problems import load_problem
+
     _make_interruptible()
     if resume is None:
         prob = load_problem(problem)  # before the database exists: a typo leaves no file behind
+    # Imported after the checks: a mistyped flag or problem is answered before the loop and the
+    # store (a second of imports) are loaded.
+    from knight.agent.cache import StoreRunCache
+    from knight.agent.config import ResumeOverrides, RunConfig, refuse_identity_changes
+    from knight.agent.loop import Runner
+    from knight.failure import RunStatus
+    from knight.proposers.select import make_proposer
+    from knight.skills import load_skills
+
     store = _write_store(db, create=resume is None)
     if resume is not None:
         # A resumed run keeps what defines it (problem, machine, seed, proposer); limits may change.
