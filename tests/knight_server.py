@@ -1,8 +1,9 @@
 """A real `knight serve` on a free 127.0.0.1 port, for the tests that talk to it (service, report).
 
-`Server(home, *extra_options, env=...)` starts it (with `env` added to this environment) with a read-write and a read-only token (attributes `rw`,
-`ro`), its database at `home/server.db` and its log at `home/server.log`; `stop()`, `start()`
-restart it on the same port and database; `client(token)` is an httpx client for it.
+`Server(home, *extra_options, env=...)` starts it (with `env` added to this environment) with a
+read-write and a read-only token (attributes `rw`, `ro`), its database at `home/server.db` and its
+log at `home/server.log`; `stop()`, `start()` restart it on the same port and database;
+`client(token)` is an httpx client for it.
 """
 
 from __future__ import annotations

@@ -35,6 +35,8 @@ def test_a_stored_floor_is_the_computed_one_and_skips_input_generation(rmsnorm, 
         "{not json",
         '{"workload": "no_such_workload", "ns": 1.0, "bound": "hbm", "by_resource": {"hbm": 1.0}}',
         '{"workload": "{w}", "ns": 1.0, "bound": "hbm", "by_resource": {"hbm": 2.0}}',
+        '{"workload": "{w}", "ns": "1.0", "bound": "hbm", "by_resource": {"hbm": "1.0"}}',
+        '{"workload": "{w}", "ns": 1.0, "bound": "hbm", "by_resource": {"hbm": 1.0}, "x": 0}',
     ],
 )
 def test_a_damaged_entry_is_recomputed(rmsnorm, tmp_path, damage):

@@ -54,14 +54,9 @@ class FileCache:
     def put(self, candidate: str, harness: str, result: RunResult) -> None:
         if not cacheable(result):
             return  # a machine hiccup must not stick to a candidate forever
-        path = self._path(candidate, harness, result.workload, result.seed)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(result.model_dump_json())
-            os.replace(tmp, path)
-        except OSError:
-            pass  # a read-only or full cache only costs time
+        write_cache_file(
+            self._path(candidate, harness, result.workload, result.seed), result.model_dump_json()
+        )
 
 
 class MemoryCache:
@@ -119,18 +114,24 @@ class ReferenceCache:
             return
         key = self._key(baseline, harness, result.workload, result.seed)
         body = result.model_dump_json()
-        path = self._path(key)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-        except OSError:
-            return  # a read-only cache only costs time
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"key": key, "sha256": _digest(body), "result": body}, f)
-            os.replace(tmp, path)  # atomic: a reader sees the old entry or the new one, whole
-        except OSError:
-            Path(tmp).unlink(missing_ok=True)  # a full disk only costs time
+        entry = {"key": key, "sha256": _digest(body), "result": body}
+        write_cache_file(self._path(key), json.dumps(entry))
+
+
+def write_cache_file(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically (a reader sees the old file or the new one, whole, and
+    racing writers are safe); a read-only or full cache only costs time, so errors are dropped."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def default_reference_dir(cache: object) -> Path:

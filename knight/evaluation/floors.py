@@ -10,11 +10,10 @@ or damaged entry is recomputed.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
-from knight.evaluation.cache import default_cache_dir
+from knight.evaluation.cache import default_cache_dir, write_cache_file
 from knight.evaluation.fingerprint import harness_fingerprint
 from knight.npu.machine import MachineSpec
 from knight.npu.roofline import Floor
@@ -43,31 +42,18 @@ def heaviest_floor(
 def _read(path: Path, problem: Problem) -> tuple[Workload, Floor] | None:
     try:
         entry = json.loads(path.read_text())
-        workload = problem.workload(entry["workload"])
-        by_resource = {str(k): float(v) for k, v in entry["by_resource"].items()}
-        floor = Floor(ns=float(entry["ns"]), bound=str(entry["bound"]), by_resource=by_resource)
+        workload = problem.workload(entry.pop("workload"))
+        floor = Floor(**entry)
+        figures = [floor.ns, *floor.by_resource.values()]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    if floor.bound not in by_resource or by_resource[floor.bound] != floor.ns:
+    if (
+        not all(isinstance(f, float) for f in figures)
+        or floor.by_resource.get(floor.bound) != floor.ns
+    ):
         return None  # not what `physical_floor` writes: recompute rather than trust it
     return workload, floor
 
 
 def _write(path: Path, workload: Workload, floor: Floor) -> None:
-    entry = {
-        "workload": workload.name,
-        "ns": floor.ns,
-        "bound": floor.bound,
-        "by_resource": floor.by_resource,
-    }
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-    except OSError:
-        return  # a read-only cache only costs time
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(entry, f)
-        os.replace(tmp, path)  # racing writers store the same floor; a reader sees one, whole
-    except OSError:
-        Path(tmp).unlink(missing_ok=True)
+    write_cache_file(path, json.dumps({"workload": workload.name, **asdict(floor)}))
