@@ -157,9 +157,7 @@ def eval_cmd(
     heldout: Annotated[
         bool, typer.Option("--heldout", help="Also run the held-out workloads.")
     ] = False,
-    workers: Annotated[
-        int | None, typer.Option("--workers", help="Worker processes (default: CPU cores).")
-    ] = None,
+    workers: WorkersOpt = None,
     seeds: Annotated[
         int | None, typer.Option("--seeds", help="At most this many seeds per workload.")
     ] = None,
@@ -732,9 +730,7 @@ def replay_cmd(
         Path | None, typer.Option("--out", help="Write the rebuilt kernel here.")
     ] = None,
     machine: MachineOpt = None,
-    workers: Annotated[
-        int | None, typer.Option("--workers", help="Evaluation worker processes.")
-    ] = None,
+    workers: WorkersOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Rebuild a kernel from the baseline, re-applying and re-verifying each patch of its lineage."""

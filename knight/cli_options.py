@@ -54,7 +54,11 @@ MinGainOpt = Annotated[
 ]
 WorkersOpt = Annotated[
     int | None,
-    typer.Option("--workers", help="Evaluation worker processes (default: CPU cores)."),
+    typer.Option(
+        "--workers",
+        help="Evaluation worker processes of each kind (default: $KNIGHT_WORKERS, else the CPU "
+        "cores Knight may run on).",
+    ),
 ]
 MachineOpt = Annotated[
     str | None,

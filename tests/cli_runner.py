@@ -46,13 +46,18 @@ def knight(*args: str, cwd: Path = ROOT, check: bool = False) -> subprocess.Comp
     return res
 
 
-def knight_here(*args: str, check: bool = False) -> subprocess.CompletedProcess:
-    """`knight ARGS` through the same entry point, in this process: for read-only commands
-    (`show`, `history`, `--help`, ...), whose start-up would otherwise dominate the test."""
+def knight_here(
+    *args: str, cwd: Path | None = None, check: bool = False
+) -> subprocess.CompletedProcess:
+    """`knight ARGS` through the same entry point, in this process (in `cwd` if given): for
+    commands that start no run (`show`, `history`, `report`, `export`, `--help`, ...), whose
+    interpreter start-up would otherwise dominate the test."""
     out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
+    argv, here = sys.argv, os.getcwd()
     sys.argv = ["knight", *args]
     try:
+        if cwd is not None:
+            os.chdir(cwd)
         with redirect_stdout(out), redirect_stderr(err):
             main()
         code = 0
@@ -60,6 +65,7 @@ def knight_here(*args: str, check: bool = False) -> subprocess.CompletedProcess:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:
         sys.argv = argv
+        os.chdir(here)
     res = subprocess.CompletedProcess(["knight", *args], code, out.getvalue(), err.getvalue())
     if check:
         assert res.returncode == 0, res.stderr

@@ -29,6 +29,9 @@ PG_USER = "knight-pg"
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("KNIGHT_BASELINES", str(ROOT / "baselines"))
 os.environ.setdefault("KNIGHT_SKILLS", str(ROOT / "skills"))
+# pytest-xdist already runs one test per core: a second evaluation worker of each kind inside a
+# test would only add interpreter start-ups. Tests of parallel judging ask for their workers.
+os.environ.setdefault("KNIGHT_WORKERS", "1")
 
 
 def _bindir() -> Path | None:

@@ -234,7 +234,7 @@ def test_help_is_complete():
 )
 def test_user_errors_are_one_line_without_traceback(tmp_path, args, code, words):
     (tmp_path / "README.md").write_text("x")
-    res = knight(*args, cwd=tmp_path)
+    res = knight_here(*args, cwd=tmp_path)
     assert res.returncode == code, (res.stdout, res.stderr)
     assert words in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
@@ -243,7 +243,7 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, args, code, words)
 
 @pytest.mark.parametrize("args", [["problems", "--bogus"], ["history", "--limit", "abc"], ["eval"]])
 def test_usage_mistakes_exit_2_without_traceback(tmp_path, args):
-    res = knight(*args, cwd=tmp_path)
+    res = knight_here(*args, cwd=tmp_path)
     assert res.returncode == 2 and "Traceback" not in res.stderr and "Error" in res.stderr
 
 

@@ -6,7 +6,7 @@ import json
 import math
 
 import pytest
-from cli_runner import knight
+from cli_runner import knight, knight_here
 
 from knight.bench.suite import ProblemResult, floor_figures, geomean, summarise
 from knight.evaluation import EvalReport, WorkloadReport
@@ -48,14 +48,14 @@ def test_bench_json_shape_and_stored_runs(tmp_path):
 
 def test_bench_usage_errors(tmp_path):
     db = tmp_path / "bench.db"
-    res = knight("bench", "--problems", "no_such_problem", "--db", str(db), cwd=tmp_path)
+    res = knight_here("bench", "--problems", "no_such_problem", "--db", str(db), cwd=tmp_path)
     assert res.returncode == 1 and "no_such_problem" in res.stderr
     assert "Traceback" not in res.stderr
-    res = knight(
+    res = knight_here(
         "bench", "--strategy", "grid", "--problems", "rmsnorm", "--db", str(db), cwd=tmp_path
     )
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith("error:")
-    res = knight("bench", "--budget", "0", "--db", str(db), cwd=tmp_path)
+    res = knight_here("bench", "--budget", "0", "--db", str(db), cwd=tmp_path)
     assert res.returncode == 2
     assert not db.exists()  # nothing was started
 

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from cli_runner import knight_here
 
 ROOT = Path(__file__).resolve().parents[1]
 COLS = "COLS_PER_TILE = {}  # columns per normalise / multiply / store step"
@@ -170,14 +171,14 @@ def test_claude_run_sends_the_tool_schema_applies_the_patch_and_records_usage(tm
         first["messages"]
     )  # the champion's source is in the prompt
 
-    history = json.loads(_knight(tmp_path, url, "history", "--db", "k.db", "--json").stdout)[
+    history = json.loads(knight_here("history", "--db", "k.db", "--json", cwd=tmp_path).stdout)[
         "iterations"
     ]
     assert (
         history[0]["status"] == "accepted"
         and history[0]["hypothesis"] == "Use 2048-column tiles instead of 512."
     )
-    shown = json.loads(_knight(tmp_path, url, "show", "1", "--db", "k.db", "--json").stdout)
+    shown = json.loads(knight_here("show", "1", "--db", "k.db", "--json", cwd=tmp_path).stdout)
     assert shown["edits"][0]["replace"] == COLS.format(2048)
     call = shown["llm_calls"][0]
     assert (
@@ -187,13 +188,15 @@ def test_claude_run_sends_the_tool_schema_applies_the_patch_and_records_usage(tm
     )
     assert call["cost_usd"] > 0
     assert shown["transcript"], "the conversation is kept"
-    text = _knight(tmp_path, url, "show", "1", "--db", "k.db").stdout
+    text = knight_here("show", "1", "--db", "k.db", cwd=tmp_path).stdout
     assert "conversation:" in text and "submit_patch" in text and "model calls: 1" in text
-    second = json.loads(_knight(tmp_path, url, "show", "2", "--db", "k.db", "--json").stdout)
+    second = json.loads(knight_here("show", "2", "--db", "k.db", "--json", cwd=tmp_path).stdout)
     assert second["llm_calls"][0]["cache_read_tokens"] == 2500
     stored = (tmp_path / "k.db").read_bytes()
     assert b"sk-test-not-a-real-key" not in stored
-    listed = json.loads(_knight(tmp_path, url, "skills", "list", "--db", "k.db", "--json").stdout)
+    listed = json.loads(
+        knight_here("skills", "list", "--db", "k.db", "--json", cwd=tmp_path).stdout
+    )
     usage = {s["name"]: s["usage"] for s in listed}
     assert usage["reading-the-profile"]["cited"] == 2 and usage["reading-the-profile"]["won"] >= 1
 
@@ -219,7 +222,7 @@ def test_a_provider_storm_spends_no_iteration(tmp_path, stand_in):
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["iterations"] == 3 and summary["status"] == "finished"
-    history = json.loads(_knight(tmp_path, url, "history", "--db", "k.db", "--json").stdout)[
+    history = json.loads(knight_here("history", "--db", "k.db", "--json", cwd=tmp_path).stdout)[
         "iterations"
     ]
     assert len(history) == 3 and all(it["category"] != "proposer_error" for it in history)

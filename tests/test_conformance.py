@@ -6,11 +6,10 @@ from __future__ import annotations
 import ast
 import enum
 import inspect
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_runner import knight_here
 
 from knight.export import export_kernel, nki_calls
 from knight.npu import conformance, nisa, nl
@@ -115,19 +114,15 @@ def test_export_writes_nki_whose_every_call_the_table_allows(problem, path):
     assert "broadcast_to" not in out.replace("_broadcast_to", "")
 
 
-def _knight(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "knight.cli", *args], capture_output=True, text=True, cwd=cwd
-    )
-
-
 def test_knight_export_writes_a_file(tmp_path):
     target = tmp_path / "out.py"
-    res = _knight("export", "baselines/moe_decode/baseline.py", "-o", str(target))
+    res = knight_here("export", "baselines/moe_decode/baseline.py", "-o", str(target), cwd=ROOT)
     assert res.returncode == 0, res.stderr
     text = target.read_text()
     assert "import nki.isa as nisa" in text and "@nki.jit" in text
-    res = _knight("export", "baselines/rmsnorm/baseline.py", "--json")  # problem found by its entry
+    res = knight_here(
+        "export", "baselines/rmsnorm/baseline.py", "--json", cwd=ROOT
+    )  # problem found by its entry
     assert res.returncode == 0, res.stderr
     assert '"grid": 1' in res.stdout and "def launch(x, gamma)" in res.stdout
 
@@ -140,7 +135,7 @@ def test_knight_export_refuses_a_knight_extension_naming_it_and_its_line(tmp_pat
     line = next(i for i, t in enumerate(bad.splitlines(), 1) if "nl.identity" in t)
     kernel = tmp_path / "kernel.py"
     kernel.write_text(bad)
-    res = _knight("export", str(kernel), "--problem", "rmsnorm")
+    res = knight_here("export", str(kernel), "--problem", "rmsnorm")
     assert res.returncode == 2
     assert res.stdout == ""
     (msg,) = res.stderr.strip().splitlines()
@@ -156,7 +151,7 @@ def test_knight_export_refuses_knight_internals(tmp_path):
             "from knight.npu import nisa, nl\nfrom knight.npu import tensor",
         )
     )
-    res = _knight("export", str(kernel), "--problem", "rmsnorm")
+    res = knight_here("export", str(kernel), "--problem", "rmsnorm")
     assert res.returncode == 2 and "no NKI counterpart" in res.stderr
-    res = _knight("export", str(tmp_path / "missing.py"))
+    res = knight_here("export", str(tmp_path / "missing.py"))
     assert res.returncode == 2 and res.stderr.startswith("error:")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runner import knight, knight_here
 
 from knight.evaluation.compare import attribute_mismatch
 from knight.evaluation.inputs import cached_inputs, default_input_cache
@@ -171,15 +170,9 @@ def test_profiles_show_fragmentation_in_the_baseline_and_streaming_in_the_calibr
     assert sb.latency_ns / so.latency_ns > 3.0
 
 
-def _knight(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "knight.cli", *args], capture_output=True, text=True, cwd=ROOT
-    )
-
-
 def test_knight_profile_writes_a_chrome_trace(tmp_path):
     trace = tmp_path / "trace.json"
-    res = _knight("profile", str(OPTIMIZED), "--problem", "moe_decode", "--trace", str(trace))
+    res = knight_here("profile", str(OPTIMIZED), "--problem", "moe_decode", "--trace", str(trace))
     assert res.returncode == 0, res.stderr
     assert "verdict" in res.stdout and "DMA-bound" in res.stdout
     doc = json.loads(trace.read_text())
@@ -203,17 +196,17 @@ def test_knight_profile_writes_a_chrome_trace(tmp_path):
 
 def test_heldout_workloads_are_hidden_unless_asked(problem):
     assert problem.spec.heldout  # loaded by the problem API
-    listed = _knight("problems")
+    listed = knight_here("problems")
     assert listed.returncode == 0 and "t4_repeated" in listed.stdout
     assert not any(w.name in listed.stdout for w in problem.spec.heldout)
-    shown = _knight("problems", "--heldout")
+    shown = knight_here("problems", "--heldout")
     assert all(w.name in shown.stdout for w in problem.spec.heldout)
-    as_json = json.loads(_knight("problems", "--json").stdout)
+    as_json = json.loads(knight_here("problems", "--json").stdout)
     assert all("heldout" not in p for p in as_json)
 
 
 def test_knight_eval_reports_the_baseline_ok_as_json():
-    res = _knight("eval", "baselines/moe_decode/baseline.py", "--json", "--no-cache")
+    res = knight("eval", "baselines/moe_decode/baseline.py", "--json", "--no-cache")
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     assert (

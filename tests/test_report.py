@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 from html import unescape
 from pathlib import Path
 
 import pytest
 from browser import Browser, chromium_path
+from cli_runner import knight, knight_here
 from knight_server import Server
 
 from knight.agent.context import workload_views
@@ -38,17 +37,6 @@ RENDERED = """JSON.stringify({
   iterations: document.querySelectorAll('details.iteration').length,
   width: document.querySelector('svg.speedup') ? document.querySelector('svg.speedup').getBoundingClientRect().width : 0
 })"""
-
-
-def knight(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the real CLI in a child process (no network variables needed: nothing leaves the machine)."""
-    return subprocess.run(
-        [sys.executable, "-m", "knight.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +67,7 @@ def scripted_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_report_cli_writes_a_self_contained_page(scripted_db: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.html"
-    done = knight(
+    done = knight_here(
         "report",
         "--db",
         str(scripted_db),
@@ -104,7 +92,7 @@ def test_report_cli_writes_a_self_contained_page(scripted_db: Path, tmp_path: Pa
     # The same inputs give the same page.
     again = tmp_path / "again.html"
     assert (
-        knight(
+        knight_here(
             "report", "--db", str(scripted_db), "--out", str(again), "--no-timelines", cwd=tmp_path
         ).returncode
         == 0
@@ -113,7 +101,7 @@ def test_report_cli_writes_a_self_contained_page(scripted_db: Path, tmp_path: Pa
 
 
 def test_report_cli_errors_are_one_line(scripted_db: Path, tmp_path: Path) -> None:
-    missing_run = knight(
+    missing_run = knight_here(
         "report",
         "--db",
         str(scripted_db),
@@ -124,7 +112,7 @@ def test_report_cli_errors_are_one_line(scripted_db: Path, tmp_path: Path) -> No
         cwd=tmp_path,
     )
     assert missing_run.returncode == 1 and missing_run.stderr.strip() == "error: run 42 not found"
-    no_dir = knight(
+    no_dir = knight_here(
         "report",
         "--db",
         str(scripted_db),
@@ -133,7 +121,7 @@ def test_report_cli_errors_are_one_line(scripted_db: Path, tmp_path: Path) -> No
         cwd=tmp_path,
     )
     assert no_dir.returncode == 2 and len(no_dir.stderr.strip().splitlines()) == 1
-    no_db = knight("report", "--db", str(tmp_path / "absent.db"), cwd=tmp_path)
+    no_db = knight_here("report", "--db", str(tmp_path / "absent.db"), cwd=tmp_path)
     assert no_db.returncode == 1 and "Traceback" not in no_db.stderr
     assert not (tmp_path / "absent.db").exists()
 
@@ -142,12 +130,12 @@ def test_score_is_labelled_next_to_the_workload_latencies_in_the_cli(
     scripted_db: Path, tmp_path: Path
 ) -> None:
     """history, show and the run summary say what "score" is and show the per-workload latencies."""
-    history = knight("history", "--db", str(scripted_db), cwd=tmp_path)
+    history = knight_here("history", "--db", str(scripted_db), cwd=tmp_path)
     assert history.returncode == 0, history.stderr
     lines = history.stdout.splitlines()
     assert SCORE_MEANING in lines[0] and "score µs" in lines[1]
     assert max(len(line) for line in lines) <= 100
-    show = knight("show", "2", "--db", str(scripted_db), cwd=tmp_path)
+    show = knight_here("show", "2", "--db", str(scripted_db), cwd=tmp_path)
     assert show.returncode == 0, show.stderr
     text = show.stdout
     assert f"{SCORE_LABEL}: " in text
@@ -265,7 +253,7 @@ def test_example_report_renders_in_chromium(tmp_path: Path) -> None:
     browser draws every plot."""
     before = EXAMPLE_DB.read_bytes()
     out = tmp_path / "r.html"
-    done = knight(
+    done = knight_here(
         "report",
         "--db",
         str(EXAMPLE_DB),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from cli_runner import knight
+from cli_runner import knight, knight_here
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
@@ -207,7 +207,7 @@ def test_revision_0004_drops_the_never_written_correct_column(
 
 def test_knight_history_on_the_shipped_example_writes_nothing(tmp_path: Path) -> None:
     before = _digest(EXAMPLE)
-    res = knight("history", "--db", str(EXAMPLE), cwd=tmp_path)
+    res = knight_here("history", "--db", str(EXAMPLE), cwd=tmp_path)
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
     assert _digest(EXAMPLE) == before
     if (ROOT / ".git").exists():
@@ -224,7 +224,7 @@ def test_knight_history_on_an_old_database_names_the_upgrade(tmp_path: Path) -> 
     old = tmp_path / "old.db"
     shutil.copy(OLD, old)
     before = _digest(old)
-    res = knight("history", "--db", str(old), cwd=tmp_path)
+    res = knight_here("history", "--db", str(old), cwd=tmp_path)
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert "run 'knight db upgrade --db" in res.stderr and len(res.stderr.splitlines()) == 1
     assert _digest(old) == before
@@ -263,10 +263,10 @@ def test_history_fits_100_columns_and_prints_proposer_text_verbatim(tmp_path: Pa
                 failure=Failure(category="no_gain", message="1.00x"),
             ),
         )
-    table = knight("history", "--db", str(db), cwd=tmp_path)
+    table = knight_here("history", "--db", str(db), cwd=tmp_path)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
     assert max(len(line) for line in lines) <= 100
     assert "Use [bold]tiles[/bold] of very" in table.stdout and lines[-1].endswith("-")
-    wide = knight("history", "--db", str(db), "--wide", cwd=tmp_path).stdout
+    wide = knight_here("history", "--db", str(db), "--wide", cwd=tmp_path).stdout
     assert long in wide

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
+from cli_runner import knight_here
 from sqlalchemy import create_engine, text
 
 from knight.agent.beam import Beam
@@ -287,11 +288,11 @@ def test_beam_3_parallel_3_offline_run_records_a_tree_whose_every_node_replays(
                 assert result.final_hash == node.candidate_hash
                 assert result.steps[-1].iteration == node.number
         assert open_database(db).integrity_check() == "ok"
-    shown = _knight("show", str(rows[3].number), "--db", db, cwd=tmp_path)
+    shown = knight_here("show", str(rows[3].number), "--db", db, cwd=tmp_path)
     assert f"parent: iteration {rows[3].parent_iteration}" in shown.stdout or (
         rows[3].parent_iteration is None and "parent: the baseline" in shown.stdout
     )
-    table = _knight("history", "--db", db, cwd=tmp_path).stdout.splitlines()
+    table = knight_here("history", "--db", db, cwd=tmp_path).stdout.splitlines()
     assert table[1].split()[:2] == ["#", "from"] and table[2].split()[1] == "base"
 
 

@@ -29,6 +29,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 import knight
+from knight.errors import KnightError
 from knight.evaluation import sandbox
 from knight.evaluation.categories import Category
 from knight.evaluation.report import Failure
@@ -59,6 +60,20 @@ def worker_env(hash_seed: int) -> dict[str, str]:
         MKL_NUM_THREADS="1",
     )
     return env
+
+
+def default_workers() -> int:
+    """Workers per kind when none is asked for: `$KNIGHT_WORKERS`, else the CPU cores this
+    process may run on (its affinity mask, which containers and `taskset` narrow)."""
+    raw = os.environ.get("KNIGHT_WORKERS", "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            raise KnightError(f"KNIGHT_WORKERS must be a whole number >= 1, not {raw!r}")
+        return int(raw)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -197,7 +212,7 @@ class WorkerPool:
     def __init__(
         self, size: int | None = None, timeout_s: float = 300.0, memory_mb: int = 6144
     ) -> None:
-        self.size = max(1, size or os.cpu_count() or 1)
+        self.size = max(1, size or default_workers())
         self.sandbox = sandbox.mode()  # a misconfigured KNIGHT_SANDBOX fails here, in one line
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb

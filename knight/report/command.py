@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from knight import cli_options as options
 from knight.errors import UsageError
 
 
@@ -30,9 +31,7 @@ def report_cmd(
             help="Profile baseline and champion now (in isolated workers) to draw their timelines; without, show the stored profiles only.",
         ),
     ] = True,
-    workers: Annotated[
-        int | None, typer.Option("--workers", help="Evaluation worker processes for --timelines.")
-    ] = None,
+    workers: options.WorkersOpt = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")
     ] = False,

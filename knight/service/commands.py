@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from knight import cli_options as options
 from knight.errors import UsageError
 
 TokenFileOpt = Annotated[
@@ -54,10 +55,7 @@ def serve_cmd(
     db: Annotated[
         str, typer.Option("--db", help="SQLite path or SQLAlchemy URL of the store.")
     ] = "knight.db",
-    workers: Annotated[
-        int | None,
-        typer.Option("--workers", help="Simulation worker processes (default: CPU cores)."),
-    ] = None,
+    workers: options.WorkersOpt = None,
     token_file: TokenFileOpt = Path("knight.tokens"),
     state_dir: Annotated[
         Path, typer.Option("--state-dir", help="Run logs and the server's child list.")

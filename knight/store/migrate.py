@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+import functools
+import threading
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event, inspect, text
@@ -39,10 +42,25 @@ def alembic_config(connection: Connection | None = None) -> Config:
 # the database, and checking that it is at head needs no more than the revision files' headers.
 
 
-def _revision_graph() -> dict[str, str | None]:
+# CPython 3.11's ast.parse is not thread-safe (gh-106905: "AST constructor recursion depth
+# mismatch"), and a server's threads open databases at once: parse once, one thread at a time.
+_PARSE_LOCK = threading.Lock()
+
+
+def _revision_graph() -> Mapping[str, str | None]:
     """Each shipped revision -> the revision it follows, read from the revision files' headers."""
+    return _revision_headers(MIGRATIONS_DIR)
+
+
+@functools.cache
+def _revision_headers(migrations: Path) -> Mapping[str, str | None]:
+    with _PARSE_LOCK:
+        return MappingProxyType(_parse_revision_headers(migrations))
+
+
+def _parse_revision_headers(migrations: Path) -> dict[str, str | None]:
     graph: dict[str, str | None] = {}
-    for path in sorted((MIGRATIONS_DIR / "versions").glob("*.py")):
+    for path in sorted((migrations / "versions").glob("*.py")):
         header: dict[str, Any] = {}
         for node in ast.parse(path.read_text(), str(path)).body:
             target = (
