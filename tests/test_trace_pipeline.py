@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runner import knight_here
 
 from knight.evaluation import Category, LocalEvaluator, MemoryCache, sandbox
 from knight.evaluation import evaluator as evaluator_module
@@ -490,3 +492,22 @@ def test_a_misconfigured_sandbox_is_one_clear_error(monkeypatch):
     monkeypatch.setenv("KNIGHT_SANDBOX", "maybe")
     with pytest.raises(KnightError, match="KNIGHT_SANDBOX must be one of"):
         WorkerPool(1)
+
+
+def test_the_pool_size_comes_from_knight_workers_else_the_usable_cores(monkeypatch):
+    from knight.errors import KnightError
+
+    monkeypatch.setenv("KNIGHT_WORKERS", "3")
+    assert WorkerPool().size == 3 and WorkerPool(1).size == 1  # an explicit size wins
+    monkeypatch.delenv("KNIGHT_WORKERS")
+    assert WorkerPool().size == len(os.sched_getaffinity(0))
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("KNIGHT_WORKERS", bad)
+        with pytest.raises(KnightError, match="KNIGHT_WORKERS must be a whole number >= 1"):
+            WorkerPool()
+    # From the command line: one line, no traceback, no evaluation started.
+    monkeypatch.setenv("KNIGHT_WORKERS", "many")
+    res = knight_here("eval", str(ROOT / "baselines/rmsnorm/baseline.py"), "--problem", "rmsnorm")
+    assert res.returncode == 1 and res.stderr.strip().splitlines()[-1] == (
+        "error: KNIGHT_WORKERS must be a whole number >= 1, not 'many'"
+    )
