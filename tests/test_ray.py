@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from knight.evaluation import LocalEvaluator, MemoryCache
+from knight.evaluation import LocalEvaluator, MemoryCache, ray_evaluator
 from knight.problems import load_problem
 from knight.service.tokens import create_token
 from knight.store import open_store
@@ -246,3 +246,24 @@ def test_serve_with_an_unreachable_cluster_stops_in_one_line(tmp_path: Path) -> 
         f"error: cannot connect to Ray at {nobody.removeprefix('ray://')}: "
         "[Errno 111] Connection refused"
     ]
+
+
+def test_consecutive_tasks_in_one_process_reuse_its_evaluator_and_workers() -> None:
+    """A Ray worker process keeps one evaluator per problem: the second task starts no workers
+    and judges exactly as the first (each task with its own cache)."""
+    problem = load_problem("rmsnorm")
+    files = ray_evaluator._problem_files(problem)
+    settings = {"machine": None, "workers": 1, "timeout_s": 300.0, "memory_mb": 6144,
+                "max_seeds": 1}  # fmt: skip
+    source = problem.baseline_source()
+    try:
+        first = ray_evaluator.evaluate_task(source, files, False, [], settings, profile=False)
+        [(_, evaluator)] = ray_evaluator._evaluators.values()
+        started = {w.proc.pid for w in evaluator.pool._all}
+        second = ray_evaluator.evaluate_task(source, files, False, [], settings, profile=False)
+        assert {w.proc.pid for w in evaluator.pool._all} == started and started
+        assert first["report"]["score_ns"] == second["report"]["score_ns"] is not None
+        assert len(first["added"]) == len(second["added"]) > 0  # every task fills its own cache
+    finally:
+        ray_evaluator._close_evaluators()
+    assert not ray_evaluator._evaluators

@@ -1,7 +1,8 @@
 """Candidate evaluation as Ray tasks: `knight run|serve --evaluator ray[://ADDRESS]`.
 
 Each evaluation is one Ray task. Inside it, the ordinary `LocalEvaluator` judges the candidate
-with the same sandboxed tracer and executor processes as on one machine (data-free traces per
+(one per problem and settings, kept by the Ray worker process, so consecutive tasks reuse its warm
+workers) with the same sandboxed tracer and executor processes as on one machine (data-free traces per
 workload shape, replays on the node's memory-mapped input cache; scrubbed environment, memory and
 wall-clock limits), so a cluster changes where candidates run, never how they are judged.
 
@@ -19,10 +20,15 @@ wall-clock limits), so a cluster changes where candidates run, never how they ar
 
 from __future__ import annotations
 
+import atexit
+import hashlib
+import json
 import os
+import shutil
 import socket
 import tempfile
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -88,29 +94,68 @@ def evaluate_task(
     settings: dict[str, Any],
     profile: bool = True,
 ) -> dict[str, Any]:
-    """The body of one Ray task: rebuild the problem folder, judge, return report and new runs."""
-    from knight.problems import load_problem
-
-    with tempfile.TemporaryDirectory(prefix="knight-task-") as tmp:
-        root = Path(tmp) / "problem"
-        for name, data in problem_files.items():
-            path = root / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        problem = load_problem(str(root))
-        cache = _TaskCache(entries)
-        with LocalEvaluator(
-            settings["machine"],
-            workers=settings["workers"],
-            timeout_s=settings["timeout_s"],
-            memory_mb=settings["memory_mb"],
-            max_seeds=settings["max_seeds"],
-            cache=cache,
-        ) as evaluator:
-            report = evaluator.evaluate(source, problem, heldout=heldout, profile=profile)
+    """The body of one Ray task: judge with this process's evaluator for the problem, return the
+    report and the runs it simulated."""
+    problem, evaluator = _task_evaluator(problem_files, settings)
+    cache = _TaskCache(entries)
+    evaluator.cache = cache  # a Ray worker process runs one task at a time
+    try:
+        report = evaluator.evaluate(source, problem, heldout=heldout, profile=profile)
+    finally:
+        evaluator.cache = MemoryCache()
     if report.failure is not None and report.failure.category == Category.worker_crash:
         raise SandboxCrash(report.model_dump_json())
     return {"report": report.model_dump(mode="json"), "added": cache.added}
+
+
+# Per Ray worker process: the problem folders it has rebuilt and an evaluator for each (problem,
+# settings), so consecutive tasks reuse warm sandboxed workers instead of starting new ones.
+_EVALUATORS_KEPT = 2
+_evaluators: OrderedDict[str, tuple[Problem, LocalEvaluator]] = OrderedDict()
+
+
+def _task_evaluator(
+    problem_files: dict[str, bytes], settings: dict[str, Any]
+) -> tuple[Problem, LocalEvaluator]:
+    from knight.problems import load_problem
+
+    digest = hashlib.sha256()
+    for name in sorted(problem_files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(problem_files[name]).digest())
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    key = digest.hexdigest()
+    if key in _evaluators:
+        _evaluators.move_to_end(key)
+        return _evaluators[key]
+    root = Path(tempfile.mkdtemp(prefix="knight-task-")) / "problem"
+    for name, data in problem_files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    evaluator = LocalEvaluator(
+        settings["machine"],
+        workers=settings["workers"],
+        timeout_s=settings["timeout_s"],
+        memory_mb=settings["memory_mb"],
+        max_seeds=settings["max_seeds"],
+        cache=MemoryCache(),
+    )
+    _evaluators[key] = (load_problem(str(root)), evaluator)
+    if len(_evaluators) == 1:
+        atexit.register(_close_evaluators)
+    while len(_evaluators) > _EVALUATORS_KEPT:
+        _close(*_evaluators.popitem(last=False)[1])
+    return _evaluators[key]
+
+
+def _close(problem: Problem, evaluator: LocalEvaluator) -> None:
+    evaluator.close()
+    shutil.rmtree(Path(problem.root).parent, ignore_errors=True)
+
+
+def _close_evaluators() -> None:
+    while _evaluators:
+        _close(*_evaluators.popitem()[1])
 
 
 def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
