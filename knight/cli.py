@@ -47,7 +47,13 @@ out = Console(highlight=False, soft_wrap=True)  # data
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # messages and progress
 
 ProblemOpt = Annotated[
-    str | None, typer.Option("--problem", "-p", help="Problem id or folder (default: moe_decode).")
+    str | None,
+    typer.Option(
+        "--problem",
+        "-p",
+        help="Problem id or folder (default: the installed problem whose entry the file defines, "
+        "else moe_decode).",
+    ),
 ]
 
 
@@ -173,10 +179,10 @@ def eval_cmd(
 ) -> None:
     """Judge a kernel: static checks, isolated bit-exact runs on every workload, integrity, score."""
     from knight.evaluation import LocalEvaluator, MemoryCache
-    from knight.problems import load_problem
+    from knight.problems import problem_for_kernel
 
     source = _read_kernel(kernel)
-    prob = load_problem(problem)
+    prob = problem_for_kernel(source, problem)
     if seeds is not None and seeds < 1:
         raise UsageError("--seeds must be at least 1")
     machine = check_machine(machine)
@@ -275,18 +281,20 @@ def profile_cmd(
 ) -> None:
     """Simulate one workload and show where the time goes (engines, DMA, critical path)."""
     from knight.evaluation import LocalEvaluator, MemoryCache
+    from knight.npu.machine import load_machine
     from knight.npu.profile import Profile
-    from knight.problems import load_problem
+    from knight.problems import problem_for_kernel
 
     source = _read_kernel(kernel)
-    prob = load_problem(problem)
+    prob = problem_for_kernel(source, problem)
     if workload is not None:
         visible = {w.name for w in prob.all_workloads()}
         if workload not in visible:
             raise UsageError(
                 f"unknown workload {workload!r}; visible workloads: {', '.join(sorted(visible))}"
             )
-    with LocalEvaluator(check_machine(machine), workers=1, cache=MemoryCache()) as ev:
+    machine = check_machine(machine)
+    with LocalEvaluator(machine, workers=1, cache=MemoryCache()) as ev:
         run = ev.profile_run(source, prob, workload, seed, trace=trace is not None)
     if not run.ok:
         f = run.failure
@@ -297,6 +305,8 @@ def profile_cmd(
     if as_json:
         _print_json(
             {
+                "problem": prob.id,
+                "machine": load_machine(machine or prob.spec.machine).name,
                 "workload": run.workload,
                 "seed": run.seed,
                 "latency_ns": run.latency_ns,
@@ -326,15 +336,11 @@ def export_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Write the kernel as a real NKI kernel file (nki.isa / nki.language, @nki.jit entry)."""
-    from knight.export import defined_functions, export_kernel
-    from knight.problems import list_problems, load_problem
+    from knight.export import export_kernel
+    from knight.problems import problem_for_kernel
 
     source = _read_kernel(kernel)
-    if problem is None:  # the installed problem whose entry function the file defines
-        names = defined_functions(source)
-        matches = [p.id for p in list_problems() if p.spec.entry in names]
-        problem = matches[0] if len(matches) == 1 else None
-    result = export_kernel(source, kernel.name, load_problem(problem))
+    result = export_kernel(source, kernel.name, problem_for_kernel(source, problem))
     if output is not None:
         try:
             output.write_text(result.source)

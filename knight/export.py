@@ -102,15 +102,6 @@ def export_kernel(source: str, filename: str, problem: Problem) -> Exported:
     return Exported(out, entry, problem.spec.grid, tuple(problem.spec.outputs))
 
 
-def defined_functions(source: str) -> set[str]:
-    """Names of the top-level functions in `source` (empty if it does not parse)."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return set()
-    return {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
-
-
 def _check(tree: ast.Module, filename: str) -> dict[str, str]:
     """Refuse Knight-only constructs; return the local names of nisa/nl."""
     aliases: dict[str, str] = {}

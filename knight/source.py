@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 
 
@@ -17,3 +18,12 @@ def canonical_source(text: str) -> str:
 def source_hash(text: str) -> str:
     """sha256 (hex) of the canonical form of a kernel's source."""
     return hashlib.sha256(canonical_source(text).encode()).hexdigest()
+
+
+def defined_functions(source: str) -> set[str]:
+    """Names of the top-level functions in `source` (empty if it does not parse)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    return {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import enum
 import inspect
+import json
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,19 @@ def test_knight_export_refuses_knight_internals(tmp_path):
     assert res.returncode == 2 and "no NKI counterpart" in res.stderr
     res = knight_here("export", str(tmp_path / "missing.py"))
     assert res.returncode == 2 and res.stderr.startswith("error:")
+
+
+def test_a_kernel_file_names_its_problem_by_its_entry_function(tmp_path):
+    """eval, profile and export without --problem judge the file on the installed problem whose
+    entry function it defines; --problem wins; a file defining none gets the default problem."""
+    from knight.problems import DEFAULT_PROBLEM, problem_for_kernel
+
+    rmsnorm = (ROOT / "baselines" / "rmsnorm" / "baseline.py").read_text()
+    assert problem_for_kernel(rmsnorm).id == "rmsnorm"
+    assert problem_for_kernel(rmsnorm, "softmax").id == "softmax"
+    assert problem_for_kernel("def helper():\n    pass\n").id == DEFAULT_PROBLEM
+    kernel = tmp_path / "mine.py"
+    kernel.write_text(rmsnorm)
+    shown = knight_here("profile", str(kernel), "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["problem"] == "rmsnorm"

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from knight.bundled import search_dirs
 from knight.errors import KnightError, NotFoundError
 from knight.problems.spec import Problem, load_problem_dir
+from knight.source import defined_functions
 
 DEFAULT_PROBLEM = "moe_decode"
 
@@ -44,6 +45,17 @@ def load_problem(name: str | None = None) -> Problem:
         )
     known = ", ".join(p.id for p in list_problems()) or "none"
     raise NotFoundError(f"unknown problem {name!r} (known: {known})")
+
+
+def problem_for_kernel(source: str, name: str | None = None) -> Problem:
+    """The problem `name`; without one, the installed problem whose entry function `source`
+    defines (when exactly one does), else the default problem."""
+    if name is None:
+        names = defined_functions(source)
+        matches = [p for p in list_problems() if p.spec.entry in names]
+        if len(matches) == 1:
+            return matches[0]
+    return load_problem(name)
 
 
 def _load(path: Path) -> Problem:
