@@ -289,18 +289,6 @@ def moe(cache):
 
 
 @pytest.mark.slow
-def test_moe_decode_baseline_is_ok(moe):
-    problem, ev = moe
-    report = ev.evaluate(problem.baseline_source(), problem)
-    assert report.ok, report.failure and report.failure.one_line()
-    assert len(report.workloads) == len(problem.all_workloads())
-    assert (
-        report.simulated_runs <= len(problem.all_workloads()) + 1
-    )  # + the re-run; the candidate is the baseline
-    assert report.profile, "the first run's profile summary is in the report"
-
-
-@pytest.mark.slow
 def test_moe_decode_reversed_expert_sum_is_rounding(moe):
     """Summing the 8 experts in reverse slot order is correct maths with another rounding order:
     mismatch_rounding, with the share of elements, where, and the precision skill."""

@@ -205,7 +205,9 @@ def test_heldout_workloads_are_hidden_unless_asked(problem):
     assert all("heldout" not in p for p in as_json)
 
 
-def test_knight_eval_reports_the_baseline_ok_as_json():
+def test_knight_eval_reports_the_baseline_ok_as_json(problem):
+    """The flagship baseline judged end to end: isolated workers, every visible workload, and
+    the candidate's runs are the baseline's (it is the baseline)."""
     res = knight("eval", "baselines/moe_decode/baseline.py", "--json", "--no-cache")
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
@@ -214,6 +216,10 @@ def test_knight_eval_reports_the_baseline_ok_as_json():
         and report["score_ns"] > 0
         and report["speedup"] == pytest.approx(1.0)
     )
-    names = {w["name"] for w in report["workloads"]}
-    assert {"t1", "t4", "t8"} <= names and not any(n.startswith("h_") for n in names)
+    names = [w["name"] for w in report["workloads"]]
+    assert names == [w.name for w in problem.all_workloads()]
+    assert {"t1", "t4", "t8"} <= set(names) and not any(n.startswith("h_") for n in names)
     assert all(w["correct"] and w["latency_ns"] > 0 for w in report["workloads"])
+    runs = sum(len(w.seeds) for w in problem.all_workloads())
+    assert report["simulated_runs"] <= runs + 1  # + the determinism re-run
+    assert report["profile"], "the first run's profile summary is in the report"
