@@ -455,6 +455,7 @@ def test_worker_env_has_no_secrets(monkeypatch):
     )
     assert not any("secret" in v for v in env.values())
     assert env["PYTHONHASHSEED"] == "1" and env["OPENBLAS_NUM_THREADS"] == "1"
+    assert env["PYDANTIC_DISABLE_PLUGINS"] == "__all__"  # no other package's code beside kernels
 
 
 def _raw_trace(problem, source: str, workload: str = "t1") -> TraceRequest:
