@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -415,6 +417,8 @@ def test_a_lone_surrogate_in_a_tensor_name_survives(rmsnorm, no_static_check, tm
 SANDBOXED = """
 import os
 import socket
+import subprocess
+import tempfile
 
 
 def rmsnorm(x, gamma, out):
@@ -511,3 +515,24 @@ def test_the_pool_size_comes_from_knight_workers_else_the_usable_cores(monkeypat
     assert res.returncode == 1 and res.stderr.strip().splitlines()[-1] == (
         "error: KNIGHT_WORKERS must be a whole number >= 1, not 'many'"
     )
+
+
+@pytest.mark.skipif(
+    sandbox.mode() != "bwrap", reason="bubblewrap is not available (apt-get install bubblewrap)"
+)
+def test_a_python_installed_under_tmp_stays_visible_in_the_sandbox(monkeypatch):
+    """The sandbox's private /tmp must not hide the interpreter: a CI virtualenv often lives
+    under /tmp, and hiding it made `auto` fall back to no sandbox at all."""
+    prefix = Path(tempfile.mkdtemp(dir="/tmp", prefix="knight-venv-"))
+    try:
+        (prefix / "marker").write_text("visible")
+        real = sandbox._python_dirs()
+        monkeypatch.setattr(sandbox, "_python_dirs", lambda: [*real, prefix])
+        shown = subprocess.run(
+            ["bwrap", *sandbox._base_args(), "--", "/bin/cat", str(prefix / "marker")],
+            capture_output=True,
+            text=True,
+        )
+        assert (shown.returncode, shown.stdout) == (0, "visible"), shown.stderr
+    finally:
+        shutil.rmtree(prefix)

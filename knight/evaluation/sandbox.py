@@ -84,16 +84,16 @@ def _base_args() -> list[str]:
     for f in _SYSTEM_FILES:
         if os.path.exists(f):
             args += ["--ro-bind", f, f]
-    for d in _python_dirs():
-        args += ["--ro-bind", str(d), str(d)]
     args += [
         "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp",
         "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
         "--die-with-parent", "--cap-drop", "ALL", "--clearenv",
     ]  # fmt: skip
-    # After the private /tmp, which would hide it: on a Ray node the package Ray ships lives there.
+    # After the private /tmp, which would hide them: a virtualenv may live under /tmp (CI), and on
+    # a Ray node the package Ray ships lives there.
     package = Path(knight.__file__).resolve().parent
-    args += ["--ro-bind", str(package), str(package)]
+    for d in [*_python_dirs(), package]:
+        args += ["--ro-bind", str(d), str(d)]
     return args
 
 
