@@ -68,14 +68,20 @@ def test_baseline_matches_reference_on_every_workload(problem_id):
             )
 
 
+@pytest.fixture(scope="module")
+def evaluator():
+    """One in-process evaluator for every problem (its determinism re-traces need a process)."""
+    with LocalEvaluator(isolate=False, cache=MemoryCache(), max_seeds=1) as ev:
+        yield ev
+
+
 @pytest.mark.parametrize("problem_id", _params(PROBLEMS))
-def test_baseline_is_judged_ok_with_its_floor(problem_id):
+def test_baseline_is_judged_ok_with_its_floor(evaluator, problem_id):
     prob = load_problem(problem_id)
     # moe_decode's held-out workloads are checked against float64 in test_moe.py; judging them
     # again here would double the suite's most expensive simulations.
     heldout = problem_id != "moe_decode"
-    with LocalEvaluator(isolate=False, cache=MemoryCache(), max_seeds=1) as ev:
-        report = ev.evaluate(prob.baseline_source(), prob, heldout=heldout, profile=False)
+    report = evaluator.evaluate(prob.baseline_source(), prob, heldout=heldout, profile=False)
     assert report.ok, report.failure
     assert report.speedup == pytest.approx(1.0)
     assert report.floor_bound in RESOURCES and report.floor_ns > 0
