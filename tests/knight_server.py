@@ -66,7 +66,7 @@ class Server:
             "--state-dir",
             str(self.home / "state"),
             "--workers",
-            "2",
+            "1",
             "--log-level",
             "info",
             *self.extra,
