@@ -123,7 +123,7 @@ def inproc(cache):
 
 @pytest.fixture(scope="module")
 def isolated(cache):
-    with LocalEvaluator(isolate=True, workers=2, cache=cache) as ev:
+    with LocalEvaluator(isolate=True, cache=cache) as ev:
         yield ev
 
 
@@ -282,9 +282,9 @@ def test_baseline_is_ok(problem_id, inproc):
 
 @pytest.fixture(scope="module")
 def moe(cache):
-    """moe_decode judged on two workers with one seed per workload (each run simulates the layer)."""
+    """moe_decode judged in worker processes with one seed per workload (each run simulates the layer)."""
     problem = load_problem("moe_decode")
-    with LocalEvaluator(isolate=True, workers=2, cache=cache, max_seeds=1) as ev:
+    with LocalEvaluator(isolate=True, cache=cache, max_seeds=1) as ev:
         yield problem, ev
 
 
