@@ -172,7 +172,7 @@ def test_honeypot_is_rejected(name, rmsnorm, inproc, isolated, cache):
     elif mode == "heldout":
         report = inproc.evaluate(source, rmsnorm, heldout=True)
     elif mode == "timeout":
-        with LocalEvaluator(isolate=True, workers=1, timeout_s=5, cache=cache, max_seeds=1) as ev:
+        with LocalEvaluator(isolate=True, workers=1, timeout_s=2, cache=cache, max_seeds=1) as ev:
             report = ev.evaluate(source, _only(rmsnorm, "t1"), profile=False)
     elif mode == "memory":
         with LocalEvaluator(

@@ -2,7 +2,7 @@
 
 Trick: `time.sleep` cannot be imported, so spin in Python instead, never returning. A harness that
 treats "no result" as "no failure" (or scores a run that timed out) would accept it. Run it with a
-small wall-clock limit (timeout_s=5): the worker is killed and the run becomes `timeout`.
+small wall-clock limit (timeout_s=2): the worker is killed and the run becomes `timeout`.
 
 Expected: timeout
 """
