@@ -282,7 +282,8 @@ def test_baseline_is_ok(problem_id, inproc):
 
 @pytest.fixture(scope="module")
 def moe(cache):
-    """moe_decode judged in worker processes with one seed per workload (each run simulates the layer)."""
+    """moe_decode judged in worker processes, one seed per workload (each run simulates the
+    layer)."""
     problem = load_problem("moe_decode")
     with LocalEvaluator(isolate=True, cache=cache, max_seeds=1) as ev:
         yield problem, ev

@@ -505,7 +505,7 @@ def test_the_pool_size_comes_from_knight_workers_else_the_usable_cores(monkeypat
     assert WorkerPool().size == 3 and WorkerPool(1).size == 1  # an explicit size wins
     monkeypatch.delenv("KNIGHT_WORKERS")
     assert WorkerPool().size == len(os.sched_getaffinity(0))
-    for bad in ("0", "two", "-1"):
+    for bad in ("0", "two", "-1", "²", "1.5"):
         monkeypatch.setenv("KNIGHT_WORKERS", bad)
         with pytest.raises(KnightError, match="KNIGHT_WORKERS must be a whole number >= 1"):
             WorkerPool()

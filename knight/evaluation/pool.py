@@ -70,9 +70,13 @@ def default_workers() -> int:
     process may run on (its affinity mask, which containers and `taskset` narrow)."""
     raw = os.environ.get("KNIGHT_WORKERS", "").strip()
     if raw:
-        if not raw.isdigit() or int(raw) < 1:
+        try:
+            n = int(raw)
+        except ValueError:
+            n = 0
+        if n < 1:
             raise KnightError(f"KNIGHT_WORKERS must be a whole number >= 1, not {raw!r}")
-        return int(raw)
+        return n
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux

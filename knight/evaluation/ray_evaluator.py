@@ -1,10 +1,11 @@
 """Candidate evaluation as Ray tasks: `knight run|serve --evaluator ray[://ADDRESS]`.
 
 Each evaluation is one Ray task. Inside it, the ordinary `LocalEvaluator` judges the candidate
-(one per problem and settings, kept by the Ray worker process, so consecutive tasks reuse its warm
-workers) with the same sandboxed tracer and executor processes as on one machine (data-free traces per
-workload shape, replays on the node's memory-mapped input cache; scrubbed environment, memory and
-wall-clock limits), so a cluster changes where candidates run, never how they are judged.
+(one per problem and settings, kept by the Ray worker process, so consecutive tasks reuse its
+warm workers) with the same sandboxed tracer and executor processes as on one machine (data-free
+traces per workload shape, replays on the node's memory-mapped input cache; scrubbed environment,
+memory and wall-clock limits), so a cluster changes where candidates run, never how they are
+judged.
 
 - Placement, resources and retries are Ray's: `num_cpus` per task, `max_retries` when the process
   running a task dies (a node lost, a worker killed), `retry_exceptions` when the sandbox itself
