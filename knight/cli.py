@@ -13,6 +13,7 @@ from rich.table import Table
 
 from knight import __version__
 from knight.bench.command import bench_cmd
+from knight.blas import default_to_one_thread
 from knight.cli_options import (
     BudgetOpt,
     CommandOpt,
@@ -928,6 +929,7 @@ def _make_interruptible() -> None:
 
 def main() -> None:
     """Console entry point: user errors end in one line on stderr and a non-zero exit code."""
+    default_to_one_thread()  # the commands load numpy lazily, after this
     try:
         code = app(standalone_mode=False)  # returns typer.Exit's code instead of raising it
     except KnightError as e:

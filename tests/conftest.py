@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from knight.blas import default_to_one_thread
+
 PG_USER = "knight-pg"
 
 # CI installs Knight into site-packages (not editable), where the package cannot see the checkout's
@@ -32,6 +34,9 @@ os.environ.setdefault("KNIGHT_SKILLS", str(ROOT / "skills"))
 # pytest-xdist already runs one test per core: a second evaluation worker of each kind inside a
 # test would only add interpreter start-ups. Tests of parallel judging ask for their workers.
 os.environ.setdefault("KNIGHT_WORKERS", "1")
+# As `knight` itself does: the tests' in-process simulations and every subprocess, one BLAS thread
+# (numpy is not loaded yet: the test modules load it).
+default_to_one_thread()
 
 
 def _bindir() -> Path | None:

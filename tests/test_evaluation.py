@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from knight.blas import SINGLE_THREADED
 from knight.evaluation import (
     HINTS,
     Category,
@@ -457,6 +459,33 @@ def test_worker_env_has_no_secrets(monkeypatch):
     assert not any("secret" in v for v in env.values())
     assert env["PYTHONHASHSEED"] == "1" and env["OPENBLAS_NUM_THREADS"] == "1"
     assert env["PYDANTIC_DISABLE_PLUGINS"] == "__all__"  # no other package's code beside kernels
+
+
+BLAS_THREADS_SNIPPET = """
+import os, sys
+from knight.cli import main
+sys.argv = ["knight", "--version"]
+try:
+    main()
+except SystemExit:
+    pass
+import numpy  # loaded after the entry point, as every command loads it
+print(os.environ.get("OPENBLAS_NUM_THREADS"), len(os.listdir("/proc/self/task")))
+"""
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, "1 1"), ("2", "2 2")])
+def test_knight_runs_blas_on_one_thread_unless_the_user_names_a_count(preset, expected):
+    """OpenBLAS would start a thread per core in every Knight process, spinning beside the workers
+    that already use every core; a count the user sets is kept."""
+    env = {k: v for k, v in os.environ.items() if k not in SINGLE_THREADED}
+    if preset is not None:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    proc = subprocess.run(
+        [sys.executable, "-c", BLAS_THREADS_SNIPPET], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[-2] == expected
 
 
 def _raw_trace(problem, source: str, workload: str = "t1") -> TraceRequest:

@@ -29,6 +29,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 import knight
+from knight.blas import SINGLE_THREADED
 from knight.errors import KnightError
 from knight.evaluation import sandbox
 from knight.evaluation.categories import Category
@@ -51,13 +52,11 @@ _PASSED_ENV = (
 
 def worker_env(hash_seed: int) -> dict[str, str]:
     env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
+    env.update(SINGLE_THREADED)  # always one: a worker per core already uses every core
     env.update(
         PYTHONPATH=str(Path(knight.__file__).resolve().parents[1]),
         PYTHONHASHSEED=str(hash_seed),
         PYTHONDONTWRITEBYTECODE="1",
-        OPENBLAS_NUM_THREADS="1",
-        OMP_NUM_THREADS="1",
-        MKL_NUM_THREADS="1",
         # No pydantic plugins: no code from other installed packages runs beside the kernel,
         # and no scan of every package's entry points at each worker's start.
         PYDANTIC_DISABLE_PLUGINS="__all__",

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import knight
+from knight.blas import SINGLE_THREADED
 from knight.errors import KnightError, UsageError
 from knight.evaluation.cache import MemoryCache, RunCache, cacheable
 from knight.evaluation.categories import Category
@@ -216,7 +217,8 @@ class RayEvaluator:
         }
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         # Job-level runtime environment: Ray uploads Knight's package once per job.
-        runtime_env: dict[str, Any] = {"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}}
+        env_vars = {"RAY_USAGE_STATS_ENABLED": "0", **SINGLE_THREADED}
+        runtime_env: dict[str, Any] = {"env_vars": env_vars}
         if ship_code:
             runtime_env["py_modules"] = [str(Path(knight.__file__).resolve().parent)]
         self._owns_ray = not ray.is_initialized()
