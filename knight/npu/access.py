@@ -29,9 +29,21 @@ def region_for(
     On-chip: axis 0 is the partition axis and byte offsets are within a partition, shifted by the
     allocation's address `base_addr`. HBM: one "partition" and byte offsets within the tensor.
     """
-    off = arr.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+    off = address(arr) - address(base)
+    return region_at(tensor_id, arr, off, base.strides[0], on_chip, base_addr)
+
+
+def address(arr: np.ndarray) -> int:
+    """The address of an array's first element."""
+    return arr.__array_interface__["data"][0]
+
+
+def region_at(
+    tensor_id: int, arr: np.ndarray, off: int, pstride: int, on_chip: bool, base_addr: int
+) -> Region:
+    """`region_for` with the view's byte offset `off` into its storage and the storage's
+    partition stride `pstride` already known (reading an array's address is not free)."""
     if on_chip:
-        pstride = base.strides[0]
         p0, start = divmod(off, pstride)
         n_p = arr.shape[0]
         pstep = arr.strides[0] // pstride if n_p > 1 else 1

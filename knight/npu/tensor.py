@@ -12,11 +12,12 @@ Indexing is bounds-checked (NumPy would silently clip a slice): out-of-range is 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from knight.npu.access import region_for
+from knight.npu.access import address, region_at
 from knight.npu.errors import HostSync, IllegalAccess, ShapeError, SourceLoc
 from knight.npu.program import Region
 
@@ -42,6 +43,7 @@ class Tensor:
     )  # PSUM: holds a matmul result
     group_open: np.ndarray | None = field(default=None, repr=False)  # PSUM: ... not yet read out
     copy_on_write: bool = False  # an input still sharing the caller's array
+    _address: tuple[np.ndarray, int] | None = field(default=None, init=False, repr=False)
 
     def make_writable(self) -> None:
         """Give an input its own copy before its first write (the caller's array stays intact)."""
@@ -52,6 +54,12 @@ class Tensor:
     @property
     def on_chip(self) -> bool:
         return self.buffer != HBM
+
+    def data_address(self) -> int:
+        """The address of the storage's first byte (read again when the storage is replaced)."""
+        if self._address is None or self._address[0] is not self.data:
+            self._address = (self.data, address(self.data))
+        return self._address[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +127,7 @@ def ds(start: int | RegExpr, size: int) -> slice:
 class View:
     """A window onto a tensor: the tensor plus the indexing steps that select it."""
 
-    __slots__ = ("_tensor", "_steps", "_arr", "_dynamic", "_mask")
+    __slots__ = ("_tensor", "_steps", "_arr", "_dynamic", "_mask", "_offset")
 
     def __init__(
         self,
@@ -133,6 +141,7 @@ class View:
         self._arr = tensor.data if arr is None else arr  # the data (static) or a template (dynamic)
         self._dynamic = dynamic
         self._mask = None
+        self._offset: int | None = None  # byte offset into the tensor's storage, once computed
 
     # --- shape information is static and free to read
     @property
@@ -294,9 +303,12 @@ class View:
 
 def _normalise_key(key: tuple, shape: tuple[int, ...], on_chip: bool) -> tuple[tuple, bool]:
     """Bounds-check an index and make it explicit (no Ellipsis, one entry per consumed axis)."""
-    if any(k is None for k in key):
-        raise ShapeError("newaxis is not supported in tile indexing")
-    n_ell = sum(1 for k in key if k is Ellipsis)
+    n_ell = 0
+    for k in key:
+        if k is None:
+            raise ShapeError("newaxis is not supported in tile indexing")
+        if k is Ellipsis:
+            n_ell += 1
     if n_ell > 1:
         raise ShapeError("at most one ... in an index")
     if n_ell:
@@ -385,17 +397,23 @@ def region_of(view: View) -> Region:
         pstride = t.data.strides[0] if t.on_chip else 0
         per = pstride if t.on_chip else t.data.nbytes
         return Region(t.id, 0, t.shape[0] if t.on_chip else 1, t.base, t.base + per)
-    return region_for(t.id, view._arr, t.data, t.on_chip, t.base)
+    return region_at(t.id, view._arr, byte_offset(view), t.data.strides[0], t.on_chip, t.base)
+
+
+def byte_offset(view: View) -> int:
+    """Where a static view starts in its tensor's storage, in bytes (computed once per view: an
+    instruction asks for its operands' partitions and then their regions)."""
+    if view._offset is None:
+        view._offset = address(view._arr) - view._tensor.data_address()
+    return view._offset
 
 
 def partition_range(view: View) -> tuple[int, int, int]:
     """(first partition, partition count, partition step) of an on-chip view."""
-    t = view._tensor
     arr = view._arr
-    pstride = t.data.strides[0]
-    off = arr.__array_interface__["data"][0] - t.data.__array_interface__["data"][0]
+    pstride = view._tensor.data.strides[0]
     step = arr.strides[0] // pstride if arr.shape[0] > 1 else 1
-    return off // pstride, arr.shape[0], step
+    return byte_offset(view) // pstride, arr.shape[0], step
 
 
 def contiguous_run(arr: np.ndarray, first_axis: int) -> int:
@@ -424,4 +442,4 @@ def inner_stride_bytes(view: View) -> int:
 
 def free_size(view: View) -> int:
     """Elements per partition (on-chip) of a view."""
-    return int(np.prod(view._arr.shape[1:], dtype=np.int64)) if view._arr.ndim > 1 else 1
+    return math.prod(view._arr.shape[1:])
