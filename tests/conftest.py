@@ -9,6 +9,7 @@ Every test gets a fresh database. Without PostgreSQL binaries the PostgreSQL cas
 
 from __future__ import annotations
 
+import gc
 import glob
 import os
 import shutil
@@ -37,6 +38,14 @@ os.environ.setdefault("KNIGHT_WORKERS", "1")
 # As `knight` itself does: the tests' in-process simulations and every subprocess, one BLAS thread
 # (numpy is not loaded yet: the test modules load it).
 default_to_one_thread()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What collection built (imported modules, test items) lives for the whole session: move it
+    out of the cyclic collector's reach, as the evaluation workers do with their imports, so the
+    full collections that long simulations trigger do not walk it again each time."""
+    gc.collect()
+    gc.freeze()
 
 
 def _bindir() -> Path | None:
