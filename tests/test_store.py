@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -200,6 +202,27 @@ def test_new_database_gets_every_table_and_is_stamped_at_head(db: Database) -> N
     assert db.revision() == head_revision() == "0004"
     tables = set(inspect(db.engine).get_table_names())
     assert tables == set(Base.metadata.tables) | {"alembic_version"}
+
+
+NEW_DATABASE_SNIPPET = """
+import sys
+from knight.store import open_database
+open_database(sys.argv[1], create=True).close()
+print(sorted(m for m in ("alembic", "mako", "pygments") if m in sys.modules))
+"""
+
+
+def test_a_new_database_is_stamped_as_alembic_would_without_loading_it(tmp_path: Path) -> None:
+    """Every first run creates a database: Alembic (with Mako and Pygments) loads only to migrate
+    an old one, and the version Knight records is the one Alembic reads."""
+    path = tmp_path / "new.db"
+    proc = subprocess.run(
+        [sys.executable, "-c", NEW_DATABASE_SNIPPET, str(path)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    with create_engine(f"sqlite:///{path}").connect() as connection:
+        assert MigrationContext.configure(connection).get_current_revision() == head_revision()
 
 
 def test_bare_path_means_sqlite_and_urls_are_accepted(tmp_path: Path) -> None:
