@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from knight.errors import NotFoundError
@@ -19,7 +19,9 @@ def _insert_ignore(
     """Insert a row unless one with the same `key` exists (another run may race us to it)."""
     dialect = session.get_bind().dialect.name
     if dialect in ("sqlite", "postgresql"):
-        insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        # The dialect's own module, imported here: the PostgreSQL one is large and most stores
+        # are SQLite files.
+        insert = importlib.import_module(f"sqlalchemy.dialects.{dialect}").insert
         session.execute(insert(model).values(**values).on_conflict_do_nothing(index_elements=key))
         return
     # Other backends: check then insert; a concurrent writer can still raise IntegrityError.
