@@ -14,14 +14,16 @@ import itertools
 import math
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from knight.failure import Category, Failure
 from knight.proposal import Edit, Proposal
 from knight.proposers.base import KnobStat, ProposalContext, ProposalResult
-from knight.proposers.tpe import TPESearch
 from knight.source import source_hash
 from knight.tunables import Knob, knob_edits, read_knobs
+
+if TYPE_CHECKING:
+    from knight.proposers.tpe import TPESearch
 
 STRATEGIES = ("bandit", "tpe")  # how the next knob move is chosen (docs/offline-proposer.md)
 DEFAULT_STRATEGY = "bandit"  # it beat TPE over the suite, and resumes exactly (docs)
@@ -89,7 +91,11 @@ class OfflineProposer:
                 f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}"
             )
         self.seed, self.strategy = seed, strategy
-        self._tpe = TPESearch(seed) if strategy == "tpe" else None
+        self._tpe: TPESearch | None = None
+        if strategy == "tpe":
+            from knight.proposers.tpe import TPESearch  # Optuna loads only for this strategy
+
+            self._tpe = TPESearch(seed)
 
     def propose(self, ctx: ProposalContext) -> ProposalResult:
         """The strategy's untried knob move from the champion, or an exhausted result if none."""
