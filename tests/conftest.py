@@ -40,6 +40,18 @@ os.environ.setdefault("KNIGHT_WORKERS", "1")
 default_to_one_thread()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse to run when `--dist loadgroup` would silently stop grouping: pytest-xdist tags a
+    grouped test by rewriting its `_nodeid`, which pytest 9.2 no longer has, and then the Ray head
+    and the MoE baselines would each be built once per worker."""
+    grouping = config.getoption("dist", "no") == "loadgroup" and config.getoption("numprocesses")
+    if grouping and not hasattr(pytest.Item, "_nodeid"):
+        raise pytest.UsageError(
+            f"pytest-xdist cannot group tests under pytest {pytest.__version__};"
+            " install the test extra's pinned versions: pip install '.[test]'"
+        )
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """What collection built (imported modules, test items) lives for the whole session: move it
     out of the cyclic collector's reach, as the evaluation workers do with their imports, so the
