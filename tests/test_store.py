@@ -18,7 +18,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, func, inspect, select, text
+from sqlalchemy import Engine, create_engine, event, func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -223,6 +223,29 @@ def test_a_new_database_is_stamped_as_alembic_would_without_loading_it(tmp_path:
     assert proc.stdout.strip() == "[]"
     with create_engine(f"sqlite:///{path}").connect() as connection:
         assert MigrationContext.configure(connection).get_current_revision() == head_revision()
+
+
+def test_a_reader_racing_the_creation_of_a_database_never_calls_it_foreign(
+    tmp_path: Path,
+) -> None:
+    """`knight history` while a run creates the database: the creation commits between the
+    reader's queries, and the reader still sees either no schema or the whole stamped one."""
+    path = tmp_path / "new.db"
+    reader = create_engine(f"sqlite:///{path}")
+    created: list[str] = []
+
+    @event.listens_for(reader, "after_cursor_execute")
+    def _create_meanwhile(*_: Any) -> None:
+        if not created:
+            created.append("now")
+            open_database(str(path)).close()  # another process's run, committed right now
+
+    with reader.connect() as connection:
+        assert migrate.check_revision(connection, str(path)) in (None, head_revision())
+    assert created
+    with reader.connect() as connection:
+        assert migrate.check_revision(connection, str(path)) == head_revision()
+    reader.dispose()
 
 
 def test_bare_path_means_sqlite_and_urls_are_accepted(tmp_path: Path) -> None:

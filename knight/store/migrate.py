@@ -100,21 +100,28 @@ def known_revisions() -> set[str]:
     return set(_revision_graph())
 
 
-def current_revision(connection: Connection) -> str | None:
-    """The revision recorded in the database, or None when it has none."""
-    if not inspect(connection).has_table(VERSION_TABLE):
-        return None
+def _schema(connection: Connection) -> tuple[str | None, set[str]]:
+    """The recorded revision and the other tables, from one read of the catalogue: a new database
+    is created and stamped in one transaction, so one read sees all of it or none of it (two reads
+    could straddle its commit and see tables without their revision)."""
+    tables = set(inspect(connection).get_table_names())
+    if VERSION_TABLE not in tables:
+        return None, tables
     rows = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
     if len(rows) > 1:
         raise KnightError(f"the database records {len(rows)} schema revisions; expected one")
-    return rows[0] if rows else None
+    return (rows[0] if rows else None), tables - {VERSION_TABLE}
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The revision recorded in the database, or None when it has none."""
+    return _schema(connection)[0]
 
 
 def check_revision(connection: Connection, where: str) -> str | None:
     """Return the database's revision; raise KnightError when this Knight cannot use it."""
-    revision = current_revision(connection)
+    revision, tables = _schema(connection)
     if revision is None:
-        tables = set(inspect(connection).get_table_names()) - {VERSION_TABLE}
         if tables:
             raise KnightError(
                 f"{where} has tables ({', '.join(sorted(tables))}) but no Knight schema "
