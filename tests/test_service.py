@@ -388,7 +388,10 @@ def test_client_run_survives_a_killed_server(server: Server, tmp_path: Path) -> 
             time.sleep(0.05)
         assert client.poll() is None, "the run ended before the server could be killed"
         srv.stop(signal.SIGKILL)
-        time.sleep(2.0)  # the client meets connection errors and backs off
+        deadline = time.monotonic() + 60
+        while "cannot reach it" not in (tmp_path / "client.log").read_text():  # and backs off
+            assert time.monotonic() < deadline, "the client never noticed the server was gone"
+            time.sleep(0.05)
         srv.start()
         out, _ = client.communicate(timeout=240)
         assert client.returncode == 0, (tmp_path / "client.log").read_text()[-2000:]
