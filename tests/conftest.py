@@ -60,6 +60,18 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gc.freeze()
 
 
+@pytest.fixture(scope="session")
+def shared_judge() -> Iterator[object]:
+    """One in-process evaluator (one seed per workload) for the modules of the xdist group
+    "judge": each problem's baseline is then simulated once per session, not once per module and
+    worker (the MoE baseline alone is seconds). Results are identical by design (determinism);
+    only the cache is shared."""
+    from knight.evaluation import LocalEvaluator, MemoryCache
+
+    with LocalEvaluator(isolate=False, cache=MemoryCache(), max_seeds=1) as evaluator:
+        yield evaluator
+
+
 def _bindir() -> Path | None:
     found = shutil.which("pg_ctl")
     if found:

@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 from cli_runner import knight, knight_argv, knight_env, knight_here
 
+# The scripted run of the module fixture is made once: one xdist worker for the module.
+pytestmark = pytest.mark.xdist_group("agent")
+
 
 def edit(search: str, replace: str) -> dict:
     return {"file": "kernel.py", "search": search, "replace": replace}
@@ -142,13 +145,13 @@ def test_show_attributes_every_failure(scripted_run):
 
 def test_replay_rebuilds_the_champion_and_matches(scripted_run):
     out = scripted_run / "best.py"
-    res = knight(
+    res = knight_here(
         "replay", "--db", str(scripted_run / "k.db"), "--out", str(out), "--json", check=True
     )
     data = json.loads(res.stdout)
     assert data["all_match"] is True and len(data["steps"]) == 1
     assert "COLS_PER_TILE = 2048" in out.read_text()
-    again = knight("eval", str(out), "--problem", "rmsnorm", "--json", cwd=scripted_run)
+    again = knight_here("eval", str(out), "--problem", "rmsnorm", "--json", cwd=scripted_run)
     assert json.loads(again.stdout)["status"] == "ok"
 
 
@@ -324,6 +327,7 @@ def test_consolidation_turns_accepted_patches_into_learned_skills(scripted_run, 
 
 AGENT = """\
 import json, pathlib, sys, time
+
 state = pathlib.Path(sys.argv[1])
 calls = len(list(state.glob("call-*"))) + 1
 (state / f"call-{calls}").touch()

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from knight.evaluation import HINTS, Category, EvalReport, LocalEvaluator, MemoryCache, stage_of
+from knight.evaluation import HINTS, Category, EvalReport, stage_of
 from knight.problems import load_problem
 
 PROBLEM = load_problem("rmsnorm")
@@ -54,7 +54,11 @@ CONSTANTS = [
 ]
 BOUNDS = ["0", "1", "2", "3", "4", "16", "-1", "64", "128", "200"]
 # Mutants compute on garbage (rsqrt of negatives, inf * 0): NumPy's warnings about that are noise.
-pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+# Shares the session's in-process judge (and so its baseline runs) with the other "judge" modules.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::RuntimeWarning"),
+    pytest.mark.xdist_group("judge"),
+]
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -75,9 +79,8 @@ def wall_clock_limit(seconds: int):
 
 
 @pytest.fixture(scope="module")
-def evaluator():
-    with LocalEvaluator(isolate=False, cache=MemoryCache(), max_seeds=1) as ev:
-        yield ev
+def evaluator(shared_judge):
+    return shared_judge
 
 
 @st.composite

@@ -36,6 +36,9 @@ from knight.evaluation.worker import TensorDecl, TraceRequest, TraceResult
 from knight.problems import load_problem
 from knight.source import source_hash
 
+# The module's evaluators and cache (the MoE baseline's runs among them) are built once.
+pytestmark = pytest.mark.xdist_group("evaluation")
+
 ROOT = Path(__file__).resolve().parents[1]
 HONEYPOTS = ROOT / "tests" / "honeypots"
 MARK = "# judge: rejected here"
@@ -470,6 +473,7 @@ try:
 except SystemExit:
     pass
 import numpy  # loaded after the entry point, as every command loads it
+
 print(os.environ.get("OPENBLAS_NUM_THREADS"), len(os.listdir("/proc/self/task")))
 """
 

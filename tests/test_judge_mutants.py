@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from knight.evaluation import LocalEvaluator, MemoryCache, check_source
+from knight.evaluation import check_source
 from knight.evaluation.mutation import Edit, Mutant, MutantError, judge_mutant, load_mutants
 from knight.problems import load_problem
 
@@ -19,6 +19,8 @@ MUTANTS = ROOT / "tests" / "judge_mutants"
 PROBLEMS = tuple(sorted(d.name for d in MUTANTS.iterdir() if d.is_dir()))
 MIN_MUTANTS = {"rmsnorm": 10, "moe_router": 10, "moe_decode": 10}
 SLOW = {"moe_decode", "gemm_prefill"}  # problems whose mutants take more than seconds to judge
+# Shares the session's in-process judge (and so its baseline runs) with the other "judge" modules.
+pytestmark = pytest.mark.xdist_group("judge")
 # A mutant is a plausible kernel: it must be rejected because its output bits differ.
 BIT_VERDICTS = {"mismatch_rounding", "mismatch_values", "mismatch_partial"}
 
@@ -35,9 +37,8 @@ def _cases() -> list:
 
 
 @pytest.fixture(scope="module")
-def evaluator():
-    with LocalEvaluator(isolate=False, cache=MemoryCache(), max_seeds=1) as ev:
-        yield ev
+def evaluator(shared_judge):
+    return shared_judge
 
 
 @pytest.mark.parametrize("problem_id", PROBLEMS)

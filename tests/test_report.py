@@ -20,6 +20,9 @@ from knight.report import charts
 from knight.report.model import SCORE_LABEL, SCORE_MEANING, IterationView, ModelUsage, RunView
 from knight.store.records import workload_outcomes
 
+# The scripted run of the module fixture is made once: one xdist worker for the module.
+pytestmark = pytest.mark.xdist_group("report")
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DB = ROOT / "knight.db.example"
 SCRIPT = ROOT / "tests" / "data" / "scripted_example.jsonl"

@@ -281,7 +281,8 @@ def test_beam_3_parallel_3_offline_run_records_a_tree_whose_every_node_replays(
         assert len(rows) == 6 and len(accepted) >= 2
         # A tree: round 2 draws from more than one parent.
         assert len({r.parent_iteration for r in rows[3:]}) >= 2
-        with LocalEvaluator(cache=MemoryCache()) as evaluator:
+        # In-process judging gives the same bits as worker processes, without their start-up.
+        with LocalEvaluator(isolate=False, cache=MemoryCache()) as evaluator:
             for node in accepted:
                 result = replay(store, PROBLEM, evaluator, summary["run_id"], iteration=node.number)
                 assert result.all_match, result.to_dict()

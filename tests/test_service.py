@@ -24,6 +24,8 @@ from knight.service.remote import RemoteEvaluator
 from knight.service.tokens import TokenStore, create_token, token_hash
 from knight.store import Iteration, open_database
 
+# One `knight serve` for the module (its start-up is most of a short test): one xdist worker.
+pytestmark = pytest.mark.xdist_group("service")
 ROOT = Path(__file__).resolve().parents[1]
 QUEUE = 6
 RMSNORM = (ROOT / "baselines" / "rmsnorm" / "baseline.py").read_text()

@@ -10,7 +10,6 @@ import pytest
 from typer.testing import CliRunner
 
 from knight.cli import app
-from knight.evaluation import LocalEvaluator, MemoryCache
 from knight.npu.machine import load_machine
 from knight.npu.roofline import HBM, WORK_ENGINES, physical_floor
 from knight.npu.runtime import simulate
@@ -18,6 +17,8 @@ from knight.problems import list_problems, load_kernel, load_problem
 
 PROBLEMS = [p.id for p in list_problems()]
 SLOW = {"moe_decode", "gemm_prefill"}  # baselines that take more than a few seconds to judge
+# Shares the session's in-process judge (and so its baseline runs) with the other "judge" modules.
+pytestmark = pytest.mark.xdist_group("judge")
 RESOURCES = {HBM, *WORK_ENGINES.values()}
 
 
@@ -69,10 +70,8 @@ def test_baseline_matches_reference_on_every_workload(problem_id):
 
 
 @pytest.fixture(scope="module")
-def evaluator():
-    """One in-process evaluator for every problem (its determinism re-traces need a process)."""
-    with LocalEvaluator(isolate=False, cache=MemoryCache(), max_seeds=1) as ev:
-        yield ev
+def evaluator(shared_judge):
+    return shared_judge
 
 
 @pytest.mark.parametrize("problem_id", _params(PROBLEMS))
