@@ -15,9 +15,11 @@ The pipeline has two halves that never share a process in the evaluator:
 
 from __future__ import annotations
 
+import gc
 import os
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +35,25 @@ from knight.npu.tensor import HBM, Tensor, View
 from knight.npu.tracer import SharedState, Tracer
 
 TensorDecls = Mapping[str, tuple[tuple[int, ...], object]]  # name -> (shape, dtype)
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic collector off while the simulator works (as in the evaluation workers).
+
+    A simulation allocates hundreds of thousands of small objects and keeps many alive (the call
+    log, the program, the schedule): each full collection walks them all again, ~15 % of a MoE
+    simulation. The simulator leaves no cyclic garbage (tests/test_trace_pipeline.py checks it),
+    so reference counting frees what it drops; a kernel's own cycles wait for the next collection.
+    """
+    if not gc.isenabled():  # nested, or the caller already collects on its own schedule
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 @dataclass
@@ -67,6 +88,7 @@ def simulate(
     return run(log, inputs, outputs, machine=machine, grid=grid, timing=timing)
 
 
+@collector_paused()
 def trace(
     kernel: Callable[..., None],
     inputs: TensorDecls,
@@ -130,6 +152,7 @@ class Executable:
     the declared shapes. Replaying needs no input values (nothing reads them before numerics
     run) and timing reads none, so one replay and one schedule serve every seed of a shape."""
 
+    @collector_paused()
     def __init__(
         self,
         log: CallLog,
@@ -162,6 +185,7 @@ class Executable:
         self._timed: tuple[object, object] | None = None
         self._dirty = False
 
+    @collector_paused()
     def execute(self, inputs: Mapping[str, np.ndarray], *, timing: bool = True) -> SimResult:
         """Run the numerics on `inputs` (read-only, never copied) and attach the timing."""
         numerics.check_ftz()
