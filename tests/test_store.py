@@ -405,23 +405,26 @@ def test_create_false_on_a_missing_file_raises_not_found(tmp_path: Path) -> None
 
 
 def test_concurrent_first_opens_create_the_schema_once(tmp_path: Path) -> None:
-    path = tmp_path / "shared.db"
-    errors: list[BaseException] = []
+    """Four commands opening one new file at once, many times over: the race between their
+    switches to WAL mode is rare per file."""
+    for attempt in range(20):
+        path = tmp_path / f"shared-{attempt}.db"
+        errors: list[BaseException] = []
 
-    def open_and_close() -> None:
-        try:
-            open_database(str(path)).close()
-        except BaseException as error:  # reported below, in the test's thread
-            errors.append(error)
+        def open_and_close(path: Path = path, errors: list[BaseException] = errors) -> None:
+            try:
+                open_database(str(path)).close()
+            except BaseException as error:  # reported below, in the test's thread
+                errors.append(error)
 
-    threads = [threading.Thread(target=open_and_close) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    with open_database(str(path)) as database:
-        assert database.revision() == head_revision()
+        threads = [threading.Thread(target=open_and_close) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == [], f"attempt {attempt}"
+        with open_database(str(path)) as database:
+            assert database.revision() == head_revision()
 
 
 # --- integrity -----------------------------------------------------------------------------------
