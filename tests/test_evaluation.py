@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -540,6 +541,30 @@ def test_worker_process_sees_no_api_key_and_cannot_forge_its_answer(monkeypatch,
         "home=/tmp" if sandbox.mode() == "bwrap" else "knight-worker-"
     )  # the sandbox's private /tmp
     assert "key=None" in result.failure.message and home in result.failure.message
+
+
+_KILLED_PARENT = """
+import os, signal
+from knight.evaluation.pool import Worker, WorkerKind
+Worker(WorkerKind("trace", 1001), 0, 1001)
+os.kill(os.getpid(), signal.SIGKILL)  # no close, no atexit: the worker outlives its parent
+"""
+
+
+@pytest.mark.parametrize("mode", ["none", "bwrap"])
+def test_a_parent_killed_outright_leaves_no_worker_folder(tmp_path, mode):
+    """A run killed with SIGKILL (out of memory, a lost machine) leaves nothing in the temporary
+    folder: the worker ends on the closed channel and removes its own scratch folder."""
+    if mode == "bwrap" and sandbox.mode() != "bwrap":
+        pytest.skip("bubblewrap cannot create namespaces here")
+    env = {**os.environ, "TMPDIR": str(tmp_path), "KNIGHT_SANDBOX": mode}
+    proc = subprocess.run([sys.executable, "-c", _KILLED_PARENT], env=env, timeout=60)
+    assert proc.returncode == -9
+    for _ in range(300):  # the orphaned worker still has to start, read EOF and exit
+        if not list(tmp_path.glob("knight-worker-*")):
+            break
+        time.sleep(0.05)
+    assert not list(tmp_path.glob("knight-worker-*"))
 
 
 def test_one_timeout_decides_the_verdict_without_running_the_rest(rmsnorm, cache):

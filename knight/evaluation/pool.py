@@ -97,9 +97,7 @@ class Worker:
 
     def __init__(self, kind: WorkerKind, memory_mb: int, hash_seed: int) -> None:
         self.kind = kind
-        self.home = tempfile.mkdtemp(prefix="knight-worker-")
         env = worker_env(hash_seed)
-        env["HOME"] = self.home
         argv = [
             sys.executable,
             "-m",
@@ -115,12 +113,20 @@ class Worker:
             readable=[Path(p) for p in kind.readable],
             writable=[Path(p) for p in kind.writable],
         )
+        # Inside the OS sandbox HOME and the working folder are its private /tmp, which vanishes
+        # with the worker. An unsandboxed worker gets an empty folder here, removed by whichever
+        # of the two ends last (a parent killed outright never gets to close its workers).
+        self.home: str | None = None
+        if cwd is None:
+            self.home = cwd = tempfile.mkdtemp(prefix="knight-worker-")
+            env["HOME"] = self.home
+            argv = [*argv, "--remove-at-exit", self.home]
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            cwd=cwd or self.home,
+            cwd=cwd,
             env=env,
             close_fds=True,
             start_new_session=True,  # so a kill takes any child it might have made with it
@@ -174,6 +180,7 @@ class Worker:
 
     def _died(self) -> Failure:
         code = self.proc.wait()
+        self._remove_home()
         if code in (-signal.SIGKILL, -signal.SIGSEGV, -signal.SIGABRT) or code < 0:
             what = (
                 "was killed (out of memory?)"
@@ -197,7 +204,7 @@ class Worker:
         except (ProcessLookupError, PermissionError):
             pass
         self.proc.wait()
-        shutil.rmtree(self.home, ignore_errors=True)
+        self._remove_home()
 
     def close(self) -> None:
         if self.alive:
@@ -207,7 +214,11 @@ class Worker:
                 self.proc.wait(timeout=5)
             except (OSError, subprocess.TimeoutExpired):
                 self.kill()
-        shutil.rmtree(self.home, ignore_errors=True)
+        self._remove_home()
+
+    def _remove_home(self) -> None:
+        if self.home is not None:
+            shutil.rmtree(self.home, ignore_errors=True)
 
 
 class WorkerPool:

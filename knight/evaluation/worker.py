@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import sys
 import time
 from collections import OrderedDict
@@ -250,6 +251,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Knight evaluation worker (speaks JSON lines)")
     parser.add_argument("--role", choices=ROLES, required=True)
     parser.add_argument("--memory-mb", type=int, default=0)
+    parser.add_argument("--remove-at-exit", default=None, help="this worker's own scratch folder")
     args = parser.parse_args()
     answers = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     os.dup2(2, 1)
@@ -271,6 +273,8 @@ def main() -> None:
         finally:
             gc.enable()
             gc.collect()
+    if args.remove_at_exit:  # the parent closed the channel, or died without cleaning up
+        shutil.rmtree(args.remove_at_exit, ignore_errors=True)
 
 
 if __name__ == "__main__":
