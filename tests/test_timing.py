@@ -198,6 +198,35 @@ def test_many_disjoint_writers_each_reader_finds_exactly_its_own():
     assert low.deps[73] == (30, 72)  # slot 29's writer is superseded by the wide write
 
 
+def _strip(k: int, rows: int = 128, row_bytes: int = 1024, width: int = 8) -> Region:
+    """Columns [k * width, (k + 1) * width) bytes of every row of a tall HBM tensor: one run per
+    row, so its bounding box spans nearly the whole tensor."""
+    starts = tuple(r * row_bytes + k * width for r in range(rows))
+    ends = tuple(s + width for s in starts)
+    return Region(HBM_OUT, 0, 1, starts[0], ends[-1], 1, (starts, ends))
+
+
+def test_column_strips_of_a_tall_tensor_each_find_exactly_their_own_accesses():
+    # 100 strips written one by one (the output store of a kernel tiled along the free axis):
+    # every strip's box meets every other's, but no bytes do, so no write waits for another.
+    writes = [vec(writes=[_strip(k)], engine=("vector", "gpsimd")[k % 2]) for k in range(100)]
+    one = vec(reads=[_strip(41)], writes=[R(2)], engine="scalar")
+    rows = vec(reads=[Region(HBM_OUT, 0, 1, 0, 1024 * 3)], writes=[R(3)], engine="scalar")
+    again = vec(writes=[_strip(41)], engine="sync")  # WAW on strip 41's writer, WAR on `one`
+    # every 4th partition of a tile, then strips of those partitions only
+    stepped = [
+        vec(writes=[Region(1, k, 128, 0, 64, 4)], engine=e)
+        for k, e in enumerate(("vector", "gpsimd", "vector", "sync"))
+    ]
+    odd = vec(reads=[Region(1, 1, 128, 16, 32, 2)], writes=[R(4)], engine="scalar")
+    low = lower(prog([*writes, one, rows, again, *stepped, odd]), M2)
+    assert all(d == () for d in low.deps[:100])
+    assert low.deps[100] == (41,)
+    assert low.deps[101] == (98, 99)  # all 100 strips, implied by the last one on each engine
+    assert low.deps[102] == (41, 101)  # the read of strip 41 (100) is implied by 101 (ScalarE)
+    assert low.deps[107] == (104, 106)  # partitions 1, 3, 5, ...: the writers from 1 and 3
+
+
 def test_accumulate_is_pipelined_behind_same_engine_matmul():
     ps, st, mv = R(5, b1=2048), R(1), R(2)
     first = mm(ps, st, mv)

@@ -118,7 +118,7 @@ def overlaps(a: Region, b: Region) -> bool:
     """Exact test: do two regions of the same tensor share a byte of a partition?"""
     if not (a.p0 < b.p1 and b.p0 < a.p1 and a.b0 < b.b1 and b.b0 < a.b1):
         return False
-    if not _partitions_meet(a, b):
+    if not partitions_meet(a, b):
         return False
     if a.runs is None and b.runs is None:
         return True
@@ -135,14 +135,8 @@ def overlaps(a: Region, b: Region) -> bool:
     return False
 
 
-def covers(a: Region, b: Region) -> bool:
-    """Does `a` contain every byte of `b`? (Exact for dense `a`; identical patterns also count.)"""
-    if a.pstep == 1 and a.runs is None:
-        return a.p0 <= b.p0 and b.p1 <= a.p1 and a.b0 <= b.b0 and b.b1 <= a.b1
-    return a == b
-
-
-def _partitions_meet(a: Region, b: Region) -> bool:
+def partitions_meet(a: Region, b: Region) -> bool:
+    """Do the partition sets of two regions (ranges with steps) share a partition?"""
     if a.pstep == 1 and b.pstep == 1:
         return True  # contiguous ranges whose boxes overlap
     lo, hi = max(a.p0, b.p0), min(a.p1, b.p1)

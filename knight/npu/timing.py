@@ -20,9 +20,10 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import NamedTuple
 
-from knight.npu.access import covers, overlaps
+from knight.npu.access import overlaps, partitions_meet
 from knight.npu.costs import instruction_cost
 from knight.npu.errors import Race
 from knight.npu.machine import MachineSpec
@@ -304,12 +305,12 @@ def _sendrecv_ps(ins: Instr, m: MachineSpec) -> int:
 class _DepTracker:
     """Region dependencies per tensor (NPU.md 5.2): the last writers and the readers since.
 
-    Entries are (p0, p1, b0, b1, merged index, tag, fine), the bounding box of a `Region`
-    unpacked so the overlap and cover tests run inline on the hot path; `fine` is the Region
-    itself when it is not dense (strided partitions or byte runs: `knight.npu.access`), and then
-    boxes that overlap are checked exactly. A writer's tag is its tensor-engine resource for a
-    matmul (the accumulate exemption), else -1. A reader's tag names an ordered stream on which
-    finishes never decrease in program order (a compute engine, or a FIFO DMA queue), else -1.
+    Both are kept as pieces (`_SortedEntries`): a partition range (contiguous or strided) times
+    one byte interval, so a strided access (a column strip of a tall tensor) is one piece per
+    run and its bounding box does not make it a candidate for every later access. A writer's tag
+    is its tensor-engine resource for a matmul (the accumulate exemption), else -1. A reader's
+    tag names an ordered stream on which finishes never decrease in program order (a compute
+    engine, or a FIFO DMA queue), else -1.
 
     Tensors touched by both cores are shared HBM. Two accesses to the same bytes from different
     cores, at least one a write, with no `core_barrier` between them, are a data race on
@@ -322,7 +323,7 @@ class _DepTracker:
         self.n_queues = n_queues
         self.instrs, self.names = instrs, names
         self.writers: dict[int, _SortedEntries] = {}
-        self.readers: dict[int, list[tuple]] = {}
+        self.readers: dict[int, _SortedEntries] = {}
         # Barrier fence state per core (NPU.md 2.5): what a barrier waits for, and who waits for it.
         self.last_ordered: list[dict[int, int]] = [{} for _ in range(n_cores)]  # stream -> last
         self.unordered: list[list[int]] = [[] for _ in range(n_cores)]
@@ -337,38 +338,19 @@ class _DepTracker:
         # An accumulating matmul is pipelined behind the previous matmul of the same group on the
         # same TensorE (in-order issue already orders them); it still waits for other writers.
         pipe = r if ins.op == "matmul" else -1
-        exempt = r if (ins.op == "matmul" and ins.accumulate) else -2
+        exempt = r if (ins.op == "matmul" and ins.accumulate) else NO_EXEMPTION
         writers, readers = self.writers, self.readers
         for reg in ins.reads:  # RAW: the last writer(s) of every overlapping region read
             idx = writers.get(reg.tensor)
             if idx is not None:
-                p0, p1, b0, b1 = reg.p0, reg.p1, reg.b0, reg.b1
-                fine = reg if (reg.pstep != 1 or reg.runs is not None) else None
-                for q0, q1, c0, c1, j, tag, qf in idx.near(b0, b1):
-                    if q0 < p1 and p0 < q1 and c0 < b1 and b0 < c1 and tag != exempt:
-                        if (fine is None and qf is None) or overlaps(
-                            reg, qf or _box(q0, q1, c0, c1)
-                        ):
-                            deps.add(j)
+                idx.meeting(reg, exempt, deps)
         for reg in ins.writes:
-            p0, p1, b0, b1 = reg.p0, reg.p1, reg.b0, reg.b1
-            fine = reg if (reg.pstep != 1 or reg.runs is not None) else None
-            lst = readers.get(reg.tensor)
-            if lst:  # WAR: all readers since the region's last write
-                for q0, q1, c0, c1, j, _, qf in lst:
-                    if q0 < p1 and p0 < q1 and c0 < b1 and b0 < c1:
-                        if (fine is None and qf is None) or overlaps(
-                            reg, qf or _box(q0, q1, c0, c1)
-                        ):
-                            deps.add(j)
+            idx = readers.get(reg.tensor)
+            if idx is not None:  # WAR: all readers since the region's last write
+                idx.meeting(reg, NO_EXEMPTION, deps)
             idx = writers.get(reg.tensor)
-            if idx is not None:  # WAW: the last overlapping writer
-                for q0, q1, c0, c1, j, tag, qf in idx.near(b0, b1):
-                    if q0 < p1 and p0 < q1 and c0 < b1 and b0 < c1 and tag != exempt:
-                        if (fine is None and qf is None) or overlaps(
-                            reg, qf or _box(q0, q1, c0, c1)
-                        ):
-                            deps.add(j)
+            if idx is not None:  # WAW: the last overlapping writer(s)
+                idx.meeting(reg, exempt, deps)
         if len(self.epoch) > 1:
             self._check_races(i, ins, deps)
         mono = self._stream(ins, r, kind)
@@ -403,40 +385,28 @@ class _DepTracker:
         return -1
 
     def _add_reader(self, reg: Region, i: int, mono: int) -> None:
-        lst = self.readers.setdefault(reg.tensor, [])
-        p0, p1, b0, b1 = reg.p0, reg.p1, reg.b0, reg.b1
-        fine = reg if (reg.pstep != 1 or reg.runs is not None) else None
-        if mono >= 0:
+        idx = self.readers.get(reg.tensor)
+        if idx is None:
+            idx = self.readers[reg.tensor] = _SortedEntries()
+        elif mono >= 0:
             # A later reader on the same ordered stream finishes no earlier, so it stands in for
-            # the readers whose regions it covers (checked over a short window to stay O(1)).
-            for k in range(len(lst) - 1, max(-1, len(lst) - 9), -1):
-                q0, q1, c0, c1, _, tag, qf = lst[k]
-                if tag == mono and p0 <= q0 and q1 <= p1 and b0 <= c0 and c1 <= b1:
-                    if fine is None or covers(reg, qf or _box(q0, q1, c0, c1)):
-                        del lst[k]
-        lst.append((p0, p1, b0, b1, i, mono, fine))
+            # the readers of that stream whose pieces it covers.
+            idx.drop_inside(reg, mono)
+        idx.add(reg, i, mono)
 
     def _add_writer(self, reg: Region, i: int, pipe: int) -> None:
-        # Entries fully covered by this write are superseded: later accesses wait for this write,
-        # which waited for them (WAR/WAW), so the lists stay short.
-        t = reg.tensor
-        p0, p1, b0, b1 = reg.p0, reg.p1, reg.b0, reg.b1
-        fine = reg if (reg.pstep != 1 or reg.runs is not None) else None
-        idx = self.writers.get(t)
+        # Pieces that this write covers are superseded: later accesses wait for this write,
+        # which waited for them (WAR/WAW), so the lists stay short. Dropping is only a saving:
+        # a superseded piece still found adds a dependency this write already implies.
+        readers = self.readers.get(reg.tensor)
+        if readers is not None:
+            readers.drop_inside(reg)
+        idx = self.writers.get(reg.tensor)
         if idx is None:
-            idx = self.writers[t] = _SortedEntries()
-        lst = self.readers.get(t)
-        if fine is None:
-            if lst:
-                self.readers[t] = [
-                    e for e in lst if not (p0 <= e[0] and e[1] <= p1 and b0 <= e[2] and e[3] <= b1)
-                ]
-            idx.drop_covered(p0, p1, b0, b1)
-        else:  # a strided write supersedes only entries with exactly its own pattern
-            if lst:
-                self.readers[t] = [e for e in lst if e[6] != reg]
-            idx.drop_pattern(reg)
-        idx.add((p0, p1, b0, b1, i, pipe, fine))
+            idx = self.writers[reg.tensor] = _SortedEntries()
+        else:
+            idx.drop_inside(reg)
+        idx.add(reg, i, pipe)
 
     def _fence_deps(
         self, i: int, ins: Instr, r: int, kind: int, stream: int, deps: set[int]
@@ -463,11 +433,16 @@ class _DepTracker:
             self.unordered[c].append(i)
 
 
+NO_EXEMPTION = -2  # a tag no access carries: every overlapping piece counts
+
+
 class _SortedEntries:
-    """One tensor's writer entries sorted by first byte, so an overlap query visits only the
-    entries that can reach its bytes: those starting in (b0 - span, b1), where `span` is at least
-    the longest entry's byte length (it never shrinks). The order of entries is otherwise free:
-    queries collect sets."""
+    """One tensor's pieces, sorted by first byte: a piece is (p0, p1, b0, b1, merged index, tag,
+    partition step), the partitions p0, p0 + step, ... < p1 times the bytes [b0, b1).
+
+    A query visits only the pieces that can reach its bytes: those starting in (b0 - span, b1),
+    where `span` is at least the longest piece's byte length (it never shrinks). The order of
+    pieces is otherwise free: queries collect sets."""
 
     __slots__ = ("keys", "entries", "span")
 
@@ -477,46 +452,108 @@ class _SortedEntries:
         self.span = 0
 
     def near(self, b0: int, b1: int) -> list[tuple]:
-        """Every entry whose bytes may meet [b0, b1) (a superset, tested by the caller)."""
+        """Every piece whose bytes may meet [b0, b1) (a superset, tested by the caller)."""
         keys = self.keys
         return self.entries[bisect_right(keys, b0 - self.span) : bisect_left(keys, b1)]
 
-    def add(self, entry: tuple) -> None:
-        b0 = entry[2]
-        k = bisect_right(self.keys, b0)
-        self.keys.insert(k, b0)
-        self.entries.insert(k, entry)
-        if entry[3] - b0 > self.span:
-            self.span = entry[3] - b0
-
-    def drop_covered(self, p0: int, p1: int, b0: int, b1: int) -> None:
-        """Drop the entries whose box lies inside [p0, p1) x [b0, b1) (they start in [b0, b1])."""
+    def meeting(self, reg: Region, exempt: int, deps: set[int]) -> None:
+        """Add to `deps` the index of every piece (tag other than `exempt`) sharing a byte of a
+        partition with `reg`."""
+        p0, p1, b0, b1, runs = reg.p0, reg.p1, reg.b0, reg.b1, reg.runs
         keys = self.keys
-        lo, hi = bisect_left(keys, b0), bisect_right(keys, b1)
-        if lo < hi:
+        lo, hi = bisect_right(keys, b0 - self.span), bisect_left(keys, b1)
+        if lo >= hi:
+            return
+        if runs is None or hi - lo <= len(runs[0]):
+            dense = reg.pstep == 1 and runs is None
+            for q0, q1, c0, c1, j, tag, qstep in self.entries[lo:hi]:
+                if q0 < p1 and p0 < q1 and c0 < b1 and b0 < c1 and tag != exempt:
+                    if (dense and qstep == 1) or overlaps(reg, _box(q0, q1, c0, c1, qstep)):
+                        deps.add(j)
+            return
+        # Many runs whose bounding box meets many pieces: look each run up instead, so N column
+        # strips of a tall tensor cost N log N, not N^2.
+        contiguous = reg.pstep == 1
+        for s, e in zip(*runs, strict=True):
+            for q0, q1, c0, c1, j, tag, qstep in self.near(s, e):
+                if q0 < p1 and p0 < q1 and c0 < e and s < c1 and tag != exempt:
+                    if (contiguous and qstep == 1) or partitions_meet(
+                        reg, _box(q0, q1, c0, c1, qstep)
+                    ):
+                        deps.add(j)
+
+    def add(self, reg: Region, i: int, tag: int) -> None:
+        """Record access `i` (with `tag`) to `reg`: one piece per byte run."""
+        p0, p1, pstep, keys, entries = reg.p0, reg.p1, reg.pstep, self.keys, self.entries
+        if reg.runs is None:
+            b0, b1 = reg.b0, reg.b1
+            if b1 - b0 > self.span:
+                self.span = b1 - b0
+            k = bisect_right(keys, b0)
+            keys.insert(k, b0)
+            entries.insert(k, (p0, p1, b0, b1, i, tag, pstep))
+            return
+        starts, ends = reg.runs
+        longest = max(e - s for s, e in zip(starts, ends, strict=True))
+        if longest > self.span:
+            self.span = longest
+        pieces = [(p0, p1, s, e, i, tag, pstep) for s, e in zip(starts, ends, strict=True)]
+        if len(pieces) <= 32:  # a list insert is a memmove: cheaper than a merge of everything
+            for piece in pieces:
+                k = bisect_right(keys, piece[2])
+                keys.insert(k, piece[2])
+                entries.insert(k, piece)
+            return
+        entries += pieces  # two sorted runs: timsort merges them
+        entries.sort(key=_FIRST_BYTE)
+        self.keys = [piece[2] for piece in entries]
+
+    def drop_inside(self, reg: Region, tag: int | None = None) -> None:
+        """Drop the pieces (of `tag`, if given) that `reg` covers. With a partition step only
+        pieces on exactly its partitions count (enough: dropping is a saving, not a duty)."""
+        if reg.runs is None:
+            self._drop_inside(reg.p0, reg.p1, reg.pstep, reg.b0, reg.b1, tag)
+            return
+        for b0, b1 in zip(*reg.runs, strict=True):
+            if self.keys:
+                self._drop_inside(reg.p0, reg.p1, reg.pstep, b0, b1, tag)
+
+    def _drop_inside(self, p0: int, p1: int, pstep: int, b0: int, b1: int, tag: int | None) -> None:
+        keys, entries = self.keys, self.entries
+        lo = bisect_left(keys, b0)
+        if lo == len(keys) or keys[lo] > b1:
+            return  # no piece starts inside [b0, b1]
+        hi = bisect_right(keys, b1, lo)
+        if pstep == 1:
+            if hi - lo <= 8:  # the common case: a tile's last few accesses, deleted in place
+                for k in range(hi - 1, lo - 1, -1):
+                    e = entries[k]
+                    if p0 <= e[0] and e[1] <= p1 and e[3] <= b1 and (tag is None or tag == e[5]):
+                        del keys[k], entries[k]
+                return
             kept = [
                 e
-                for e in self.entries[lo:hi]
-                if not (p0 <= e[0] and e[1] <= p1 and e[3] <= b1)  # e[2] >= b0 by the slice
+                for e in entries[lo:hi]
+                if not (p0 <= e[0] and e[1] <= p1 and e[3] <= b1 and tag in (None, e[5]))
+            ]  # e[2] >= b0 by the slice
+        else:
+            kept = [
+                e
+                for e in entries[lo:hi]
+                if not ((e[0], e[1], e[6]) == (p0, p1, pstep) and e[3] <= b1)
+                or tag not in (None, e[5])
             ]
-            if len(kept) < hi - lo:
-                self.entries[lo:hi] = kept
-                keys[lo:hi] = [e[2] for e in kept]
-
-    def drop_pattern(self, reg: Region) -> None:
-        """Drop the entries with exactly the strided pattern `reg` (they start at reg.b0)."""
-        keys = self.keys
-        lo, hi = bisect_left(keys, reg.b0), bisect_right(keys, reg.b0)
-        if lo < hi:
-            kept = [e for e in self.entries[lo:hi] if e[6] != reg]
-            if len(kept) < hi - lo:
-                self.entries[lo:hi] = kept
-                keys[lo:hi] = [e[2] for e in kept]
+        if len(kept) < hi - lo:
+            entries[lo:hi] = kept
+            keys[lo:hi] = [e[2] for e in kept]
 
 
-def _box(p0: int, p1: int, b0: int, b1: int) -> Region:
-    """A dense region for an entry stored without its Region (tensor id unused by the tests)."""
-    return Region(-1, p0, p1, b0, b1)
+_FIRST_BYTE = itemgetter(2)
+
+
+def _box(p0: int, p1: int, b0: int, b1: int, pstep: int = 1) -> Region:
+    """The region of an entry stored without its Region (tensor id unused by the tests)."""
+    return Region(-1, p0, p1, b0, b1, pstep)
 
 
 def _race(ins: Instr, other: Instr, names: dict[int, str]) -> Race:
