@@ -261,3 +261,26 @@ def test_consecutive_tasks_in_one_process_reuse_its_evaluator_and_workers() -> N
     finally:
         ray_evaluator._close_evaluators()
     assert not ray_evaluator._evaluators
+
+
+def test_a_task_rebuilds_the_problem_once_per_node_and_repairs_a_damaged_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray kills idle worker processes without their exit handlers, so the problem's files live in
+    one folder per problem version in the user's cache (never one per process left in /tmp); a
+    copy that does not hold exactly the driver's files is replaced, never trusted."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    files = ray_evaluator._problem_files(load_problem("rmsnorm"))
+    root = ray_evaluator._problem_folder(files)
+    assert root.parent == tmp_path / "knight" / "problems"
+    assert ray_evaluator._problem_folder(files) == root
+    spec = next(name for name in files if name.endswith(".toml"))
+    (root / spec).write_bytes(b"tampered")
+    (root / "extra.py").write_text("x = 1\n")
+    assert ray_evaluator._problem_folder(files) == root
+    assert {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} == set(files)
+    assert all((root / name).read_bytes() == data for name, data in files.items())
+    assert [p.name for p in root.parent.iterdir()] == [root.name]  # no .incoming / .stale left
+    assert not list((tmp_path / "tmp").iterdir())

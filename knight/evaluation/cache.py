@@ -27,11 +27,16 @@ class RunCache(Protocol):
     def put(self, candidate: str, harness: str, result: RunResult) -> None: ...
 
 
+def user_cache_dir() -> Path:
+    """Knight's folder in the user's cache: `$XDG_CACHE_HOME/knight`, else `~/.cache/knight`."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "knight"
+
+
 def default_cache_dir() -> Path:
     env = os.environ.get("KNIGHT_CACHE")
     if env:
         return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "knight" / "runs"
+    return user_cache_dir() / "runs"
 
 
 class FileCache:

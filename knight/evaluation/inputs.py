@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from knight.errors import KnightError
+from knight.evaluation.cache import user_cache_dir
 from knight.problems.spec import Problem, Workload, load_problem_dir
 
 _problems: dict[str, Problem] = {}
@@ -32,7 +33,7 @@ def default_input_cache() -> Path:
     env = os.environ.get("KNIGHT_INPUT_CACHE")
     if env:
         return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "knight" / "inputs"
+    return user_cache_dir() / "inputs"
 
 
 def load_problem_cached(path: str) -> Problem:

@@ -36,7 +36,7 @@ from typing import Any
 import knight
 from knight.blas import SINGLE_THREADED
 from knight.errors import KnightError, UsageError
-from knight.evaluation.cache import MemoryCache, RunCache, cacheable
+from knight.evaluation.cache import MemoryCache, RunCache, cacheable, user_cache_dir
 from knight.evaluation.categories import Category
 from knight.evaluation.evaluator import DETERMINISM, LocalEvaluator
 from knight.evaluation.fingerprint import harness_fingerprint, versions
@@ -121,19 +121,11 @@ def _task_evaluator(
 ) -> tuple[Problem, LocalEvaluator]:
     from knight.problems import load_problem
 
-    digest = hashlib.sha256()
-    for name in sorted(problem_files):
-        digest.update(name.encode() + b"\0" + hashlib.sha256(problem_files[name]).digest())
-    digest.update(json.dumps(settings, sort_keys=True).encode())
-    key = digest.hexdigest()
+    root = _problem_folder(problem_files)
+    key = hashlib.sha256((root.name + json.dumps(settings, sort_keys=True)).encode()).hexdigest()
     if key in _evaluators:
         _evaluators.move_to_end(key)
         return _evaluators[key]
-    root = Path(tempfile.mkdtemp(prefix="knight-task-")) / "problem"
-    for name, data in problem_files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
     evaluator = LocalEvaluator(
         settings["machine"],
         workers=settings["workers"],
@@ -146,18 +138,61 @@ def _task_evaluator(
     if len(_evaluators) == 1:
         atexit.register(_close_evaluators)
     while len(_evaluators) > _EVALUATORS_KEPT:
-        _close(*_evaluators.popitem(last=False)[1])
+        _evaluators.popitem(last=False)[1][1].close()
     return _evaluators[key]
 
 
-def _close(problem: Problem, evaluator: LocalEvaluator) -> None:
-    evaluator.close()
-    shutil.rmtree(Path(problem.root).parent, ignore_errors=True)
+def _problem_folder(problem_files: dict[str, bytes]) -> Path:
+    """The problem's files in a folder of the user's cache named by their digest, shared by every
+    Ray worker process of the node. It is written once (atomically) and never removed by a
+    process: Ray kills idle worker processes without running their exit handlers, so a folder per
+    process would be left behind by each; one per problem version is a bounded cache."""
+    digest = hashlib.sha256()
+    for name in sorted(problem_files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(problem_files[name]).digest())
+    root = user_cache_dir() / "problems" / digest.hexdigest()[:32]
+    if _holds(root, problem_files):
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    incoming = Path(tempfile.mkdtemp(prefix=".incoming-", dir=root.parent))
+    for name, data in problem_files.items():
+        path = incoming / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    if root.exists() and not _holds(root, problem_files):  # damaged: set it aside, then replace
+        stale = Path(tempfile.mkdtemp(prefix=".stale-", dir=root.parent))
+        try:
+            root.rename(stale / "problem")
+        except OSError:
+            pass  # another process moved it first
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        incoming.rename(root)
+    except OSError:  # another process put the same files there first
+        shutil.rmtree(incoming, ignore_errors=True)
+    if not _holds(root, problem_files):
+        raise KnightError(f"cannot write the problem's files to {root}")
+    return root
+
+
+def _holds(root: Path, problem_files: dict[str, bytes]) -> bool:
+    """Whether `root` holds exactly these files (never trust a folder by its name alone)."""
+    try:
+        present = {
+            p.relative_to(root).as_posix()
+            for p in root.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts
+        }
+        return present == set(problem_files) and all(
+            (root / name).read_bytes() == data for name, data in problem_files.items()
+        )
+    except OSError:
+        return False
 
 
 def _close_evaluators() -> None:
     while _evaluators:
-        _close(*_evaluators.popitem()[1])
+        _evaluators.popitem()[1][1].close()
 
 
 def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
