@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -30,7 +31,7 @@ from knight.cli_options import (
     check_machine,
     check_run_options,
 )
-from knight.errors import KnightError, UsageError
+from knight.errors import KnightError, KnightWarning, UsageError
 from knight.report.command import report_cmd
 from knight.service.commands import TokenOpt, register, remote_evaluator
 
@@ -926,10 +927,21 @@ def _make_interruptible() -> None:
 
 # ----------------------------------------------------------------------------- entry point
 
+_python_show_warning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Knight's own warnings as one `warning:` line; any other as Python prints it."""
+    if issubclass(category, KnightWarning):
+        sys.stderr.write(f"warning: {message}\n")
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
 
 def main() -> None:
     """Console entry point: user errors end in one line on stderr and a non-zero exit code."""
     default_to_one_thread()  # the commands load numpy lazily, after this
+    warnings.showwarning = _show_warning
     try:
         code = app(standalone_mode=False)  # returns typer.Exit's code instead of raising it
     except KnightError as e:

@@ -1,4 +1,5 @@
-"""User-facing errors: each prints as one line and maps to an exit code."""
+"""User-facing errors: each prints as one line and maps to an exit code; and the one warning
+class, for what a user should know that does not stop the work."""
 
 
 class KnightError(Exception):
@@ -17,3 +18,8 @@ class NotFoundError(KnightError):
     """A named thing (problem, run, iteration, database) does not exist."""
 
     exit_code = 1
+
+
+class KnightWarning(UserWarning):
+    """Something the user should know that does not stop the work (the CLI prints it as one
+    `warning:` line)."""

@@ -16,11 +16,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_runner import knight_here
+from cli_runner import knight_argv, knight_env, knight_here
 
 from knight.evaluation import Category, LocalEvaluator, MemoryCache, sandbox
 from knight.evaluation import evaluator as evaluator_module
@@ -489,6 +490,28 @@ def test_without_the_sandbox_workers_still_trace_and_execute(rmsnorm, monkeypatc
         assert ev.pool is not None and ev.pool.sandbox == "none"
         report = ev.evaluate(rmsnorm.baseline_source(), rmsnorm, profile=False)
     assert report.ok, report.failure and report.failure.one_line()
+
+
+def test_without_bubblewrap_auto_still_judges_and_says_so_in_one_line(tmp_path, monkeypatch):
+    """`auto` falls back to no OS sandbox where bubblewrap is missing, never silently; asking for
+    `none` is not warned about."""
+    env = {**knight_env(tmp_path / "cache"), "PATH": str(tmp_path)}  # no bwrap on this PATH
+    env.pop("KNIGHT_SANDBOX", None)
+    baseline = str(ROOT / "baselines/rmsnorm/baseline.py")
+    res = subprocess.run(
+        [*knight_argv("eval", baseline, "--seeds", "1", "--json")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0 and json.loads(res.stdout)["status"] == "ok", res.stderr
+    warned = [line for line in res.stderr.splitlines() if line.startswith("warning:")]
+    assert warned == [f"warning: {sandbox.NO_SANDBOX}"]
+    monkeypatch.setenv("KNIGHT_SANDBOX", "none")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sandbox.mode() == "none"
 
 
 def test_a_misconfigured_sandbox_is_one_clear_error(monkeypatch):

@@ -8,7 +8,8 @@ package and the folders the request needs (a problem folder; for executors the i
 writable), plus a private writable /tmp that disappears with it. The parent's working folder,
 home, database and other files are simply absent.
 
-`KNIGHT_SANDBOX` chooses: `auto` (default: bubblewrap when it works here, else none), `bwrap`
+`KNIGHT_SANDBOX` chooses: `auto` (default: bubblewrap when it works here, else none, with a
+`KnightWarning` that says so), `bwrap`
 (required: starting a worker fails without it) or `none`. Without a sandbox what remains is the
 static allowlist, a scrubbed environment, an empty temporary working folder, resource limits
 (memory, file size, open files) and the data-free tracer.
@@ -21,11 +22,12 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 import knight
-from knight.errors import KnightError
+from knight.errors import KnightError, KnightWarning
 
 MODES = ("auto", "bwrap", "none")
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -45,7 +47,15 @@ def mode() -> str:
         raise KnightError(
             "KNIGHT_SANDBOX=bwrap but bubblewrap is missing or cannot create namespaces here"
         )
+    warnings.warn(NO_SANDBOX, KnightWarning, stacklevel=1)  # once per process: one location
     return "none"
+
+
+NO_SANDBOX = (
+    "no OS sandbox here (bubblewrap is missing or cannot create namespaces): candidate kernels "
+    "run in isolated worker processes without it; install bubblewrap, or set "
+    "KNIGHT_SANDBOX=bwrap to refuse to run without it"
+)
 
 
 @functools.cache

@@ -122,7 +122,7 @@ def serve_cmd(
     if host not in ("127.0.0.1", "localhost", "::1"):
         sys.stderr.write(
             f"warning: serving on {host}: tokens travel in clear text unless a TLS proxy "
-            "fronts this server, and candidate kernels run unsandboxed (docs/service.md)\n"
+            "fronts this server (docs/service.md)\n"
         )
     state_dir.mkdir(parents=True, exist_ok=True)
     settings = ServiceSettings(
