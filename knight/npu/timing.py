@@ -471,8 +471,8 @@ class _SortedEntries:
                     if (dense and qstep == 1) or overlaps(reg, _box(q0, q1, c0, c1, qstep)):
                         deps.add(j)
             return
-        # Many runs whose bounding box meets many pieces: look each run up instead, so N column
-        # strips of a tall tensor cost N log N, not N^2.
+        # Many runs whose bounding box meets many pieces: look each run up instead, so storing N
+        # column strips of a tensor costs N log N lookups, not N^2 exact comparisons.
         contiguous = reg.pstep == 1
         for s, e in zip(*runs, strict=True):
             for q0, q1, c0, c1, j, tag, qstep in self.near(s, e):
