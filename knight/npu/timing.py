@@ -336,7 +336,9 @@ class _DepTracker:
         deps: set[int] = set()
         self.epoch_of.append(self.epoch[ins.core])
         # An accumulating matmul is pipelined behind the previous matmul of the same group on the
-        # same TensorE (in-order issue already orders them); it still waits for other writers.
+        # same TensorE (in-order issue already orders them): it ignores earlier matmul writers
+        # (RAW, WAW); the earlier matmuls' PSUM reads never hold it back because each matmul's
+        # write supersedes its own read (`_add_writer`). It still waits for other writers.
         pipe = r if ins.op == "matmul" else -1
         exempt = r if (ins.op == "matmul" and ins.accumulate) else NO_EXEMPTION
         writers, readers = self.writers, self.readers
@@ -396,8 +398,9 @@ class _DepTracker:
 
     def _add_writer(self, reg: Region, i: int, pipe: int) -> None:
         # Pieces that this write covers are superseded: later accesses wait for this write,
-        # which waited for them (WAR/WAW), so the lists stay short. Dropping is only a saving:
-        # a superseded piece still found adds a dependency this write already implies.
+        # which waited for them (WAR/WAW), so the lists stay short. Dropping is a saving, with
+        # one exception that depends on it: a matmul's write supersedes its own accumulate read,
+        # so the next accumulating matmul (exempt from the WAW) is not held back by a WAR.
         readers = self.readers.get(reg.tensor)
         if readers is not None:
             readers.drop_inside(reg)
@@ -510,7 +513,8 @@ class _SortedEntries:
 
     def drop_inside(self, reg: Region, tag: int | None = None) -> None:
         """Drop the pieces (of `tag`, if given) that `reg` covers. With a partition step only
-        pieces on exactly its partitions count (enough: dropping is a saving, not a duty)."""
+        pieces on exactly its partitions count (enough: only a matmul's own accumulate read, which
+        its write covers exactly, must be dropped)."""
         if reg.runs is None:
             self._drop_inside(reg.p0, reg.p1, reg.pstep, reg.b0, reg.b1, tag)
             return
