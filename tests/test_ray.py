@@ -273,13 +273,14 @@ def test_a_task_rebuilds_the_problem_once_per_node_and_repairs_a_damaged_copy(
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     files = ray_evaluator._problem_files(load_problem("rmsnorm"))
-    root = ray_evaluator._problem_folder(files)
+    digest = ray_evaluator._files_digest(files)
+    root = ray_evaluator._problem_folder(files, digest)
     assert root.parent == tmp_path / "knight" / "problems"
-    assert ray_evaluator._problem_folder(files) == root
+    assert ray_evaluator._problem_folder(files, digest) == root
     spec = next(name for name in files if name.endswith(".toml"))
     (root / spec).write_bytes(b"tampered")
     (root / "extra.py").write_text("x = 1\n")
-    assert ray_evaluator._problem_folder(files) == root
+    assert ray_evaluator._problem_folder(files, digest) == root
     assert {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} == set(files)
     assert all((root / name).read_bytes() == data for name, data in files.items())
     assert [p.name for p in root.parent.iterdir()] == [root.name]  # no .incoming / .stale left

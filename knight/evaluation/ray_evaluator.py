@@ -121,11 +121,12 @@ def _task_evaluator(
 ) -> tuple[Problem, LocalEvaluator]:
     from knight.problems import load_problem
 
-    root = _problem_folder(problem_files)
-    key = hashlib.sha256((root.name + json.dumps(settings, sort_keys=True)).encode()).hexdigest()
-    if key in _evaluators:
+    files = _files_digest(problem_files)
+    key = hashlib.sha256((files + json.dumps(settings, sort_keys=True)).encode()).hexdigest()
+    if key in _evaluators:  # a warm evaluator: no file is read or written
         _evaluators.move_to_end(key)
         return _evaluators[key]
+    root = _problem_folder(problem_files, files)
     evaluator = LocalEvaluator(
         settings["machine"],
         workers=settings["workers"],
@@ -142,15 +143,20 @@ def _task_evaluator(
     return _evaluators[key]
 
 
-def _problem_folder(problem_files: dict[str, bytes]) -> Path:
-    """The problem's files in a folder of the user's cache named by their digest, shared by every
-    Ray worker process of the node. It is written once (atomically) and never removed by a
-    process: Ray kills idle worker processes without running their exit handlers, so a folder per
-    process would be left behind by each; one per problem version is a bounded cache."""
+def _files_digest(problem_files: dict[str, bytes]) -> str:
+    """A digest of a problem folder's file names and contents."""
     digest = hashlib.sha256()
     for name in sorted(problem_files):
         digest.update(name.encode() + b"\0" + hashlib.sha256(problem_files[name]).digest())
-    root = user_cache_dir() / "problems" / digest.hexdigest()[:32]
+    return digest.hexdigest()
+
+
+def _problem_folder(problem_files: dict[str, bytes], digest: str) -> Path:
+    """The problem's files in a folder of the user's cache named by their `digest`, shared by
+    every Ray worker process of the node. It is written once (atomically) and never removed by a
+    process: Ray kills idle worker processes without running their exit handlers, so a folder per
+    process would be left behind by each; one per problem version is a bounded cache."""
+    root = user_cache_dir() / "problems" / digest[:32]
     if _holds(root, problem_files):
         return root
     root.parent.mkdir(parents=True, exist_ok=True)

@@ -136,7 +136,8 @@ def overlaps(a: Region, b: Region) -> bool:
 
 
 def partitions_meet(a: Region, b: Region) -> bool:
-    """Do the partition sets of two regions (ranges with steps) share a partition?"""
+    """Do the partition sets of two regions whose partition boxes overlap (ranges with steps)
+    share a partition?"""
     if a.pstep == 1 and b.pstep == 1:
         return True  # contiguous ranges whose boxes overlap
     lo, hi = max(a.p0, b.p0), min(a.p1, b.p1)

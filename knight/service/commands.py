@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from knight import cli_options as options
-from knight.errors import UsageError
+from knight.errors import KnightWarning, UsageError
 
 TokenFileOpt = Annotated[
     Path,
@@ -120,9 +121,11 @@ def serve_cmd(
     # with it.
     cluster = RayEvaluator(address, cpus_per_task=workers or 1) if kind == "ray" else None
     if host not in ("127.0.0.1", "localhost", "::1"):
-        sys.stderr.write(
-            f"warning: serving on {host}: tokens travel in clear text unless a TLS proxy "
-            "fronts this server (docs/service.md)\n"
+        warnings.warn(
+            f"serving on {host}: tokens travel in clear text unless a TLS proxy fronts this "
+            "server (docs/service.md)",
+            KnightWarning,
+            stacklevel=1,
         )
     state_dir.mkdir(parents=True, exist_ok=True)
     settings = ServiceSettings(
